@@ -25,7 +25,10 @@ pub struct QuantityError {
 impl Quantity {
     /// Parses a Kubernetes quantity string.
     pub fn parse(input: &str) -> Result<Self, QuantityError> {
-        let err = |why| QuantityError { input: input.to_string(), why };
+        let err = |why| QuantityError {
+            input: input.to_string(),
+            why,
+        };
         let s = input.trim();
         if s.is_empty() {
             return Err(err("empty"));
@@ -35,7 +38,9 @@ impl Quantity {
             b'+' => (false, &s[1..]),
             _ => (false, s),
         };
-        let num_end = body.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(body.len());
+        let num_end = body
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(body.len());
         let (number, suffix) = body.split_at(num_end);
         if number.is_empty() || number == "." || number.matches('.').count() > 1 {
             return Err(err("expected a decimal number"));
@@ -91,7 +96,11 @@ impl Quantity {
 
     /// A quantity of `milli / 1000` units.
     pub fn from_milli(milli: i64) -> Self {
-        Self { mantissa: i128::from(milli), exp10: -3, exp1024: 0 }
+        Self {
+            mantissa: i128::from(milli),
+            exp10: -3,
+            exp1024: 0,
+        }
     }
 
     /// The value in thousandths, rounded up as Kubernetes' `MilliValue()` does.
@@ -140,7 +149,11 @@ impl fmt::Display for Quantity {
             return write!(f, "{}{}", self.mantissa, BIN[self.exp1024 as usize]);
         }
         let milli = self.milli_value();
-        if milli % 1000 == 0 { write!(f, "{}", milli / 1000) } else { write!(f, "{milli}m") }
+        if milli % 1000 == 0 {
+            write!(f, "{}", milli / 1000)
+        } else {
+            write!(f, "{milli}m")
+        }
     }
 }
 
@@ -196,7 +209,11 @@ mod tests {
             ("-1.5", -1500),
             ("500u", 1),
         ] {
-            assert_eq!(Quantity::parse(text).unwrap().milli_value(), milli, "{text}");
+            assert_eq!(
+                Quantity::parse(text).unwrap().milli_value(),
+                milli,
+                "{text}"
+            );
         }
     }
 

@@ -50,23 +50,37 @@ impl HpaConfig {
             settings: &self.settings,
         };
         let mut current_metrics = Vec::new();
-        let outcome = stage.reconcile(&mut state.history, &mut state.conditions, now, current, |conditions| match input {
-            MetricInput::Recommendation(r) => {
-                conditions.set(
-                    ConditionType::ScalingActive,
-                    true,
-                    "ValidMetricFound",
-                    "the HPA was given a raw recommendation",
-                );
-                Some(r)
-            }
-            MetricInput::Observations(observations) => {
-                let (proposal, statuses) = self.replicas_for_metrics(conditions, current, status_replicas, observations);
-                current_metrics = statuses;
-                proposal
-            }
-        });
-        HpaDecision { outcome, current_metrics }
+        let outcome = stage.reconcile(
+            &mut state.history,
+            &mut state.conditions,
+            now,
+            current,
+            |conditions| match input {
+                MetricInput::Recommendation(r) => {
+                    conditions.set(
+                        ConditionType::ScalingActive,
+                        true,
+                        "ValidMetricFound",
+                        "the HPA was given a raw recommendation",
+                    );
+                    Some(r)
+                }
+                MetricInput::Observations(observations) => {
+                    let (proposal, statuses) = self.replicas_for_metrics(
+                        conditions,
+                        current,
+                        status_replicas,
+                        observations,
+                    );
+                    current_metrics = statuses;
+                    proposal
+                }
+            },
+        );
+        HpaDecision {
+            outcome,
+            current_metrics,
+        }
     }
 
     /// `computeReplicasForMetrics`: the maximum over metrics. A failed metric is tolerated
@@ -78,7 +92,12 @@ impl HpaConfig {
         status_replicas: i32,
         observations: &[Option<Observation>],
     ) -> (Option<i32>, Vec<Option<MetricValue>>) {
-        let cx = CalcContext { spec_replicas, status_replicas, tolerances: self.tolerances, settings: &self.settings };
+        let cx = CalcContext {
+            spec_replicas,
+            status_replicas,
+            tolerances: self.tolerances,
+            settings: &self.settings,
+        };
         let mut statuses = vec![None; self.metrics.len()];
         let mut replicas = 0;
         let mut invalid = 0;

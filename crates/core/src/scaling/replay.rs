@@ -168,17 +168,25 @@ impl ReplayFile {
             delay_of_initial_readiness_status_seconds: self
                 .delay_of_initial_readiness_status_seconds
                 .unwrap_or(d.delay_of_initial_readiness_status_seconds),
-            scale_up_limit_factor: self.scale_up_limit_factor.unwrap_or(d.scale_up_limit_factor),
-            scale_up_limit_minimum: self.scale_up_limit_minimum.unwrap_or(d.scale_up_limit_minimum),
+            scale_up_limit_factor: self
+                .scale_up_limit_factor
+                .unwrap_or(d.scale_up_limit_factor),
+            scale_up_limit_minimum: self
+                .scale_up_limit_minimum
+                .unwrap_or(d.scale_up_limit_minimum),
         }
     }
 
     /// Validates the file and replays every step.
     pub fn run(&self) -> Result<Vec<StepOutput>, SpecError> {
-        let config = self.hpa.spec.resolve(self.settings()).map_err(|e| SpecError {
-            path: format!("hpa.spec.{}", e.path),
-            message: e.message,
-        })?;
+        let config = self
+            .hpa
+            .spec
+            .resolve(self.settings())
+            .map_err(|e| SpecError {
+                path: format!("hpa.spec.{}", e.path),
+                message: e.message,
+            })?;
         self.check_top_level()?;
         let mut state = HpaState {
             history: ScalingHistory {
@@ -194,14 +202,22 @@ impl ReplayFile {
         for (i, step) in self.steps.iter().enumerate() {
             let path = format!("steps[{i}]");
             if !step.t.is_finite() || step.t <= previous_t {
-                return Err(SpecError { path: format!("{path}.t"), message: "must be strictly increasing".into() });
+                return Err(SpecError {
+                    path: format!("{path}.t"),
+                    message: "must be strictly increasing".into(),
+                });
             }
             previous_t = step.t;
             current = step.current_replicas.unwrap_or(current);
-            let status_replicas =
-                step.status_replicas.or(if i == 0 { self.status_replicas } else { None }).unwrap_or(current);
+            let status_replicas = step
+                .status_replicas
+                .or(if i == 0 { self.status_replicas } else { None })
+                .unwrap_or(current);
             if current < 0 || status_replicas < 0 {
-                return Err(SpecError { path, message: "replica counts must be >= 0".into() });
+                return Err(SpecError {
+                    path,
+                    message: "replica counts must be >= 0".into(),
+                });
             }
             let observations;
             let input = match (&step.recommendation, &step.metrics) {
@@ -224,7 +240,8 @@ impl ReplayFile {
                 desired_replicas: decision.outcome.desired,
                 recommendation: decision.outcome.recommendation,
                 conditions: state.conditions.clone(),
-                current_metrics: (!decision.current_metrics.is_empty()).then_some(decision.current_metrics),
+                current_metrics: (!decision.current_metrics.is_empty())
+                    .then_some(decision.current_metrics),
                 recommendations: state.history.recommendations.clone().unwrap_or_default(),
                 scale_up_events: state.history.scale_up_events.clone(),
                 scale_down_events: state.history.scale_down_events.clone(),
@@ -235,7 +252,12 @@ impl ReplayFile {
     }
 
     fn check_top_level(&self) -> Result<(), SpecError> {
-        let err = |path: &str, message: &str| Err(SpecError { path: path.into(), message: message.into() });
+        let err = |path: &str, message: &str| {
+            Err(SpecError {
+                path: path.into(),
+                message: message.into(),
+            })
+        };
         if self.current_replicas < 0 {
             return err("currentReplicas", "must be >= 0");
         }
@@ -269,24 +291,39 @@ fn observations_for(
         .iter()
         .map(|metric| {
             let key = metric.key();
-            let Some(obs) = given.get(key) else { return Ok(None) };
+            let Some(obs) = given.get(key) else {
+                return Ok(None);
+            };
             let path = format!("{step_path}.metrics.{key}");
             convert(metric, obs, current, &path).map(Some)
         })
         .collect()
 }
 
-fn convert(metric: &Metric, obs: &ObservationInput, current: i32, path: &str) -> Result<Observation, SpecError> {
-    let err = |field: String, message: &str| SpecError { path: field, message: message.into() };
+fn convert(
+    metric: &Metric,
+    obs: &ObservationInput,
+    current: i32,
+    path: &str,
+) -> Result<Observation, SpecError> {
+    let err = |field: String, message: &str| SpecError {
+        path: field,
+        message: message.into(),
+    };
     let default_pods = || vec![PodInfo::default(); current.max(0) as usize];
     let pod_states = |pods: &Option<Vec<PodInput>>| match pods {
         Some(pods) => pods.iter().map(pod_info).collect(),
         None => default_pods(),
     };
     match metric {
-        Metric::ResourceUtilization { .. } | Metric::ResourceAverageValue { .. } | Metric::Pods { .. } => {
+        Metric::ResourceUtilization { .. }
+        | Metric::ResourceAverageValue { .. }
+        | Metric::Pods { .. } => {
             let is_resource = !matches!(metric, Metric::Pods { .. });
-            let pods = obs.pods.as_ref().ok_or_else(|| err(format!("{path}.pods"), "required for this metric"))?;
+            let pods = obs
+                .pods
+                .as_ref()
+                .ok_or_else(|| err(format!("{path}.pods"), "required for this metric"))?;
             let samples = pods
                 .iter()
                 .enumerate()
@@ -295,14 +332,29 @@ fn convert(metric: &Metric, obs: &ObservationInput, current: i32, path: &str) ->
                     let reading = if is_resource { p.usage } else { p.value };
                     let field = if is_resource { "usage" } else { "value" };
                     let value_milli = match (reading, p.missing) {
-                        (Some(_), true) => return Err(err(ppath, &format!("`{field}` and `missing` exclude each other"))),
+                        (Some(_), true) => {
+                            return Err(err(
+                                ppath,
+                                &format!("`{field}` and `missing` exclude each other"),
+                            ));
+                        }
                         (Some(v), false) => Some(milli(v)),
                         (None, true) => None,
-                        (None, false) => return Err(err(format!("{ppath}.{field}"), "required unless `missing: true`")),
+                        (None, false) => {
+                            return Err(err(
+                                format!("{ppath}.{field}"),
+                                "required unless `missing: true`",
+                            ));
+                        }
                     };
                     let request_milli = match (is_resource, p.request) {
                         (true, Some(r)) => Some(milli(r)),
-                        (true, None) => return Err(err(format!("{ppath}.request"), "required for Resource metrics")),
+                        (true, None) => {
+                            return Err(err(
+                                format!("{ppath}.request"),
+                                "required for Resource metrics",
+                            ));
+                        }
                         (false, _) => None,
                     };
                     Ok(PodSample {
@@ -317,12 +369,23 @@ fn convert(metric: &Metric, obs: &ObservationInput, current: i32, path: &str) ->
             Ok(Observation::PodSamples(samples))
         }
         Metric::ObjectValue { .. } | Metric::ObjectAverageValue { .. } => {
-            let value = obs.value.ok_or_else(|| err(format!("{path}.value"), "required for Object metrics"))?;
-            Ok(Observation::Object { value_milli: milli(value), pods: pod_states(&obs.pods) })
+            let value = obs
+                .value
+                .ok_or_else(|| err(format!("{path}.value"), "required for Object metrics"))?;
+            Ok(Observation::Object {
+                value_milli: milli(value),
+                pods: pod_states(&obs.pods),
+            })
         }
         Metric::ExternalValue { .. } | Metric::ExternalAverageValue { .. } => {
-            let values = obs.values.as_ref().ok_or_else(|| err(format!("{path}.values"), "required for External metrics"))?;
-            Ok(Observation::External { values_milli: values.iter().map(|v| milli(*v)).collect(), pods: pod_states(&obs.pods) })
+            let values = obs
+                .values
+                .as_ref()
+                .ok_or_else(|| err(format!("{path}.values"), "required for External metrics"))?;
+            Ok(Observation::External {
+                values_milli: values.iter().map(|v| milli(*v)).collect(),
+                pods: pod_states(&obs.pods),
+            })
         }
     }
 }
@@ -333,6 +396,8 @@ fn pod_info(p: &PodInput) -> PodInfo {
         phase: p.phase,
         deleting: p.deleting,
         started_seconds_ago: p.started_seconds_ago,
-        ready_transition_seconds_ago: p.ready_transition_seconds_ago.unwrap_or(p.started_seconds_ago),
+        ready_transition_seconds_ago: p
+            .ready_transition_seconds_ago
+            .unwrap_or(p.started_seconds_ago),
     }
 }

@@ -187,7 +187,13 @@ pub struct ScalingRules {
 impl ScalingRules {
     /// The longest policy period: events older than this are reusable slots.
     pub fn longest_period(&self) -> f64 {
-        f64::from(self.policies.iter().map(|p| p.period_seconds).max().unwrap_or(0))
+        f64::from(
+            self.policies
+                .iter()
+                .map(|p| p.period_seconds)
+                .max()
+                .unwrap_or(0),
+        )
     }
 }
 
@@ -216,7 +222,10 @@ impl Tolerances {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Metric {
     /// Average utilization (percent of request) of a resource.
-    ResourceUtilization { resource: String, target_percent: i32 },
+    ResourceUtilization {
+        resource: String,
+        target_percent: i32,
+    },
     /// Average raw usage of a resource, in milli-units.
     ResourceAverageValue { resource: String, target_milli: i64 },
     /// Average over pods of a per-pod metric.
@@ -267,7 +276,10 @@ pub struct SpecError {
 }
 
 fn spec_err(path: impl Into<String>, message: impl Into<String>) -> SpecError {
-    SpecError { path: path.into(), message: message.into() }
+    SpecError {
+        path: path.into(),
+        message: message.into(),
+    }
 }
 
 impl HpaSpec {
@@ -281,10 +293,16 @@ impl HpaSpec {
             return Err(spec_err("maxReplicas", "must be >= 1"));
         }
         if self.max_replicas < min_replicas {
-            return Err(spec_err("maxReplicas", format!("must be >= minReplicas ({min_replicas})")));
+            return Err(spec_err(
+                "maxReplicas",
+                format!("must be >= minReplicas ({min_replicas})"),
+            ));
         }
         let metrics = if self.metrics.is_empty() {
-            vec![Metric::ResourceUtilization { resource: "cpu".into(), target_percent: 80 }]
+            vec![Metric::ResourceUtilization {
+                resource: "cpu".into(),
+                target_percent: 80,
+            }]
         } else {
             self.metrics
                 .iter()
@@ -295,9 +313,15 @@ impl HpaSpec {
         let mut keys: Vec<&str> = metrics.iter().map(Metric::key).collect();
         keys.sort_unstable();
         if let Some(w) = keys.windows(2).find(|w| w[0] == w[1]) {
-            return Err(spec_err("metrics", format!("metric {:?} listed twice", w[0])));
+            return Err(spec_err(
+                "metrics",
+                format!("metric {:?} listed twice", w[0]),
+            ));
         }
-        let mut tolerances = Tolerances { down: settings.tolerance, up: settings.tolerance };
+        let mut tolerances = Tolerances {
+            down: settings.tolerance,
+            up: settings.tolerance,
+        };
         let behavior = match &self.behavior {
             None => None,
             Some(b) => {
@@ -314,14 +338,26 @@ impl HpaSpec {
                         "behavior.scaleUp",
                         0.0,
                         &[
-                            ScalingPolicy { kind: PolicyKind::Pods, value: 4, period_seconds: 15 },
-                            ScalingPolicy { kind: PolicyKind::Percent, value: 100, period_seconds: 15 },
+                            ScalingPolicy {
+                                kind: PolicyKind::Pods,
+                                value: 4,
+                                period_seconds: 15,
+                            },
+                            ScalingPolicy {
+                                kind: PolicyKind::Percent,
+                                value: 100,
+                                period_seconds: 15,
+                            },
                         ],
                     )?,
                     scale_down: down.resolve(
                         "behavior.scaleDown",
                         settings.downscale_stabilization_seconds,
-                        &[ScalingPolicy { kind: PolicyKind::Percent, value: 100, period_seconds: 15 }],
+                        &[ScalingPolicy {
+                            kind: PolicyKind::Percent,
+                            value: 100,
+                            period_seconds: 15,
+                        }],
                     )?,
                 })
             }
@@ -357,10 +393,16 @@ impl ScalingRulesSpec {
             Some(w) => f64::from(w),
             None => default_window,
         };
-        let policies = self.policies.clone().unwrap_or_else(|| default_policies.to_vec());
+        let policies = self
+            .policies
+            .clone()
+            .unwrap_or_else(|| default_policies.to_vec());
         for (i, p) in policies.iter().enumerate() {
             if p.value <= 0 {
-                return Err(spec_err(format!("{path}.policies[{i}].value"), "must be > 0"));
+                return Err(spec_err(
+                    format!("{path}.policies[{i}].value"),
+                    "must be > 0",
+                ));
             }
             if !(1..=1800).contains(&p.period_seconds) {
                 return Err(spec_err(
@@ -373,7 +415,11 @@ impl ScalingRulesSpec {
         if policies.is_empty() && select_policy != SelectPolicy::Disabled {
             return Err(spec_err(format!("{path}.policies"), "must not be empty"));
         }
-        Ok(ScalingRules { stabilization_window_seconds: window, select_policy, policies })
+        Ok(ScalingRules {
+            stabilization_window_seconds: window,
+            select_policy,
+            policies,
+        })
     }
 }
 
@@ -387,33 +433,49 @@ impl MetricSpec {
             }
         }
         let named = |source: &Option<NamedSource>, field: &str| {
-            source.clone().ok_or_else(|| spec_err(format!("{path}.{field}"), "required for this metric type"))
+            source
+                .clone()
+                .ok_or_else(|| spec_err(format!("{path}.{field}"), "required for this metric type"))
         };
         match self.kind {
             MetricKind::Resource => {
-                let r = self
-                    .resource
-                    .as_ref()
-                    .ok_or_else(|| spec_err(format!("{path}.resource"), "required for type Resource"))?;
+                let r = self.resource.as_ref().ok_or_else(|| {
+                    spec_err(format!("{path}.resource"), "required for type Resource")
+                })?;
                 let tpath = format!("{path}.resource.target");
                 // Kubernetes looks at averageValue first, whatever `type` says.
                 if let Some(v) = &r.target.average_value {
                     let target_milli = positive(Some(v), format!("{tpath}.averageValue"))?;
-                    return Ok(Metric::ResourceAverageValue { resource: r.name.clone(), target_milli });
+                    return Ok(Metric::ResourceAverageValue {
+                        resource: r.name.clone(),
+                        target_milli,
+                    });
                 }
                 match r.target.average_utilization {
-                    Some(p) if p > 0 => {
-                        Ok(Metric::ResourceUtilization { resource: r.name.clone(), target_percent: p })
-                    }
-                    Some(_) => Err(spec_err(format!("{tpath}.averageUtilization"), "must be positive")),
-                    None => Err(spec_err(tpath, "neither averageUtilization nor averageValue is set")),
+                    Some(p) if p > 0 => Ok(Metric::ResourceUtilization {
+                        resource: r.name.clone(),
+                        target_percent: p,
+                    }),
+                    Some(_) => Err(spec_err(
+                        format!("{tpath}.averageUtilization"),
+                        "must be positive",
+                    )),
+                    None => Err(spec_err(
+                        tpath,
+                        "neither averageUtilization nor averageValue is set",
+                    )),
                 }
             }
             MetricKind::Pods => {
                 let s = named(&self.pods, "pods")?;
-                let target_milli =
-                    positive(s.target.average_value.as_ref(), format!("{path}.pods.target.averageValue"))?;
-                Ok(Metric::Pods { name: s.metric.name, target_milli })
+                let target_milli = positive(
+                    s.target.average_value.as_ref(),
+                    format!("{path}.pods.target.averageValue"),
+                )?;
+                Ok(Metric::Pods {
+                    name: s.metric.name,
+                    target_milli,
+                })
             }
             MetricKind::Object => {
                 let s = named(&self.object, "object")?;
@@ -424,12 +486,16 @@ impl MetricSpec {
                         name: s.metric.name,
                     }),
                     TargetKind::AverageValue => Ok(Metric::ObjectAverageValue {
-                        target_milli: positive(s.target.average_value.as_ref(), format!("{tpath}.averageValue"))?,
+                        target_milli: positive(
+                            s.target.average_value.as_ref(),
+                            format!("{tpath}.averageValue"),
+                        )?,
                         name: s.metric.name,
                     }),
-                    TargetKind::Utilization => {
-                        Err(spec_err(format!("{tpath}.type"), "must be Value or AverageValue"))
-                    }
+                    TargetKind::Utilization => Err(spec_err(
+                        format!("{tpath}.type"),
+                        "must be Value or AverageValue",
+                    )),
                 }
             }
             MetricKind::External => {
@@ -438,7 +504,10 @@ impl MetricSpec {
                 // Kubernetes prefers averageValue when both are set.
                 if s.target.average_value.is_some() {
                     Ok(Metric::ExternalAverageValue {
-                        target_milli: positive(s.target.average_value.as_ref(), format!("{tpath}.averageValue"))?,
+                        target_milli: positive(
+                            s.target.average_value.as_ref(),
+                            format!("{tpath}.averageValue"),
+                        )?,
                         name: s.metric.name,
                     })
                 } else {
