@@ -1,0 +1,3 @@
+//! Integration tests of tenantscale-core (one test binary for the crate).
+
+mod controller;
