@@ -8,3 +8,4 @@ pub mod hpa;
 pub mod replay;
 pub mod replica;
 pub mod spec;
+pub mod tenant_aware;

@@ -1,3 +1,4 @@
 //! Integration tests of tenantscale-core (one test binary for the crate).
 
 mod controller;
+mod tenant_aware;

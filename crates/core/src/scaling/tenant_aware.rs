@@ -1,0 +1,266 @@
+//! The `tenant-aware` policy: size the pool for the demand each tenant is entitled to.
+//!
+//! Per tenant, demand is the larger of its concurrency now (in-flight + queued) and its
+//! arrival rate × mean service time (Little's law), capped at its entitlement: `maxShare ×
+//! maxReplicas × slotsPerPod` concurrent requests. A tenant flooding the pool past its cap
+//! therefore never buys replicas that others would pay for.
+//!
+//! The capped total is averaged over a stable window (60 s) and a panic window (6 s), as
+//! Knative's KPA does. `desired = ceil(demand / (slotsPerPod × targetUtilization))`. When the
+//! panic window asks for at least `panicThreshold ×` the current replicas, the policy panics:
+//! it follows the short window at once and never recommends fewer replicas until a whole
+//! stable window passes without the condition. The recommendation then goes through the
+//! same behavior stage (stabilization, rate policies, min/max) as the `hpa` policy.
+
+use super::behavior::{ConditionType, Outcome, Seconds, Stage};
+use super::hpa::HpaState;
+use super::spec::{Behavior, BehaviorSpec, ControllerSettings, HpaSpec, SpecError};
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+
+/// What the autoscaler observed of one tenant (summed over pods).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantDemand {
+    /// Requests being served now.
+    pub in_flight: f64,
+    /// Requests waiting in the tenant's queues.
+    pub queued: f64,
+    /// Arrivals per second.
+    pub arrival_rate: f64,
+    /// Mean service time in seconds.
+    pub mean_service_seconds: f64,
+    /// The most of the pool this tenant may use, in (0, 1].
+    pub max_share: f64,
+}
+
+impl TenantDemand {
+    /// Concurrency the tenant needs now: the larger of what it holds and what it brings.
+    pub fn raw(&self) -> f64 {
+        (self.in_flight + self.queued)
+            .max(self.arrival_rate * self.mean_service_seconds)
+            .max(0.0)
+    }
+}
+
+/// Settings of the tenant-aware policy.
+///
+/// Defaults (via [`TenantAwareConfig::new`]): target utilization 0.7, stable window 60 s,
+/// panic window 6 s, panic threshold 2.0, and Kubernetes' default `behavior` (scale up at
+/// once by max(4 pods, 100 %) per 15 s; scale down after a 300 s window).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TenantAwareConfig {
+    pub min_replicas: i32,
+    pub max_replicas: i32,
+    pub slots_per_pod: u32,
+    pub target_utilization: f64,
+    pub stable_window_seconds: f64,
+    pub panic_window_seconds: f64,
+    pub panic_threshold: f64,
+    pub behavior: Behavior,
+    pub settings: ControllerSettings,
+}
+
+impl TenantAwareConfig {
+    /// A config with the documented defaults.
+    pub fn new(
+        min_replicas: i32,
+        max_replicas: i32,
+        slots_per_pod: u32,
+    ) -> Result<Self, SpecError> {
+        Self::with_behavior(
+            min_replicas,
+            max_replicas,
+            slots_per_pod,
+            &BehaviorSpec::default(),
+        )
+    }
+
+    /// A config whose behavior stage is `behavior` (an autoscaling/v2 behavior block).
+    pub fn with_behavior(
+        min_replicas: i32,
+        max_replicas: i32,
+        slots_per_pod: u32,
+        behavior: &BehaviorSpec,
+    ) -> Result<Self, SpecError> {
+        if slots_per_pod == 0 {
+            return Err(SpecError {
+                path: "slotsPerPod".into(),
+                message: "must be >= 1".into(),
+            });
+        }
+        let settings = ControllerSettings::default();
+        let spec = HpaSpec {
+            min_replicas: Some(min_replicas),
+            max_replicas,
+            metrics: vec![],
+            behavior: Some(behavior.clone()),
+        };
+        let resolved = spec.resolve(settings)?;
+        Ok(Self {
+            min_replicas: resolved.min_replicas,
+            max_replicas,
+            slots_per_pod,
+            target_utilization: 0.7,
+            stable_window_seconds: 60.0,
+            panic_window_seconds: 6.0,
+            panic_threshold: 2.0,
+            behavior: resolved.behavior.expect("behavior was given"),
+            settings,
+        })
+    }
+
+    /// Concurrent requests a tenant of `max_share` is entitled to at full scale.
+    pub fn entitlement(&self, max_share: f64) -> f64 {
+        max_share * f64::from(self.max_replicas) * f64::from(self.slots_per_pod)
+    }
+
+    fn replicas_for(&self, demand: f64) -> i32 {
+        let per_pod = f64::from(self.slots_per_pod) * self.target_utilization;
+        (demand / per_pod).ceil().clamp(0.0, f64::from(i32::MAX)) as i32
+    }
+}
+
+/// A time-stamped capped demand total.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct DemandSample {
+    pub t: Seconds,
+    pub demand: f64,
+}
+
+/// What the tenant-aware policy remembers between decisions (persistable).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantAwareState {
+    #[serde(flatten)]
+    pub hpa: HpaState,
+    /// Capped demand totals inside the stable window, oldest first.
+    #[serde(default)]
+    pub samples: VecDeque<DemandSample>,
+    /// When the panic condition last held, while panicking.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub panic_since: Option<Seconds>,
+    /// The highest recommendation made during the current panic.
+    #[serde(default)]
+    pub panic_peak: i32,
+}
+
+/// One decision, with the numbers behind it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TenantAwareDecision {
+    pub outcome: Outcome,
+    /// Σ demand before capping.
+    pub raw_demand: f64,
+    /// Σ demand after capping each tenant at its entitlement.
+    pub capped_demand: f64,
+    /// Tenants whose demand exceeded their entitlement.
+    pub capped_tenants: usize,
+    pub stable_desired: i32,
+    pub panic_desired: i32,
+    pub panicking: bool,
+}
+
+impl TenantAwareConfig {
+    /// Decides the replica count at `now` for a pool at `current` replicas.
+    pub fn decide(
+        &self,
+        state: &mut TenantAwareState,
+        now: Seconds,
+        current: i32,
+        tenants: &[TenantDemand],
+    ) -> TenantAwareDecision {
+        let (mut raw_demand, mut capped_demand, mut capped_tenants) = (0.0, 0.0, 0);
+        for t in tenants {
+            let raw = t.raw();
+            let cap = self.entitlement(t.max_share);
+            raw_demand += raw;
+            if raw > cap {
+                capped_tenants += 1;
+            }
+            capped_demand += raw.min(cap);
+        }
+
+        state.samples.push_back(DemandSample {
+            t: now,
+            demand: capped_demand,
+        });
+        while state
+            .samples
+            .front()
+            .is_some_and(|s| s.t <= now - self.stable_window_seconds)
+        {
+            state.samples.pop_front();
+        }
+        let average_since = |cutoff: f64| {
+            let (sum, n) = state
+                .samples
+                .iter()
+                .filter(|s| s.t > cutoff)
+                .fold((0.0, 0usize), |(sum, n), s| (sum + s.demand, n + 1));
+            sum / n.max(1) as f64
+        };
+        let stable_desired = self.replicas_for(average_since(now - self.stable_window_seconds));
+        let panic_desired = self.replicas_for(average_since(now - self.panic_window_seconds));
+
+        if current > 0 && f64::from(panic_desired) >= self.panic_threshold * f64::from(current) {
+            if state.panic_since.is_none() {
+                state.panic_peak = 0;
+            }
+            state.panic_since = Some(now);
+        } else if state
+            .panic_since
+            .is_some_and(|since| since + self.stable_window_seconds <= now)
+        {
+            state.panic_since = None;
+            state.panic_peak = 0;
+        }
+        let panicking = state.panic_since.is_some();
+        let recommendation = if panicking {
+            // Follow the burst at once; never step down while it lasts. Panic only ever adds
+            // to what the stable window asks for.
+            state.panic_peak = state
+                .panic_peak
+                .max(panic_desired)
+                .max(stable_desired)
+                .max(current);
+            state.panic_peak
+        } else {
+            stable_desired
+        };
+
+        let stage = Stage {
+            min_replicas: self.min_replicas,
+            max_replicas: self.max_replicas,
+            behavior: Some(&self.behavior),
+            settings: &self.settings,
+        };
+        let outcome = stage.reconcile(
+            &mut state.hpa.history,
+            &mut state.hpa.conditions,
+            now,
+            current,
+            |conditions| {
+                conditions.set(
+                    ConditionType::ScalingActive,
+                    true,
+                    "ValidMetricFound",
+                    if panicking {
+                        "panic: following the short window"
+                    } else {
+                        "tenant demand within entitlements"
+                    },
+                );
+                Some(recommendation)
+            },
+        );
+        TenantAwareDecision {
+            outcome,
+            raw_demand,
+            capped_demand,
+            capped_tenants,
+            stable_desired,
+            panic_desired,
+            panicking,
+        }
+    }
+}
