@@ -116,7 +116,9 @@ proptest! {
         let mut state = TenantAwareState::default();
         let mut current = start;
         let mut seen = vec![current];
-        for k in 0..200 {
+        // Long enough for the 300 s scale-down window to pass, then some.
+        let steps = (900.0 / step).ceil() as u32 + 20;
+        for k in 0..steps {
             current = cfg.decide(&mut state, f64::from(k) * step, current, &tenants).outcome.desired;
             seen.push(current);
         }
