@@ -1,4 +1,5 @@
 //! Integration tests of tenantscale-core (one test binary for the crate).
 
+mod catalog;
 mod controller;
 mod tenant_aware;

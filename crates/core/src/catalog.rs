@@ -1,0 +1,809 @@
+//! The tenant catalog (`tenantscale.yaml`): tiers, tenants, the pod pool, cluster capacity and
+//! cost. Parsed from YAML or JSON, defaulted, and validated; every problem names its field
+//! path and line, and all problems are reported at once.
+//!
+//! ```yaml
+//! cluster: {cores: 40, memory: 80Gi}
+//! tiers:       # share: the tier's guaranteed slice of the cluster, split among its tenants
+//!              # maxShare: the most any one tenant of the tier may use of the pool
+//!   gold: {weight: 3, share: 0.27, maxShare: 0.30, rateLimit: {rps: 200, burst: 400}}
+//! tenants:
+//!   - {id: media-1, tier: gold, apiKeySha256: "<64 hex>"}
+//! pool: {minReplicas: 3, maxReplicas: 20, slotsPerPod: 8, queuePerTenant: 100}
+//! cost: {currency: INR, podHour: 150}
+//! ```
+
+use crate::quantity::Quantity;
+use crate::scaling::spec::{BehaviorSpec, ControllerSettings, HpaConfig, HpaSpec, MetricSpec};
+use crate::scaling::tenant_aware::TenantAwareConfig;
+use crate::yaml;
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// The default cap on one tenant's share of the pool (the seed's "30 % rule").
+pub const DEFAULT_MAX_SHARE: f64 = 0.30;
+/// Capacity the tiers should leave for system pods and bursts.
+pub const RECOMMENDED_HEADROOM: f64 = 0.10;
+
+// ---- The file as written -------------------------------------------------------------
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CatalogFile {
+    cluster: ClusterFile,
+    tiers: IndexMap<String, TierFile>,
+    tenants: Vec<TenantFile>,
+    pool: PoolFile,
+    #[serde(default)]
+    cost: CostFile,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ClusterFile {
+    cores: f64,
+    memory: Quantity,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct TierFile {
+    #[serde(default)]
+    weight: Option<u32>,
+    share: f64,
+    #[serde(default)]
+    max_share: Option<f64>,
+    #[serde(default)]
+    rate_limit: Option<RateLimit>,
+    #[serde(default)]
+    max_share_override: Option<bool>,
+    #[serde(default)]
+    slo_ms: Option<u32>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct TenantFile {
+    id: String,
+    tier: String,
+    #[serde(default)]
+    weight: Option<u32>,
+    #[serde(default)]
+    max_share: Option<f64>,
+    #[serde(default)]
+    rate_limit: Option<RateLimit>,
+    #[serde(default)]
+    max_share_override: Option<bool>,
+    #[serde(default)]
+    slo_ms: Option<u32>,
+    #[serde(default)]
+    api_key_sha256: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct PoolFile {
+    #[serde(default = "default_min_replicas")]
+    min_replicas: i32,
+    max_replicas: i32,
+    #[serde(default = "default_slots")]
+    slots_per_pod: u32,
+    #[serde(default = "default_queue")]
+    queue_per_tenant: u32,
+    #[serde(default)]
+    policy: PolicyKind,
+    #[serde(default)]
+    tenant_aware: TenantAwareFile,
+    #[serde(default)]
+    hpa: Option<PoolHpaFile>,
+}
+
+/// `pool.tenantAware`: the tenant-aware policy's knobs (see [`TenantAwareConfig`]).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct TenantAwareFile {
+    #[serde(default)]
+    target_utilization: Option<f64>,
+    #[serde(default)]
+    stable_window_seconds: Option<f64>,
+    #[serde(default)]
+    panic_window_seconds: Option<f64>,
+    #[serde(default)]
+    panic_threshold: Option<f64>,
+    #[serde(default)]
+    behavior: Option<BehaviorSpec>,
+}
+
+/// `pool.hpa`: an autoscaling/v2 spec without min/max (those are the pool's).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct PoolHpaFile {
+    #[serde(default)]
+    metrics: Vec<MetricSpec>,
+    #[serde(default)]
+    behavior: Option<BehaviorSpec>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CostFile {
+    #[serde(default = "default_currency")]
+    currency: String,
+    #[serde(default = "default_pod_hour")]
+    pod_hour: f64,
+}
+
+impl Default for CostFile {
+    fn default() -> Self {
+        Self {
+            currency: default_currency(),
+            pod_hour: default_pod_hour(),
+        }
+    }
+}
+
+fn default_min_replicas() -> i32 {
+    3
+}
+fn default_slots() -> u32 {
+    8
+}
+fn default_queue() -> u32 {
+    100
+}
+fn default_currency() -> String {
+    "INR".into()
+}
+fn default_pod_hour() -> f64 {
+    150.0
+}
+const DEFAULT_WEIGHT: u32 = 1;
+const DEFAULT_SLO_MS: u32 = 1000;
+
+// ---- The validated catalog -------------------------------------------------------------
+
+/// A token-bucket rate limit: `rps` sustained, `burst` at once.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RateLimit {
+    pub rps: f64,
+    pub burst: u32,
+}
+
+/// How the pool is scaled.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PolicyKind {
+    /// tenantscale's policy (default).
+    #[default]
+    TenantAware,
+    /// A Kubernetes autoscaling/v2 HPA, exactly.
+    Hpa,
+}
+
+/// Cluster capacity the quotas divide.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Cluster {
+    pub cores: f64,
+    pub memory_bytes: i64,
+}
+
+/// A service tier. Defaults: weight 1, maxShare 0.30, no rate limit, SLO 1000 ms.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tier {
+    pub name: String,
+    /// Weighted-fair-queuing weight.
+    pub weight: u32,
+    /// The whole tier's guaranteed slice of the cluster.
+    pub share: f64,
+    /// The most one tenant of the tier may use of the pool.
+    pub max_share: f64,
+    pub rate_limit: Option<RateLimit>,
+    /// Latency objective for a query, in milliseconds.
+    pub slo_ms: u32,
+}
+
+/// A tenant, with its tier's fields and its own overrides resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tenant {
+    /// DNS-1123 label.
+    pub id: String,
+    /// Index into [`Catalog::tiers`].
+    pub tier: usize,
+    pub weight: u32,
+    pub max_share: f64,
+    pub rate_limit: Option<RateLimit>,
+    pub slo_ms: u32,
+    /// SHA-256 of the tenant's API key; `None`: the gateway rejects the tenant.
+    pub api_key_sha256: Option<[u8; 32]>,
+}
+
+/// The shared pod pool. Defaults: minReplicas 3, slotsPerPod 8, queuePerTenant 100,
+/// policy tenant-aware.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pool {
+    pub min_replicas: i32,
+    pub max_replicas: i32,
+    /// Queries one pod serves at once.
+    pub slots_per_pod: u32,
+    /// Bound of each tenant's queue in each pod; beyond it, 429.
+    pub queue_per_tenant: u32,
+    pub policy: PolicyKind,
+    /// The tenant-aware policy, with `pool.tenantAware` applied.
+    pub tenant_aware: TenantAwareConfig,
+    /// The HPA (defaulted), used by the `hpa` policy.
+    pub hpa: HpaConfig,
+    /// The behavior block as written, for renderers.
+    pub behavior: Option<BehaviorSpec>,
+    /// The metrics as written, for renderers.
+    pub metrics: Vec<MetricSpec>,
+}
+
+/// Price of capacity.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cost {
+    pub currency: String,
+    pub pod_hour: f64,
+}
+
+/// A validated catalog.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Catalog {
+    pub cluster: Cluster,
+    pub tiers: Vec<Tier>,
+    pub tenants: Vec<Tenant>,
+    pub pool: Pool,
+    pub cost: Cost,
+}
+
+/// One thing wrong with a catalog.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub path: String,
+    pub line: Option<u64>,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{} (line {line}): {}", self.path, self.message),
+            None => write!(f, "{}: {}", self.path, self.message),
+        }
+    }
+}
+
+/// A catalog that failed to load: every problem found.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct CatalogError {
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for CatalogError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A catalog that loaded, and what in it deserves a second look.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub catalog: Catalog,
+    pub warnings: Vec<Problem>,
+}
+
+/// Collects problems with their lines.
+struct Checker<'a> {
+    text: &'a str,
+    problems: Vec<Problem>,
+    warnings: Vec<Problem>,
+}
+
+impl Checker<'_> {
+    fn problem(&self, path: &str, message: String) -> Problem {
+        // A missing field has no line of its own: use its parent's.
+        let mut line = yaml::line_of(self.text, path);
+        let mut parent = path;
+        while line.is_none() {
+            match parent.rfind(['.', '[']) {
+                Some(i) => {
+                    parent = &parent[..i];
+                    line = yaml::line_of(self.text, parent);
+                }
+                None => break,
+            }
+        }
+        Problem {
+            path: path.to_string(),
+            line,
+            message,
+        }
+    }
+    fn error(&mut self, path: &str, message: impl Into<String>) {
+        let p = self.problem(path, message.into());
+        self.problems.push(p);
+    }
+    fn warn(&mut self, path: &str, message: impl Into<String>) {
+        let p = self.problem(path, message.into());
+        self.warnings.push(p);
+    }
+    fn share(&mut self, path: &str, value: f64) {
+        if !(value > 0.0 && value <= 1.0) {
+            self.error(path, format!("{value} is not in (0, 1]"));
+        }
+    }
+    fn max_share(&mut self, path: &str, value: f64, allowed: bool) {
+        self.share(path, value);
+        if value > DEFAULT_MAX_SHARE + 1e-12 && !allowed {
+            self.error(
+                path,
+                format!(
+                    "{value} exceeds the default cap of {DEFAULT_MAX_SHARE}; set maxShareOverride: true to allow it"
+                ),
+            );
+        }
+    }
+    fn weight(&mut self, path: &str, value: u32) {
+        if !(1..=1000).contains(&value) {
+            self.error(path, format!("{value} is not in [1, 1000]"));
+        }
+    }
+    fn rate_limit(&mut self, path: &str, limit: &Option<RateLimit>) {
+        if let Some(l) = limit {
+            if !(l.rps > 0.0 && l.rps.is_finite()) {
+                self.error(&format!("{path}.rps"), format!("{} must be > 0", l.rps));
+            }
+            if l.burst == 0 {
+                self.error(&format!("{path}.burst"), "must be >= 1");
+            }
+        }
+    }
+}
+
+/// Whether `id` is a DNS-1123 label: 1–63 of `[a-z0-9-]`, starting and ending alphanumeric.
+pub fn is_dns1123_label(id: &str) -> bool {
+    let alnum = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+    !id.is_empty()
+        && id.len() <= 63
+        && id.bytes().all(|c| alnum(c) || c == b'-')
+        && alnum(id.as_bytes()[0])
+        && alnum(id.as_bytes()[id.len() - 1])
+}
+
+fn parse_hex32(s: &str) -> Option<[u8; 32]> {
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, chunk) in s.as_bytes().chunks(2).enumerate() {
+        let hex = std::str::from_utf8(chunk).ok()?;
+        out[i] = u8::from_str_radix(hex, 16).ok()?;
+    }
+    Some(out)
+}
+
+impl Catalog {
+    /// Parses, defaults and validates a catalog from YAML or JSON text.
+    pub fn parse(text: &str) -> Result<Loaded, CatalogError> {
+        let file: CatalogFile = yaml::from_str(text).map_err(|e| CatalogError {
+            problems: vec![Problem {
+                path: if e.path.is_empty() {
+                    "(document)".into()
+                } else {
+                    e.path
+                },
+                line: e.line,
+                message: e.message,
+            }],
+        })?;
+        let mut c = Checker {
+            text,
+            problems: Vec::new(),
+            warnings: Vec::new(),
+        };
+
+        if !(file.cluster.cores > 0.0 && file.cluster.cores.is_finite()) {
+            c.error(
+                "cluster.cores",
+                format!("{} must be > 0", file.cluster.cores),
+            );
+        }
+        let memory_bytes = file.cluster.memory.value();
+        if memory_bytes <= 0 {
+            c.error("cluster.memory", "must be > 0");
+        }
+
+        if file.tiers.is_empty() {
+            c.error("tiers", "at least one tier is required");
+        }
+        let mut tiers = Vec::with_capacity(file.tiers.len());
+        for (name, t) in &file.tiers {
+            let path = format!("tiers.{name}");
+            if !is_dns1123_label(name) {
+                c.error(&path, format!("tier name {name:?} is not a DNS-1123 label"));
+            }
+            let weight = t.weight.unwrap_or(DEFAULT_WEIGHT);
+            c.weight(&format!("{path}.weight"), weight);
+            c.share(&format!("{path}.share"), t.share);
+            let max_share = t.max_share.unwrap_or(DEFAULT_MAX_SHARE);
+            c.max_share(
+                &format!("{path}.maxShare"),
+                max_share,
+                t.max_share_override.unwrap_or(false),
+            );
+            c.rate_limit(&format!("{path}.rateLimit"), &t.rate_limit);
+            tiers.push(Tier {
+                name: name.clone(),
+                weight,
+                share: t.share,
+                max_share,
+                rate_limit: t.rate_limit,
+                slo_ms: t.slo_ms.unwrap_or(DEFAULT_SLO_MS),
+            });
+        }
+        let total_share: f64 = tiers.iter().map(|t| t.share).sum();
+        if total_share > 1.0 + 1e-9 {
+            c.error(
+                "tiers",
+                format!("shares sum to {total_share:.3}, more than the whole cluster"),
+            );
+        } else if 1.0 - total_share < RECOMMENDED_HEADROOM - 1e-9 {
+            c.warn(
+                "tiers",
+                format!(
+                    "shares sum to {:.0} %, leaving {:.0} % headroom for system pods and bursts (recommended: at least {:.0} %)",
+                    total_share * 100.0,
+                    (1.0 - total_share) * 100.0,
+                    RECOMMENDED_HEADROOM * 100.0
+                ),
+            );
+        }
+
+        let mut tenants: Vec<Tenant> = Vec::with_capacity(file.tenants.len());
+        let mut seen = std::collections::HashMap::new();
+        for (i, t) in file.tenants.iter().enumerate() {
+            let path = format!("tenants[{i}]");
+            if !is_dns1123_label(&t.id) {
+                c.error(&format!("{path}.id"), format!("{:?} is not a DNS-1123 label (lowercase letters, digits and '-', at most 63)", t.id));
+            }
+            if let Some(first) = seen.insert(t.id.clone(), i) {
+                c.error(
+                    &format!("{path}.id"),
+                    format!("duplicate tenant id {:?} (first at tenants[{first}])", t.id),
+                );
+            }
+            let Some(tier_index) = tiers.iter().position(|tier| tier.name == t.tier) else {
+                c.error(
+                    &format!("{path}.tier"),
+                    format!("unknown tier {:?}", t.tier),
+                );
+                continue;
+            };
+            let tier = &tiers[tier_index];
+            let weight = t.weight.unwrap_or(tier.weight);
+            if t.weight.is_some() {
+                c.weight(&format!("{path}.weight"), weight);
+            }
+            let max_share = t.max_share.unwrap_or(tier.max_share);
+            if t.max_share.is_some() {
+                let allowed = t
+                    .max_share_override
+                    .or(file.tiers[tier_index].max_share_override)
+                    .unwrap_or(false);
+                c.max_share(&format!("{path}.maxShare"), max_share, allowed);
+            }
+            c.rate_limit(&format!("{path}.rateLimit"), &t.rate_limit);
+            let api_key_sha256 = match &t.api_key_sha256 {
+                None => {
+                    c.warn(
+                        &format!("{path}.id"),
+                        format!(
+                            "tenant {:?} has no apiKeySha256: the gateway will reject its requests",
+                            t.id
+                        ),
+                    );
+                    None
+                }
+                Some(hex) => match parse_hex32(hex) {
+                    Some(h) => Some(h),
+                    None => {
+                        c.error(
+                            &format!("{path}.apiKeySha256"),
+                            "must be 64 hexadecimal digits (the SHA-256 of the key)",
+                        );
+                        None
+                    }
+                },
+            };
+            tenants.push(Tenant {
+                id: t.id.clone(),
+                tier: tier_index,
+                weight,
+                max_share,
+                rate_limit: t.rate_limit.or(tier.rate_limit),
+                slo_ms: t.slo_ms.unwrap_or(tier.slo_ms),
+                api_key_sha256,
+            });
+        }
+        for (i, tier) in tiers.iter().enumerate() {
+            if !tenants.iter().any(|t| t.tier == i) {
+                c.warn(&format!("tiers.{}", tier.name), "no tenant is in this tier");
+            }
+        }
+
+        let p = &file.pool;
+        if p.min_replicas < 1 {
+            c.error(
+                "pool.minReplicas",
+                format!("{} must be >= 1", p.min_replicas),
+            );
+        }
+        if p.max_replicas < p.min_replicas.max(1) {
+            c.error(
+                "pool.maxReplicas",
+                format!(
+                    "{} must be >= minReplicas ({})",
+                    p.max_replicas, p.min_replicas
+                ),
+            );
+        }
+        if !(1..=1024).contains(&p.slots_per_pod) {
+            c.error(
+                "pool.slotsPerPod",
+                format!("{} is not in [1, 1024]", p.slots_per_pod),
+            );
+        }
+        if !(1..=100_000).contains(&p.queue_per_tenant) {
+            c.error(
+                "pool.queuePerTenant",
+                format!("{} is not in [1, 100000]", p.queue_per_tenant),
+            );
+        }
+        let tenant_aware = tenant_aware_config(&mut c, p);
+        if p.policy == PolicyKind::Hpa && p.hpa.as_ref().is_none_or(|h| h.metrics.is_empty()) {
+            c.error("pool.hpa.metrics", "required when pool.policy is hpa");
+        }
+        let hpa_file = p.hpa.clone().unwrap_or_default();
+        let spec = HpaSpec {
+            min_replicas: Some(p.min_replicas),
+            max_replicas: p.max_replicas,
+            metrics: hpa_file.metrics.clone(),
+            behavior: hpa_file.behavior.clone(),
+        };
+        let hpa = match spec.resolve(ControllerSettings::default()) {
+            Ok(h) => Some(h),
+            Err(e) => {
+                if !e.path.ends_with("Replicas") {
+                    c.error(&format!("pool.hpa.{}", e.path), e.message);
+                }
+                None
+            }
+        };
+
+        if !(file.cost.pod_hour >= 0.0 && file.cost.pod_hour.is_finite()) {
+            c.error(
+                "cost.podHour",
+                format!("{} must be >= 0", file.cost.pod_hour),
+            );
+        }
+        if file.cost.currency.trim().is_empty() {
+            c.error("cost.currency", "must not be empty");
+        }
+
+        match (hpa, tenant_aware) {
+            (Some(hpa), Some(tenant_aware)) if c.problems.is_empty() => Ok(Loaded {
+                catalog: Catalog {
+                    cluster: Cluster {
+                        cores: file.cluster.cores,
+                        memory_bytes,
+                    },
+                    tiers,
+                    tenants,
+                    pool: Pool {
+                        min_replicas: p.min_replicas,
+                        max_replicas: p.max_replicas,
+                        slots_per_pod: p.slots_per_pod,
+                        queue_per_tenant: p.queue_per_tenant,
+                        policy: p.policy,
+                        tenant_aware,
+                        hpa,
+                        behavior: hpa_file.behavior,
+                        metrics: hpa_file.metrics,
+                    },
+                    cost: Cost {
+                        currency: file.cost.currency,
+                        pod_hour: file.cost.pod_hour,
+                    },
+                },
+                warnings: c.warnings,
+            }),
+            _ => Err(CatalogError {
+                problems: c.problems,
+            }),
+        }
+    }
+
+    /// The tier a tenant belongs to.
+    pub fn tier_of(&self, tenant: &Tenant) -> &Tier {
+        &self.tiers[tenant.tier]
+    }
+}
+
+/// Builds and checks `pool.tenantAware`.
+fn tenant_aware_config(c: &mut Checker<'_>, p: &PoolFile) -> Option<TenantAwareConfig> {
+    let t = &p.tenant_aware;
+    let behavior = t.behavior.clone().unwrap_or_default();
+    let mut cfg = match TenantAwareConfig::with_behavior(
+        p.min_replicas,
+        p.max_replicas.max(1),
+        p.slots_per_pod.max(1),
+        &behavior,
+    ) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            if !e.path.ends_with("Replicas") {
+                c.error(&format!("pool.tenantAware.{}", e.path), e.message);
+            }
+            return None;
+        }
+    };
+    let fields = [
+        (
+            "targetUtilization",
+            t.target_utilization,
+            &mut cfg.target_utilization,
+            0.0,
+            1.0,
+        ),
+        (
+            "stableWindowSeconds",
+            t.stable_window_seconds,
+            &mut cfg.stable_window_seconds,
+            0.0,
+            3600.0,
+        ),
+        (
+            "panicWindowSeconds",
+            t.panic_window_seconds,
+            &mut cfg.panic_window_seconds,
+            0.0,
+            3600.0,
+        ),
+        (
+            "panicThreshold",
+            t.panic_threshold,
+            &mut cfg.panic_threshold,
+            0.0,
+            100.0,
+        ),
+    ];
+    for (name, given, slot, low, high) in fields {
+        if let Some(v) = given {
+            if v > low && v <= high {
+                *slot = v;
+            } else {
+                c.error(
+                    &format!("pool.tenantAware.{name}"),
+                    format!("{v} is not in ({low}, {high}]"),
+                );
+            }
+        }
+    }
+    if cfg.panic_window_seconds > cfg.stable_window_seconds {
+        c.error(
+            "pool.tenantAware.panicWindowSeconds",
+            "must not exceed stableWindowSeconds",
+        );
+    }
+    Some(cfg)
+}
+
+// ---- Quotas ------------------------------------------------------------------------------
+
+/// CPU, memory and pods.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Resources {
+    /// Cores.
+    pub cpu: f64,
+    pub memory_bytes: i64,
+    pub pods: i64,
+}
+
+/// A tier's guaranteed slice.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TierQuota {
+    pub name: String,
+    pub tenants: usize,
+    pub share: f64,
+    #[serde(flatten)]
+    pub resources: Resources,
+}
+
+/// One tenant's guaranteed and maximum resources.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TenantQuota {
+    pub id: String,
+    pub tier: String,
+    pub guaranteed: Resources,
+    pub max: Resources,
+}
+
+/// What the cluster capacity implies per tier and per tenant (`tenantscale check`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct QuotaTable {
+    /// Fraction of the cluster no tier is guaranteed.
+    pub headroom: f64,
+    pub tiers: Vec<TierQuota>,
+    pub tenants: Vec<TenantQuota>,
+}
+
+/// Rounds to millicores / 1e-9, so `40 × 0.3` prints as 12, not 12.000000000000002.
+fn tidy(x: f64) -> f64 {
+    (x * 1e9).round() / 1e9
+}
+
+/// Whole pods, rounding a fraction up (the seed: "0.6 pods, round up to 1").
+fn pods_up(x: f64) -> i64 {
+    tidy(x).ceil() as i64
+}
+
+impl Catalog {
+    /// Slices of `fraction` of the cluster: guaranteed pods round up; CPU to the millicore.
+    fn slice(&self, fraction: f64) -> Resources {
+        Resources {
+            cpu: (self.cluster.cores * fraction * 1000.0).round() / 1000.0,
+            memory_bytes: (self.cluster.memory_bytes as f64 * fraction).round() as i64,
+            pods: pods_up(f64::from(self.pool.max_replicas) * fraction),
+        }
+    }
+
+    /// The quota table: per tier, its share of the cluster; per tenant, the tier's share split
+    /// evenly (guaranteed) and its maxShare of the cluster (maximum; pods round down, at least 1).
+    pub fn quota_table(&self) -> QuotaTable {
+        let counts: Vec<usize> = (0..self.tiers.len())
+            .map(|i| self.tenants.iter().filter(|t| t.tier == i).count())
+            .collect();
+        let tiers = self
+            .tiers
+            .iter()
+            .zip(&counts)
+            .map(|(t, n)| TierQuota {
+                name: t.name.clone(),
+                tenants: *n,
+                share: t.share,
+                resources: self.slice(t.share),
+            })
+            .collect();
+        let tenants = self
+            .tenants
+            .iter()
+            .map(|t| {
+                let tier = self.tier_of(t);
+                let mut max = self.slice(t.max_share);
+                max.pods =
+                    (tidy(f64::from(self.pool.max_replicas) * t.max_share).floor() as i64).max(1);
+                TenantQuota {
+                    id: t.id.clone(),
+                    tier: tier.name.clone(),
+                    guaranteed: self.slice(tier.share / counts[t.tier] as f64),
+                    max,
+                }
+            })
+            .collect();
+        let total: f64 = self.tiers.iter().map(|t| t.share).sum();
+        QuotaTable {
+            headroom: tidy(1.0 - total),
+            tiers,
+            tenants,
+        }
+    }
+}

@@ -1,0 +1,251 @@
+//! The tenant catalog: the seed's quota example, the 52-tenant platform, and bad input.
+
+use tenantscale_core::catalog::{Catalog, PolicyKind};
+
+fn example(name: &str) -> String {
+    std::fs::read_to_string(format!(
+        "{}/../../examples/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+}
+
+const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
+
+#[test]
+fn seed_quota_example_reproduces_the_seed() {
+    let loaded = Catalog::parse(&example("seed-quota.yaml")).unwrap();
+    let table = loaded.catalog.quota_table();
+    assert_eq!(table.headroom, 0.0);
+    assert!(
+        loaded
+            .warnings
+            .iter()
+            .any(|w| w.path == "tiers" && w.message.contains("headroom")),
+        "the seed's shares leave no headroom: {:?}",
+        loaded.warnings
+    );
+    let tier = |name: &str| table.tiers.iter().find(|t| t.name == name).unwrap();
+    assert_eq!(
+        (
+            tier("gold").tenants,
+            tier("gold").resources.cpu,
+            tier("gold").resources.pods
+        ),
+        (10, 12.0, 6)
+    );
+    assert_eq!(
+        (
+            tier("silver").tenants,
+            tier("silver").resources.cpu,
+            tier("silver").resources.pods
+        ),
+        (20, 20.0, 10)
+    );
+    assert_eq!(
+        (
+            tier("bronze").tenants,
+            tier("bronze").resources.cpu,
+            tier("bronze").resources.pods
+        ),
+        (20, 8.0, 4)
+    );
+    for (id, cpu, gib, max_cpu, max_pods) in [
+        ("gold-1", 1.2, 2.4, 12.0, 6),
+        ("silver-7", 1.0, 2.0, 8.0, 4),
+        ("bronze-20", 0.4, 0.8, 4.0, 2),
+    ] {
+        let t = table.tenants.iter().find(|t| t.id == id).unwrap();
+        assert_eq!(t.guaranteed.cpu, cpu, "{id} cpu");
+        assert_eq!(
+            t.guaranteed.memory_bytes,
+            (gib * GIB).round() as i64,
+            "{id} memory"
+        );
+        assert_eq!(
+            t.guaranteed.pods, 1,
+            "{id}: a fraction of a pod rounds up to 1"
+        );
+        assert_eq!((t.max.cpu, t.max.pods), (max_cpu, max_pods), "{id} max");
+    }
+}
+
+#[test]
+fn gcc_platform_loads_clean() {
+    let loaded = Catalog::parse(&example("gcc-platform.yaml")).unwrap();
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    let c = loaded.catalog;
+    assert_eq!(c.tenants.len(), 52);
+    assert_eq!(
+        c.tenants
+            .iter()
+            .filter(|t| t.id.starts_with("media-"))
+            .count(),
+        8
+    );
+    assert!(
+        c.tenants
+            .iter()
+            .filter(|t| t.id.starts_with("media-"))
+            .all(|t| c.tier_of(t).name == "gold")
+    );
+    assert_eq!(c.pool.policy, PolicyKind::TenantAware);
+    assert_eq!(c.pool.hpa.metrics.len(), 2);
+    assert!((c.quota_table().headroom - 0.10).abs() < 1e-9);
+    assert_eq!(c.tenant_aware_entitlement_check(), 48.0);
+}
+
+trait Entitlement {
+    fn tenant_aware_entitlement_check(&self) -> f64;
+}
+impl Entitlement for Catalog {
+    /// A gold tenant's entitlement: 0.3 × 20 pods × 8 slots.
+    fn tenant_aware_entitlement_check(&self) -> f64 {
+        self.pool
+            .tenant_aware
+            .entitlement(self.tenants[0].max_share)
+    }
+}
+
+const BASE: &str = "cluster: {cores: 40, memory: 80Gi}
+tiers:
+  gold: {weight: 3, share: 0.3}
+  silver: {share: 0.5, maxShare: 0.2}
+tenants:
+  - {id: media-1, tier: gold}
+  - {id: media-2, tier: gold}
+  - {id: finance-1, tier: silver}
+  - {id: retail-1, tier: silver}
+pool: {minReplicas: 3, maxReplicas: 20}
+";
+
+fn errors_of(text: &str) -> Vec<String> {
+    Catalog::parse(text)
+        .unwrap_err()
+        .problems
+        .iter()
+        .map(ToString::to_string)
+        .collect()
+}
+
+#[test]
+fn errors_name_the_field_path_and_line() {
+    let bad = BASE.replace(
+        "{id: retail-1, tier: silver}",
+        "{id: retail-1, tier: platinum}",
+    );
+    assert_eq!(
+        errors_of(&bad),
+        vec![r#"tenants[3].tier (line 9): unknown tier "platinum""#]
+    );
+
+    let bad = BASE.replace(
+        "{id: media-2, tier: gold}",
+        "{id: media-2, tier: gold, colour: red}",
+    );
+    let e = errors_of(&bad);
+    assert!(
+        e[0].starts_with("tenants[1].colour (line 7): unknown field `colour`"),
+        "{e:?}"
+    );
+
+    let bad = BASE.replace(
+        "pool: {minReplicas: 3, maxReplicas: 20}",
+        "pool: {minReplicas: 3}",
+    );
+    assert!(
+        errors_of(&bad)[0].contains("missing field `maxReplicas`"),
+        "{:?}",
+        errors_of(&bad)
+    );
+}
+
+#[test]
+fn all_problems_are_reported_together() {
+    let bad = BASE
+        .replace("{id: media-2, tier: gold}", "{id: Media_2, tier: gold}")
+        .replace(
+            "{id: finance-1, tier: silver}",
+            "{id: media-1, tier: silver, maxShare: 0.4}",
+        )
+        .replace("share: 0.5,", "share: 1.5,")
+        .replace(
+            "minReplicas: 3, maxReplicas: 20",
+            "minReplicas: 5, maxReplicas: 4",
+        );
+    let e = errors_of(&bad);
+    let expect = [
+        "tiers.silver.share (line 4): 1.5 is not in (0, 1]",
+        "tiers (line 2): shares sum to 1.800, more than the whole cluster",
+        r#"tenants[1].id (line 7): "Media_2" is not a DNS-1123 label"#,
+        r#"tenants[2].id (line 8): duplicate tenant id "media-1" (first at tenants[0])"#,
+        "tenants[2].maxShare (line 8): 0.4 exceeds the default cap of 0.3; set maxShareOverride: true",
+        "pool.maxReplicas (line 10): 4 must be >= minReplicas (5)",
+    ];
+    for want in expect {
+        assert!(
+            e.iter().any(|got| got.starts_with(want)),
+            "missing {want:?} in {e:#?}"
+        );
+    }
+    assert_eq!(e.len(), expect.len(), "{e:#?}");
+}
+
+#[test]
+fn max_share_above_the_cap_needs_an_explicit_override() {
+    let over = BASE.replace(
+        "{id: finance-1, tier: silver}",
+        "{id: finance-1, tier: silver, maxShare: 0.4, maxShareOverride: true}",
+    );
+    let c = Catalog::parse(&over).unwrap().catalog;
+    assert_eq!(c.tenants[2].max_share, 0.4);
+}
+
+#[test]
+fn api_keys_and_hpa_specs_are_checked() {
+    let bad = BASE.replace(
+        "{id: media-1, tier: gold}",
+        "{id: media-1, tier: gold, apiKeySha256: abc}",
+    );
+    assert!(
+        errors_of(&bad)[0]
+            .starts_with("tenants[0].apiKeySha256 (line 6): must be 64 hexadecimal digits")
+    );
+    let bad = BASE.replace(
+        "pool: {minReplicas: 3, maxReplicas: 20}",
+        "pool:\n  minReplicas: 3\n  maxReplicas: 20\n  policy: hpa\n  hpa:\n    metrics:\n      - type: Pods\n        pods: {metric: {name: q}, target: {type: AverageValue, averageValue: \"-1\"}}\n",
+    );
+    let e = errors_of(&bad);
+    assert!(
+        e[0].starts_with("pool.hpa.metrics[0].pods.target.averageValue"),
+        "{e:?}"
+    );
+    let missing = BASE.replace(
+        "pool: {minReplicas: 3, maxReplicas: 20}",
+        "pool: {maxReplicas: 20, policy: hpa}",
+    );
+    assert!(
+        errors_of(&missing)[0].starts_with("pool.hpa.metrics"),
+        "{:?}",
+        errors_of(&missing)
+    );
+}
+
+#[test]
+fn missing_api_keys_and_empty_tiers_are_warnings() {
+    let text = BASE.replace(
+        "silver: {share: 0.5, maxShare: 0.2}",
+        "silver: {share: 0.5, maxShare: 0.2}\n  bronze: {share: 0.1}",
+    );
+    let loaded = Catalog::parse(&text).unwrap();
+    let w: Vec<String> = loaded.warnings.iter().map(ToString::to_string).collect();
+    assert!(
+        w.iter()
+            .any(|w| w.starts_with("tiers.bronze (line 5): no tenant is in this tier")),
+        "{w:#?}"
+    );
+    assert!(
+        w.iter().any(|w| w.contains("has no apiKeySha256")),
+        "{w:#?}"
+    );
+}
