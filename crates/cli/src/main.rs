@@ -1,1 +1,122 @@
-fn main() {}
+//! `tenantscale`: tenant-aware autoscaling for shared RAG pod pools.
+//!
+//! This binary only wires: argument parsing, file reading, output. Decisions live in
+//! `tenantscale-core`.
+
+mod check;
+mod replay;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Exit status for input that failed validation (bad file, bad field).
+const EXIT_BAD_INPUT: u8 = 2;
+
+#[derive(Parser)]
+#[command(
+    name = "tenantscale",
+    version,
+    about = "Tenant-aware autoscaling, fairness and routing for a shared pool of RAG pods",
+    long_about = "tenantscale sizes one shared pool of RAG pods for many tenants: it scales on \
+per-tenant demand (or exactly as Kubernetes' HPA does), caps what any one tenant may make the \
+pool grow to, and lets you replay a policy against a timeline before deploying it."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate a tenant catalog and print the quota table it implies.
+    ///
+    /// Every problem is reported with its field path and line; exit status 2 if any.
+    /// Warnings (e.g. too little headroom) go to stderr and do not fail the check.
+    Check {
+        /// The catalog (tenantscale.yaml), YAML or JSON.
+        #[arg(
+            short = 'c',
+            long = "config",
+            value_name = "FILE",
+            env = "TENANTSCALE_CONFIG"
+        )]
+        config: PathBuf,
+        /// Print the quota table as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Kubernetes HorizontalPodAutoscaler tools.
+    Hpa {
+        #[command(subcommand)]
+        command: HpaCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum HpaCommand {
+    /// Replay an HPA spec against a timeline and print each decision and why.
+    ///
+    /// The file (YAML or JSON) holds an autoscaling/v2 spec, controller settings, prior
+    /// controller state and a list of steps with metric observations or raw recommendations
+    /// (format: specs/hpa-replay.md). Output: one JSON object per step (JSON lines) with
+    /// desiredReplicas, recommendation, conditions, currentMetrics and the controller's stored
+    /// recommendations and scale events. Exit status 2 on bad input.
+    Replay {
+        /// The replay file.
+        file: PathBuf,
+        /// Print a human-readable table instead of JSON lines.
+        #[arg(long)]
+        explain: bool,
+    },
+}
+
+/// An error the user caused (bad file contents): printed as is, exit status 2.
+#[derive(Debug)]
+struct BadInput(String);
+
+impl std::fmt::Display for BadInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for BadInput {}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Check { config, json } => check::run(&config, json),
+        Command::Hpa {
+            command: HpaCommand::Replay { file, explain },
+        } => replay::run(&file, explain),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if let Some(bad) = e.downcast_ref::<BadInput>() {
+                eprintln!("{bad}");
+                ExitCode::from(EXIT_BAD_INPUT)
+            } else {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+/// Reads a file, refusing ones larger than the parser would accept.
+fn read_input(path: &std::path::Path) -> anyhow::Result<String> {
+    use anyhow::Context;
+    let meta =
+        std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
+    if meta.len() > tenantscale_core::yaml::MAX_DOCUMENT_BYTES as u64 {
+        return Err(BadInput(format!(
+            "{}: {} bytes; the limit is {}",
+            path.display(),
+            meta.len(),
+            tenantscale_core::yaml::MAX_DOCUMENT_BYTES
+        ))
+        .into());
+    }
+    std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+}

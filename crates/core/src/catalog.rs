@@ -308,21 +308,9 @@ struct Checker<'a> {
 
 impl Checker<'_> {
     fn problem(&self, path: &str, message: String) -> Problem {
-        // A missing field has no line of its own: use its parent's.
-        let mut line = yaml::line_of(self.text, path);
-        let mut parent = path;
-        while line.is_none() {
-            match parent.rfind(['.', '[']) {
-                Some(i) => {
-                    parent = &parent[..i];
-                    line = yaml::line_of(self.text, parent);
-                }
-                None => break,
-            }
-        }
         Problem {
             path: path.to_string(),
-            line,
+            line: yaml::line_of_nearest(self.text, path),
             message,
         }
     }

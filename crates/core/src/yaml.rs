@@ -132,6 +132,18 @@ pub fn line_of(text: &str, path: &str) -> Option<u64> {
     found
 }
 
+/// The line of `path`, or of its nearest ancestor that the document has (a missing field
+/// has no line of its own).
+pub fn line_of_nearest(text: &str, path: &str) -> Option<u64> {
+    let mut p = path;
+    loop {
+        if let Some(line) = line_of(text, p) {
+            return Some(line);
+        }
+        p = &p[..p.rfind(['.', '['])?];
+    }
+}
+
 /// Calls `visit(path, (line, column))` for every key and value node in document order,
 /// until it returns false.
 fn walk(text: &str, mut visit: impl FnMut(&str, (usize, usize)) -> bool) {

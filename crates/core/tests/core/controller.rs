@@ -132,8 +132,10 @@ impl Case {
     }
 }
 
-/// Asserts the desired count and, for each listed condition type, its status and reason.
+/// Asserts the desired count and, for each listed condition type, its status and reason; and
+/// keeps the case as a fixture under tests/fixtures/hpa-replay/ so the CLI runs it too.
 fn check(name: &str, case: Case, desired: i32, conditions: &[(&str, &str, &str)]) -> StepOutput {
+    keep_fixture(name, &case, desired, conditions);
     let out = case.run();
     assert_eq!(out.desired_replicas, desired, "{name}: desiredReplicas");
     let got = serde_json::to_value(&out.conditions).unwrap();
@@ -147,6 +149,40 @@ fn check(name: &str, case: Case, desired: i32, conditions: &[(&str, &str, &str)]
         );
     }
     out
+}
+
+/// Writes (with `UPDATE_FIXTURES=1`) or verifies the case's replay fixture.
+fn keep_fixture(name: &str, case: &Case, desired: i32, conditions: &[(&str, &str, &str)]) {
+    let slug: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let path = format!(
+        "{}/../../tests/fixtures/hpa-replay/{slug}.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let fixture = json!({
+        "name": name,
+        "replay": case.replay(),
+        "expect": {"desiredReplicas": desired, "conditions": conditions},
+    });
+    let text = serde_json::to_string_pretty(&fixture).unwrap() + "\n";
+    if std::env::var_os("UPDATE_FIXTURES").is_some() {
+        std::fs::create_dir_all(std::path::Path::new(&path).parent().unwrap()).unwrap();
+        std::fs::write(&path, text).unwrap();
+    } else {
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        assert_eq!(
+            committed, text,
+            "{path} is stale: rerun with UPDATE_FIXTURES=1"
+        );
+    }
 }
 
 const OK_UP: &[(&str, &str, &str)] = &[

@@ -1,0 +1,241 @@
+//! End-to-end tests: run the real `tenantscale` binary.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn tenantscale(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tenantscale"))
+        .args(args)
+        .current_dir(root())
+        .output()
+        .unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+fn stderr(o: &Output) -> String {
+    String::from_utf8(o.stderr.clone()).unwrap()
+}
+
+/// A file in the temp dir, unique to this test process and call.
+fn temp_file(name: &str, contents: &str) -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!("tenantscale-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("{}-{name}", N.fetch_add(1, Ordering::Relaxed)));
+    std::fs::write(&path, contents).unwrap();
+    path
+}
+
+/// Compares with a golden file; `UPDATE_GOLDEN=1` rewrites it.
+fn golden(name: &str, actual: &str) {
+    let path = root().join("tests/golden").join(name);
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, actual).unwrap();
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_default();
+    assert_eq!(
+        actual,
+        expected,
+        "{} differs: rerun with UPDATE_GOLDEN=1 if intended",
+        path.display()
+    );
+}
+
+#[test]
+fn help_lists_the_commands() {
+    let o = tenantscale(&["--help"]);
+    assert!(o.status.success());
+    for word in ["check", "hpa"] {
+        assert!(stdout(&o).contains(word), "{}", stdout(&o));
+    }
+    let o = tenantscale(&["hpa", "replay", "--help"]);
+    assert!(stdout(&o).contains("--explain"), "{}", stdout(&o));
+}
+
+#[test]
+fn check_reproduces_the_seeds_quota_math() {
+    let o = tenantscale(&["check", "-c", "examples/seed-quota.yaml", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("warning: tiers (line 7): shares sum to 100 %"),
+        "{}",
+        stderr(&o)
+    );
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["headroom"], 0.0);
+    let tenant = |id: &str| {
+        v["tenants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["id"] == id)
+            .unwrap()
+            .clone()
+    };
+    let gib: f64 = 1024.0 * 1024.0 * 1024.0;
+    for (id, cpu, mem) in [
+        ("gold-3", 1.2, 2.4),
+        ("silver-3", 1.0, 2.0),
+        ("bronze-3", 0.4, 0.8),
+    ] {
+        let g = &tenant(id)["guaranteed"];
+        assert_eq!(g["cpu"], cpu, "{id}");
+        assert_eq!(g["memoryBytes"], (mem * gib).round() as i64, "{id}");
+        assert_eq!(g["pods"], 1, "{id}");
+    }
+    let gold = &v["tiers"][0];
+    assert_eq!(
+        (
+            gold["name"].as_str(),
+            gold["tenants"].as_u64(),
+            gold["share"].as_f64()
+        ),
+        (Some("gold"), Some(10), Some(0.3))
+    );
+}
+
+#[test]
+fn check_prints_a_readable_table() {
+    let o = tenantscale(&["check", "-c", "examples/gcc-platform.yaml"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stderr(&o), "", "the platform example has no warnings");
+    golden("check-gcc-platform.txt", &stdout(&o));
+}
+
+#[test]
+fn check_rejects_bad_catalogs_with_paths_and_lines() {
+    let text = std::fs::read_to_string(root().join("examples/gcc-platform.yaml"))
+        .unwrap()
+        .replacen("tier: silver", "tier: platinum", 1);
+    let o = tenantscale(&[
+        "check",
+        "-c",
+        temp_file("bad.yaml", &text).to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains(r#"tenants[10].tier (line 24): unknown tier "platinum""#),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(stdout(&o), "");
+
+    let o = tenantscale(&["check", "-c", "/nonexistent/tenantscale.yaml"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("cannot read /nonexistent/tenantscale.yaml"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn replay_seed_worked_example() {
+    let o = tenantscale(&["hpa", "replay", "examples/hpa/seed-worked-example.yaml"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lines: Vec<Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1);
+    assert_eq!(
+        (lines[0]["t"].as_i64(), lines[0]["desiredReplicas"].as_i64()),
+        (Some(0), Some(12))
+    );
+    assert_eq!(lines[0]["currentMetrics"][0]["averageValueMilli"], 11900);
+}
+
+#[test]
+fn replay_explains_the_seeds_behavior_block() {
+    let o = tenantscale(&[
+        "hpa",
+        "replay",
+        "examples/hpa/seed-behavior.yaml",
+        "--explain",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    golden("replay-seed-behavior.txt", &stdout(&o));
+}
+
+/// Every Kubernetes case ported in tenantscale-core's tests, through the binary.
+#[test]
+fn replay_passes_the_ported_kubernetes_cases() {
+    let dir = root().join("tests/fixtures/hpa-replay");
+    let mut count = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let fixture: Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let name = fixture["name"].as_str().unwrap();
+        let file = temp_file("case.json", &fixture["replay"].to_string());
+        let o = tenantscale(&["hpa", "replay", file.to_str().unwrap()]);
+        assert!(o.status.success(), "{name}: {}", stderr(&o));
+        let out: Value = serde_json::from_str(stdout(&o).lines().next().unwrap()).unwrap();
+        assert_eq!(
+            out["desiredReplicas"], fixture["expect"]["desiredReplicas"],
+            "{name}"
+        );
+        for c in fixture["expect"]["conditions"].as_array().unwrap() {
+            let got = out["conditions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|g| g["type"] == c[0]);
+            let got = got.unwrap_or_else(|| panic!("{name}: no {} condition", c[0]));
+            assert_eq!((&got["status"], &got["reason"]), (&c[1], &c[2]), "{name}");
+        }
+        count += 1;
+    }
+    assert!(count >= 30, "only {count} fixtures in {}", dir.display());
+}
+
+#[test]
+fn replay_rejects_bad_input_naming_the_field() {
+    let cases = [
+        (
+            "hpa: {spec: {maxReplicas: 5}}\nsteps: [{t: 0, recommendation: 3}]\n",
+            "missing field `currentReplicas`",
+        ),
+        (
+            "hpa: {spec: {maxReplicas: 5}}\ncurrentReplicas: 2\nsteps:\n  - {t: 0, recommendation: 3}\n  - {t: 0, recommendation: 3}\n",
+            "steps[1].t (line 5): must be strictly increasing",
+        ),
+        (
+            "hpa: {spec: {maxReplicas: 5, minReplicas: 9}}\ncurrentReplicas: 2\nsteps: [{t: 0, recommendation: 3}]\n",
+            "hpa.spec.maxReplicas (line 1): must be >= minReplicas (9)",
+        ),
+        (
+            "hpa: {spec: {maxReplicas: 5}}\ncurrentReplicas: 2\nsteps: [{t: 0, recommendation: 3, wat: 1}]\n",
+            "steps[0].wat (line 3, column 35): unknown field `wat`",
+        ),
+        (
+            "hpa: {spec: {maxReplicas: 5}}\ncurrentReplicas: 2\nsteps:\n  - t: 0\n    metrics: {cpu: {pods: [{usage: 0.5}]}}\n",
+            "steps[0].metrics.cpu.pods[0].request (line 5): required for Resource metrics",
+        ),
+        (
+            "hpa: {spec: {maxReplicas: 5}}\ncurrentReplicas: 2\nsteps: [{t: 0}]\n",
+            "exactly one of `recommendation` and `metrics`",
+        ),
+    ];
+    for (text, want) in cases {
+        let o = tenantscale(&[
+            "hpa",
+            "replay",
+            temp_file("bad.yaml", text).to_str().unwrap(),
+        ]);
+        assert_eq!(o.status.code(), Some(2), "{want}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains(want),
+            "want {want:?}, got {}",
+            stderr(&o)
+        );
+    }
+}
