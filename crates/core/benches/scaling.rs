@@ -33,7 +33,10 @@ fn tenant_aware(c: &mut Criterion) {
     let mut state = TenantAwareState::default();
     let mut current = 3;
     for k in 0..60 {
-        current = cfg.decide(&mut state, f64::from(k), current, &demand).outcome.desired;
+        current = cfg
+            .decide(&mut state, f64::from(k), current, &demand)
+            .outcome
+            .desired;
     }
     c.bench_function("tenant_aware/decide/1000-tenants", |b| {
         b.iter_batched(
@@ -43,7 +46,12 @@ fn tenant_aware(c: &mut Criterion) {
         )
     });
     c.bench_function("baseline/sum-1000-demands", |b| {
-        b.iter(|| black_box(&demand).iter().map(|t| t.raw().min(48.0)).sum::<f64>())
+        b.iter(|| {
+            black_box(&demand)
+                .iter()
+                .map(|t| t.raw().min(48.0))
+                .sum::<f64>()
+        })
     });
 }
 
@@ -56,19 +64,35 @@ fn hpa(c: &mut Criterion) {
     .unwrap();
     let cfg = spec.resolve(ControllerSettings::default()).unwrap();
     let samples: Vec<PodSample> = (0..500)
-        .map(|i| PodSample { request_milli: Some(1000), ..PodSample::ready(500 + (i % 400) as i64) })
+        .map(|i| PodSample {
+            request_milli: Some(1000),
+            ..PodSample::ready(500 + (i % 400) as i64)
+        })
         .collect();
     let observations = vec![Some(Observation::PodSamples(samples.clone()))];
     let state = HpaState::default();
     c.bench_function("hpa/reconcile/500-pods", |b| {
         b.iter_batched(
             || state.clone(),
-            |mut s| black_box(cfg.reconcile(&mut s, 0.0, 500, 500, MetricInput::Observations(black_box(&observations)))),
+            |mut s| {
+                black_box(cfg.reconcile(
+                    &mut s,
+                    0.0,
+                    500,
+                    500,
+                    MetricInput::Observations(black_box(&observations)),
+                ))
+            },
             BatchSize::SmallInput,
         )
     });
     c.bench_function("baseline/sum-500-samples", |b| {
-        b.iter(|| black_box(&samples).iter().filter_map(|s| s.value_milli).sum::<i64>())
+        b.iter(|| {
+            black_box(&samples)
+                .iter()
+                .filter_map(|s| s.value_milli)
+                .sum::<i64>()
+        })
     });
 }
 
