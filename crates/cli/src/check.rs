@@ -74,7 +74,7 @@ pub fn render(catalog: &Catalog, table: &QuotaTable) -> String {
             pods,
         ]);
     }
-    aligned(&mut out, &rows);
+    crate::table::render(&mut out, &rows);
     out.push('\n');
     let mut rows = vec![
         [
@@ -95,20 +95,6 @@ pub fn render(catalog: &Catalog, table: &QuotaTable) -> String {
         let [mc, mm, mp] = cells(&t.max);
         rows.push(vec![t.id.clone(), t.tier.clone(), gc, gm, gp, mc, mm, mp]);
     }
-    aligned(&mut out, &rows);
+    crate::table::render(&mut out, &rows);
     out
-}
-
-fn aligned(out: &mut String, rows: &[Vec<String>]) {
-    let widths: Vec<usize> = (0..rows[0].len())
-        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
-        .collect();
-    for row in rows {
-        let line: Vec<String> = row
-            .iter()
-            .zip(&widths)
-            .map(|(cell, w)| format!("{cell:<w$}"))
-            .collect();
-        let _ = writeln!(out, "{}", line.join("  ").trim_end());
-    }
 }

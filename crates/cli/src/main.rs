@@ -5,6 +5,7 @@
 
 mod check;
 mod replay;
+mod table;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;

@@ -1,7 +1,6 @@
 //! `tenantscale hpa replay`: the what-if tool Kubernetes never shipped.
 
 use crate::{BadInput, read_input};
-use std::fmt::Write as _;
 use std::path::Path;
 use tenantscale_core::scaling::behavior::ConditionType;
 use tenantscale_core::scaling::replay::{ReplayFile, StepOutput};
@@ -63,17 +62,7 @@ fn explain_table(outputs: &[StepOutput]) -> String {
             reason(o, ConditionType::ScalingLimited),
         ]);
     }
-    let widths: Vec<usize> = (0..rows[0].len())
-        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
-        .collect();
     let mut out = String::new();
-    for row in rows {
-        let line: Vec<String> = row
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        let _ = writeln!(out, "{}", line.join("  ").trim_end());
-    }
+    crate::table::render(&mut out, &rows);
     out
 }

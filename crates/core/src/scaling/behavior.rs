@@ -574,35 +574,25 @@ mod tests {
         }
     }
 
-    /// Kubernetes' defaults (`GenerateHPAScaleUpRules(nil)` / `GenerateHPAScaleDownRules(nil)`).
+    /// Kubernetes' defaults (`GenerateHPAScaleUpRules(nil)` / `GenerateHPAScaleDownRules(nil)`),
+    /// as the spec module fills them in.
+    fn defaults() -> Behavior {
+        let spec = crate::scaling::spec::HpaSpec {
+            min_replicas: Some(1),
+            max_replicas: 10,
+            metrics: vec![],
+            behavior: Some(Default::default()),
+        };
+        spec.resolve(ControllerSettings::default())
+            .unwrap()
+            .behavior
+            .unwrap()
+    }
     fn default_up() -> ScalingRules {
-        ScalingRules {
-            stabilization_window_seconds: 0.0,
-            select_policy: SelectPolicy::Max,
-            policies: vec![
-                ScalingPolicy {
-                    kind: PolicyKind::Pods,
-                    value: 4,
-                    period_seconds: 15,
-                },
-                ScalingPolicy {
-                    kind: PolicyKind::Percent,
-                    value: 100,
-                    period_seconds: 15,
-                },
-            ],
-        }
+        defaults().scale_up
     }
     fn default_down() -> ScalingRules {
-        ScalingRules {
-            stabilization_window_seconds: 300.0,
-            select_policy: SelectPolicy::Max,
-            policies: vec![ScalingPolicy {
-                kind: PolicyKind::Percent,
-                value: 100,
-                period_seconds: 15,
-            }],
-        }
+        defaults().scale_down
     }
 
     /// `generateEventsUniformDistribution`: events spread over the last `period` seconds,
