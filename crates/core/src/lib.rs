@@ -3,7 +3,10 @@
 //! Nothing here reads a clock, a socket or a file: time and observations are arguments, so
 //! the live system and the simulator make the same decisions, and tests need no runtime.
 
+pub mod cache;
 pub mod catalog;
+pub mod fairness;
 pub mod quantity;
+pub mod routing;
 pub mod scaling;
 pub mod yaml;

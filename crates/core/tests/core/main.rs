@@ -2,4 +2,5 @@
 
 mod catalog;
 mod controller;
+mod routing;
 mod tenant_aware;

@@ -1,0 +1,201 @@
+//! Routing a tenant's requests for cache locality, with bounded loads and slow start.
+//!
+//! Each tenant ranks the pods by rendezvous hashing (highest random weight): the ranking only
+//! changes for a tenant when a pod it ranks above the others comes or goes, so a tenant stays
+//! on the pods that already hold its data. A request goes to the first pod in its tenant's
+//! ranking whose load is under `c ×` its fair share of the total load (consistent hashing with
+//! bounded loads, Mirrokni et al.); a pod that just became ready has its fair share scaled by a
+//! weight that ramps from `min_weight` to 1 over the warm-up window (Envoy's slow start), and a
+//! draining pod takes nothing.
+
+/// 64-bit FNV-1a, then a splitmix64 finalizer: a stable hash for ids.
+pub fn stable_hash(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    mix(h)
+}
+
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// A pod's routing state.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum PodState {
+    /// Ready since `since` (seconds); ramping until `since + warmup`.
+    Ready { since: f64 },
+    /// Takes no new requests.
+    Draining,
+}
+
+#[derive(Debug, Clone)]
+struct Pod {
+    key: u64,
+    state: PodState,
+    load: u32,
+}
+
+/// Router settings. Defaults: `c` 1.25, warm-up 60 s, minimum weight 0.1.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RouterConfig {
+    /// Load bound factor: no pod above `c ×` its share of the load.
+    pub c: f64,
+    pub warmup_seconds: f64,
+    /// Weight of a pod that has just become ready.
+    pub min_weight: f64,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        Self {
+            c: 1.25,
+            warmup_seconds: 60.0,
+            min_weight: 0.1,
+        }
+    }
+}
+
+/// Routes requests of tenants (dense indices with stable keys) to pods (stable keys).
+#[derive(Debug, Clone)]
+pub struct Router {
+    config: RouterConfig,
+    pods: Vec<Pod>,
+    tenant_keys: Vec<u64>,
+    /// Per tenant, pod indices best first; rebuilt lazily after the pod set changes.
+    rankings: Vec<Vec<u32>>,
+    ranked_generation: Vec<u64>,
+    generation: u64,
+    total_load: u64,
+}
+
+impl Router {
+    /// A router for tenants with these keys (e.g. `stable_hash(tenant_id)`).
+    pub fn new(config: RouterConfig, tenant_keys: Vec<u64>) -> Self {
+        let n = tenant_keys.len();
+        Self {
+            config,
+            pods: Vec::new(),
+            tenant_keys,
+            rankings: vec![Vec::new(); n],
+            ranked_generation: vec![u64::MAX; n],
+            generation: 0,
+            total_load: 0,
+        }
+    }
+
+    /// Adds a pod that became ready at `now`; returns its index.
+    pub fn add_pod(&mut self, key: u64, now: f64) -> usize {
+        self.pods.push(Pod {
+            key,
+            state: PodState::Ready { since: now },
+            load: 0,
+        });
+        self.generation += 1;
+        self.pods.len() - 1
+    }
+
+    /// Stops sending to pod `index` (its load still counts until released).
+    pub fn drain(&mut self, index: usize) {
+        self.pods[index].state = PodState::Draining;
+        self.generation += 1;
+    }
+
+    /// Removes a drained, idle pod. Indices of later pods shift down by one.
+    pub fn remove(&mut self, index: usize) {
+        let pod = self.pods.remove(index);
+        self.total_load -= u64::from(pod.load);
+        self.generation += 1;
+    }
+
+    /// Slow-start weight of pod `index` at `now`, in [min_weight, 1]; 0 when draining.
+    pub fn weight(&self, index: usize, now: f64) -> f64 {
+        match self.pods[index].state {
+            PodState::Draining => 0.0,
+            PodState::Ready { since } if self.config.warmup_seconds > 0.0 => {
+                ((now - since) / self.config.warmup_seconds).clamp(self.config.min_weight, 1.0)
+            }
+            PodState::Ready { .. } => 1.0,
+        }
+    }
+
+    fn rank(&mut self, tenant: usize) {
+        if self.ranked_generation[tenant] == self.generation {
+            return;
+        }
+        let tk = self.tenant_keys[tenant];
+        let pods = &self.pods;
+        let ranking = &mut self.rankings[tenant];
+        ranking.clear();
+        ranking.extend(
+            (0..pods.len() as u32).filter(|i| pods[*i as usize].state != PodState::Draining),
+        );
+        ranking.sort_unstable_by_key(|i| std::cmp::Reverse(mix(tk ^ pods[*i as usize].key)));
+        self.ranked_generation[tenant] = self.generation;
+    }
+
+    /// Picks a pod for a request of `tenant` at `now` and counts it in that pod's load.
+    /// `None` when no pod takes requests.
+    pub fn route(&mut self, tenant: usize, now: f64) -> Option<usize> {
+        self.rank(tenant);
+        let ranking = &self.rankings[tenant];
+        if ranking.is_empty() {
+            return None;
+        }
+        let total_weight: f64 = ranking.iter().map(|i| self.weight(*i as usize, now)).sum();
+        let load_after = (self.total_load + 1) as f64;
+        let mut least: Option<(usize, f64)> = None;
+        for &i in ranking {
+            let i = i as usize;
+            let bound = (self.config.c * load_after * self.weight(i, now) / total_weight).ceil();
+            let load = f64::from(self.pods[i].load);
+            if load < bound {
+                return Some(self.take(i));
+            }
+            let fill = load / bound.max(1.0);
+            if least.is_none_or(|(_, f)| fill < f) {
+                least = Some((i, fill));
+            }
+        }
+        least.map(|(i, _)| self.take(i))
+    }
+
+    fn take(&mut self, index: usize) -> usize {
+        self.pods[index].load += 1;
+        self.total_load += 1;
+        index
+    }
+
+    /// A request routed to pod `index` finished (or was refused there).
+    pub fn release(&mut self, index: usize) {
+        let pod = &mut self.pods[index];
+        debug_assert!(pod.load > 0);
+        pod.load = pod.load.saturating_sub(1);
+        self.total_load = self.total_load.saturating_sub(1);
+    }
+
+    /// Outstanding requests on pod `index`.
+    pub fn load(&self, index: usize) -> u32 {
+        self.pods[index].load
+    }
+
+    /// Pods known to the router (ready or draining).
+    pub fn len(&self) -> usize {
+        self.pods.len()
+    }
+
+    /// No pods at all.
+    pub fn is_empty(&self) -> bool {
+        self.pods.is_empty()
+    }
+
+    /// The tenant's pod ranking, best first (draining pods excluded).
+    pub fn ranking(&mut self, tenant: usize) -> &[u32] {
+        self.rank(tenant);
+        &self.rankings[tenant]
+    }
+}
