@@ -5,6 +5,7 @@
 
 mod check;
 mod replay;
+mod simulate;
 mod table;
 
 use clap::{Parser, Subcommand};
@@ -46,6 +47,35 @@ enum Command {
         /// Print the quota table as one JSON object.
         #[arg(long)]
         json: bool,
+    },
+    /// Replay a traffic scenario through the real decision code and compare policies.
+    ///
+    /// Each policy sees the same arrivals (same --seed). Prints a table per policy (latency
+    /// percentiles per tenant class, 429s, SLA-breach minutes, reaction to the spike,
+    /// replicas, pod-hours and cost), or one JSON object with --json.
+    Simulate {
+        /// The scenario (YAML), e.g. examples/scenarios/media-spike.yaml.
+        #[arg(long, value_name = "FILE")]
+        scenario: PathBuf,
+        /// Catalog to use instead of the scenario's `catalog:`.
+        #[arg(short = 'c', long = "config", value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Comma-separated: static (sized to the others' peak), static:N, hpa-cpu, hpa-queue,
+        /// tenant-aware, hpa:FILE (an autoscaling/v2 HPA spec on tenantscale's data plane).
+        #[arg(long, default_value = "static,hpa-cpu,hpa-queue,tenant-aware")]
+        policies: String,
+        /// Random seed: the same seed gives the same run.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Print one JSON object instead of tables.
+        #[arg(long)]
+        json: bool,
+        /// Write an HTML report with SVG charts (and report.json) into this directory.
+        #[arg(long, value_name = "DIR")]
+        report: Option<PathBuf>,
+        /// Show a progress bar on stderr.
+        #[arg(long)]
+        progress: bool,
     },
     /// Kubernetes HorizontalPodAutoscaler tools.
     Hpa {
@@ -90,6 +120,23 @@ fn main() -> ExitCode {
         Command::Hpa {
             command: HpaCommand::Replay { file, explain },
         } => replay::run(&file, explain),
+        Command::Simulate {
+            scenario,
+            config,
+            policies,
+            seed,
+            json,
+            report,
+            progress,
+        } => simulate::run(simulate::Args {
+            scenario,
+            config,
+            policies,
+            seed,
+            json,
+            report,
+            progress,
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -627,7 +627,10 @@ impl Catalog {
 /// Builds and checks `pool.tenantAware`.
 fn tenant_aware_config(c: &mut Checker<'_>, p: &PoolFile) -> Option<TenantAwareConfig> {
     let t = &p.tenant_aware;
-    let behavior = t.behavior.clone().unwrap_or_default();
+    let behavior = t
+        .behavior
+        .clone()
+        .unwrap_or_else(TenantAwareConfig::default_behavior);
     let mut cfg = match TenantAwareConfig::with_behavior(
         p.min_replicas,
         p.max_replicas.max(1),

@@ -31,6 +31,8 @@ pub enum PodState {
     Ready { since: f64 },
     /// Takes no new requests.
     Draining,
+    /// Gone; its index is never reused.
+    Removed,
 }
 
 #[derive(Debug, Clone)]
@@ -105,17 +107,19 @@ impl Router {
         self.generation += 1;
     }
 
-    /// Removes a drained, idle pod. Indices of later pods shift down by one.
+    /// Forgets pod `index` (drained and idle); indices of other pods do not change.
     pub fn remove(&mut self, index: usize) {
-        let pod = self.pods.remove(index);
+        let pod = &mut self.pods[index];
         self.total_load -= u64::from(pod.load);
+        pod.load = 0;
+        pod.state = PodState::Removed;
         self.generation += 1;
     }
 
     /// Slow-start weight of pod `index` at `now`, in [min_weight, 1]; 0 when draining.
     pub fn weight(&self, index: usize, now: f64) -> f64 {
         match self.pods[index].state {
-            PodState::Draining => 0.0,
+            PodState::Draining | PodState::Removed => 0.0,
             PodState::Ready { since } if self.config.warmup_seconds > 0.0 => {
                 ((now - since) / self.config.warmup_seconds).clamp(self.config.min_weight, 1.0)
             }
@@ -183,14 +187,12 @@ impl Router {
         self.pods[index].load
     }
 
-    /// Pods known to the router (ready or draining).
-    pub fn len(&self) -> usize {
-        self.pods.len()
-    }
-
-    /// No pods at all.
-    pub fn is_empty(&self) -> bool {
-        self.pods.is_empty()
+    /// Pods taking requests.
+    pub fn ready_pods(&self) -> usize {
+        self.pods
+            .iter()
+            .filter(|p| matches!(p.state, PodState::Ready { .. }))
+            .count()
     }
 
     /// The tenant's pod ranking, best first (draining pods excluded).

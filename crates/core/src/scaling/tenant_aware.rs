@@ -46,8 +46,8 @@ impl TenantDemand {
 /// Settings of the tenant-aware policy.
 ///
 /// Defaults (via [`TenantAwareConfig::new`]): target utilization 0.7, stable window 60 s,
-/// panic window 6 s, panic threshold 2.0, and Kubernetes' default `behavior` (scale up at
-/// once by max(4 pods, 100 %) per 15 s; scale down after a 300 s window).
+/// panic window 6 s, panic threshold 2.0, and the behavior of
+/// [`TenantAwareConfig::default_behavior`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct TenantAwareConfig {
     pub min_replicas: i32,
@@ -72,8 +72,20 @@ impl TenantAwareConfig {
             min_replicas,
             max_replicas,
             slots_per_pod,
-            &BehaviorSpec::default(),
+            &Self::default_behavior(),
         )
+    }
+
+    /// The default behavior stage: scale up at once, by up to 10× per 15 s (Knative's maximum
+    /// scale-up rate; demand-based sizing does not overshoot the way a utilization ratio can),
+    /// and scale down as Kubernetes does by default (the highest recommendation of the last
+    /// 300 s, up to 100 % per 15 s).
+    pub fn default_behavior() -> BehaviorSpec {
+        serde_json::from_value(serde_json::json!({
+            "scaleUp": {"stabilizationWindowSeconds": 0, "selectPolicy": "Max",
+                        "policies": [{"type": "Percent", "value": 1000, "periodSeconds": 15}]}
+        }))
+        .expect("valid behavior")
     }
 
     /// A config whose behavior stage is `behavior` (an autoscaling/v2 behavior block).

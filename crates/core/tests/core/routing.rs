@@ -158,5 +158,5 @@ fn draining_pods_take_nothing_and_leave_cleanly() {
     assert_eq!(r.load(p), 1, "its in-flight request still counts");
     r.release(p);
     r.remove(p);
-    assert_eq!(r.len(), 2);
+    assert_eq!(r.ready_pods(), 2);
 }
