@@ -73,6 +73,8 @@ pub struct Router {
     ranked_generation: Vec<u64>,
     generation: u64,
     total_load: u64,
+    /// No pod ramps after this time: every weight is 1.
+    warm_after: f64,
 }
 
 impl Router {
@@ -87,6 +89,7 @@ impl Router {
             ranked_generation: vec![u64::MAX; n],
             generation: 0,
             total_load: 0,
+            warm_after: f64::NEG_INFINITY,
         }
     }
 
@@ -97,6 +100,7 @@ impl Router {
             state: PodState::Ready { since: now },
             load: 0,
         });
+        self.warm_after = self.warm_after.max(now + self.config.warmup_seconds);
         self.generation += 1;
         self.pods.len() - 1
     }
@@ -150,8 +154,24 @@ impl Router {
         if ranking.is_empty() {
             return None;
         }
-        let total_weight: f64 = ranking.iter().map(|i| self.weight(*i as usize, now)).sum();
         let load_after = (self.total_load + 1) as f64;
+        if now >= self.warm_after {
+            // Every pod at full weight: one bound for all.
+            let bound = (self.config.c * load_after / ranking.len() as f64).ceil() as u32;
+            let pick = ranking
+                .iter()
+                .map(|i| *i as usize)
+                .find(|i| self.pods[*i].load < bound);
+            let pick = pick.unwrap_or_else(|| {
+                ranking
+                    .iter()
+                    .map(|i| *i as usize)
+                    .min_by_key(|i| self.pods[*i].load)
+                    .expect("non-empty")
+            });
+            return Some(self.take(pick));
+        }
+        let total_weight: f64 = ranking.iter().map(|i| self.weight(*i as usize, now)).sum();
         let mut least: Option<(usize, f64)> = None;
         for &i in ranking {
             let i = i as usize;

@@ -10,6 +10,7 @@
 
 pub mod model;
 pub mod policy;
+mod queue;
 pub mod report;
 pub mod rng;
 pub mod scenario;

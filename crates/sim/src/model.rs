@@ -11,11 +11,12 @@
 //! control, random routing (a Kubernetes Service), one FIFO per pod.
 
 use crate::policy::{Autoscaler, DecisionRecord, Plane, Policy};
+use crate::queue::EventQueue;
 use crate::rng::Rng;
 use crate::scenario::Scenario;
 use crate::stats::{ClassStats, Histogram, Minutes, Series};
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::VecDeque;
 use tenantscale_core::cache::{Access, TenantCache};
 use tenantscale_core::fairness::admission::{Admission, Gcra, TenantLimits};
 use tenantscale_core::fairness::scheduler::{FairScheduler, TenantSlot};
@@ -24,8 +25,13 @@ use tenantscale_core::routing::{Router, RouterConfig, stable_hash};
 /// Microseconds: event times are integers so ordering is exact.
 type Micros = u64;
 
+/// Event keys are `time µs << SEQ_BITS | sequence`: times up to ~200 days; events at the same
+/// microsecond run in a fixed order.
+const SEQ_BITS: u32 = 20;
+const SEQ_MASK: u64 = (1 << SEQ_BITS) - 1;
+
 fn us(seconds: f64) -> Micros {
-    (seconds * 1e6).round().max(0.0) as Micros
+    (seconds * 1e6 + 0.5).max(0.0) as Micros
 }
 fn secs(t: Micros) -> f64 {
     t as f64 / 1e6
@@ -40,21 +46,20 @@ pub const SHARE_WINDOW_SECONDS: f64 = 10.0;
 /// Retry-After for a refusal by a full pod queue or an empty pool.
 const QUEUE_RETRY_AFTER: f64 = 1.0;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+/// An event. Kept to 16 bytes (the queue moves them a lot): times are offsets in µs from the
+/// event's own time (`age`: since the request's first attempt), tenants fit in 16 bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
-    Arrival {
-        traffic: u32,
-    },
     Retry {
-        tenant: u32,
-        first_at: Micros,
+        tenant: u16,
         attempts: u8,
+        age: u32,
     },
     Complete {
         pod: u32,
-        tenant: u32,
-        first_at: Micros,
-        service: Micros,
+        tenant: u16,
+        age: u32,
+        service: u32,
     },
     PodReady {
         pod: u32,
@@ -62,13 +67,6 @@ enum Kind {
     Observe,
     Scrape,
     Sync,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-struct Event {
-    at: Micros,
-    seq: u64,
-    kind: Kind,
 }
 
 /// The seed's pod: one FIFO, each tenant bounded to `bound` waiting requests.
@@ -229,13 +227,20 @@ pub struct Engine<'s> {
     now: Micros,
     end: Micros,
     seq: u64,
-    heap: BinaryHeap<Reverse<Event>>,
-    arrival_rng: Vec<Rng>,
+    heap: EventQueue<Kind>,
+    /// The next first attempt (µs, tenant): arrivals bypass the event queue.
+    next_arrival: Option<(Micros, usize)>,
+    arrival_rng: Rng,
     service_rng: Rng,
+    llm_factor: crate::rng::LogNormal,
     startup_rng: Rng,
     route_rng: Rng,
     /// Per class, the rate multiplier for each simulated second.
     multipliers: Vec<Vec<f32>>,
+    /// Per second, the total arrival rate of all tenants.
+    total_rate: Vec<f64>,
+    /// Per class, its tenants (catalog indices).
+    members: Vec<Vec<usize>>,
     trace_cursor: usize,
     pods: Vec<Pod>,
     router_pods: Vec<usize>,
@@ -263,6 +268,7 @@ pub struct Engine<'s> {
     spiking_tenants: Vec<usize>,
     last_scrape: Scrape,
     alive: u32,
+    draining: u32,
     alive_area: f64,
     alive_changed: Micros,
     live_slot_area: f64,
@@ -306,7 +312,7 @@ impl<'s> Engine<'s> {
             })
             .collect();
         let seconds = sc.duration.ceil() as usize + 1;
-        let multipliers = sc
+        let multipliers: Vec<Vec<f32>> = sc
             .classes
             .iter()
             .map(|c| {
@@ -338,6 +344,26 @@ impl<'s> Engine<'s> {
                 .map(|t| stable_hash(t.id.as_bytes()))
                 .collect(),
         );
+        let members: Vec<Vec<usize>> = (0..sc.classes.len())
+            .map(|c| {
+                sc.traffic
+                    .iter()
+                    .filter(|t| t.class == c)
+                    .map(|t| t.tenant)
+                    .collect()
+            })
+            .collect();
+        let total_rate = (0..seconds)
+            .map(|s| {
+                (0..sc.classes.len())
+                    .map(|c| {
+                        members[c].len() as f64
+                            * sc.classes[c].base_rps
+                            * f64::from(multipliers[c][s])
+                    })
+                    .sum()
+            })
+            .collect();
         let mut engine = Engine {
             sc,
             plane,
@@ -347,15 +373,15 @@ impl<'s> Engine<'s> {
             now: 0,
             end: us(sc.duration),
             seq: 0,
-            heap: BinaryHeap::new(),
-            arrival_rng: sc
-                .traffic
-                .iter()
-                .map(|t| Rng::fork(seed, t.tenant as u64 + 1))
-                .collect(),
+            heap: EventQueue::new(),
+            next_arrival: None,
+            arrival_rng: Rng::fork(seed, 0),
             service_rng: Rng::fork(seed, 1 << 40),
+            llm_factor: crate::rng::LogNormal::new(sc.model.llm_sigma),
             startup_rng: Rng::fork(seed, 2 << 40),
             route_rng: Rng::fork(seed, 3 << 40),
+            total_rate,
+            members,
             multipliers,
             trace_cursor: 0,
             pods: Vec::new(),
@@ -386,6 +412,7 @@ impl<'s> Engine<'s> {
             spiking_tenants,
             last_scrape: Scrape::default(),
             alive: 0,
+            draining: 0,
             alive_area: 0.0,
             alive_changed: 0,
             live_slot_area: 0.0,
@@ -421,11 +448,8 @@ impl<'s> Engine<'s> {
 
     fn push(&mut self, at: Micros, kind: Kind) {
         self.seq += 1;
-        self.heap.push(Reverse(Event {
-            at,
-            seq: self.seq,
-            kind,
-        }));
+        self.heap
+            .push((at << SEQ_BITS) | (self.seq & SEQ_MASK), kind);
     }
 
     fn start(&mut self) {
@@ -438,20 +462,7 @@ impl<'s> Engine<'s> {
         }
         self.spec_replicas = initial;
         self.peak_replicas = initial;
-        match &self.sc.trace {
-            Some(trace) if !trace.is_empty() => {
-                let at = us(trace[0].0);
-                self.push(at, Kind::Arrival { traffic: u32::MAX });
-            }
-            Some(_) => {}
-            None => {
-                for i in 0..self.sc.traffic.len() {
-                    if let Some(t) = self.next_arrival(i, 0.0) {
-                        self.push(us(t), Kind::Arrival { traffic: i as u32 });
-                    }
-                }
-            }
-        }
+        self.next_arrival = self.following_arrival(0.0);
         self.push(0, Kind::Observe);
         if !self.autoscaler.is_static() {
             let (scrape, sync) = self.autoscaler.periods(&self.sc.control);
@@ -460,55 +471,89 @@ impl<'s> Engine<'s> {
         }
     }
 
-    /// The next Poisson arrival of traffic tenant `i` after `from`, under a rate that is
-    /// constant within each simulated second (exact for that piecewise-constant rate).
-    fn next_arrival(&mut self, i: usize, from: f64) -> Option<f64> {
-        let tt = &self.sc.traffic[i];
-        let base = self.sc.classes[tt.class].base_rps;
-        let table = &self.multipliers[tt.class];
-        let rng = &mut self.arrival_rng[i];
+    /// The first attempt after `from`: the next line of a trace, or the next event of the
+    /// merged Poisson process of all tenants. Its rate is constant within each simulated second
+    /// (one unit exponential is spent across the seconds at their rates: exact for that
+    /// piecewise-constant rate); the tenant is drawn in proportion to the tenants' rates then.
+    fn following_arrival(&mut self, from: f64) -> Option<(Micros, usize)> {
+        if let Some(trace) = &self.sc.trace {
+            let (t, tenant) = *trace.get(self.trace_cursor)?;
+            self.trace_cursor += 1;
+            return Some((us(t), tenant));
+        }
+        let mut mass = self.arrival_rng.exp1();
         let mut t = from;
-        loop {
-            let second = t.floor();
-            let m = *table.get(second as usize)?;
-            let rate = base * f64::from(m);
-            let bucket_end = second + 1.0;
-            if rate > 0.0 {
-                let next = t + rng.exp1() / rate;
-                if next < bucket_end {
-                    return (next < self.sc.duration).then_some(next);
-                }
+        let at = loop {
+            // Truncation is floor for t >= 0, and one instruction (floor() is a libm call).
+            let second = (t as u64) as f64;
+            let rate = *self.total_rate.get(second as usize)?;
+            let span = second + 1.0 - t;
+            if rate * span > mass {
+                break t + mass / rate;
             }
-            t = bucket_end;
+            mass -= rate * span;
+            t = second + 1.0;
             if t >= self.sc.duration {
                 return None;
             }
+        };
+        if at >= self.sc.duration {
+            return None;
         }
+        let second = at as usize;
+        let mut pick = self.arrival_rng.uniform() * self.total_rate[second];
+        for (c, members) in self.members.iter().enumerate() {
+            let class_rate = members.len() as f64
+                * self.sc.classes[c].base_rps
+                * f64::from(self.multipliers[c][second]);
+            if pick < class_rate && !members.is_empty() {
+                let tenant =
+                    members[((pick / class_rate) * members.len() as f64) as usize % members.len()];
+                return Some((us(at), tenant));
+            }
+            pick -= class_rate;
+        }
+        let last = self.members.iter().rev().find(|m| !m.is_empty())?;
+        Some((us(at), last[last.len() - 1]))
     }
 
     /// Runs to the end of the scenario.
     pub fn run(mut self) -> RunOutcome {
-        while let Some(Reverse(ev)) = self.heap.pop() {
-            if ev.at > self.end {
+        loop {
+            let limit = self.next_arrival.map_or(u64::MAX, |(at, _)| at << SEQ_BITS);
+            let Some((key, kind)) = self.heap.pop_before(limit) else {
+                // The next first attempt comes before any queued event.
+                let Some((at, tenant)) = self.next_arrival else {
+                    break;
+                };
+                if at > self.end {
+                    break;
+                }
+                self.advance(at);
+                self.next_arrival = self.following_arrival(secs(at));
+                self.first_attempt(tenant);
+                continue;
+            };
+            let at = key >> SEQ_BITS;
+            if at > self.end {
                 break;
             }
-            self.advance(ev.at);
-            match ev.kind {
-                Kind::Arrival { traffic } => self.on_arrival(traffic),
+            self.advance(at);
+            match kind {
                 Kind::Retry {
                     tenant,
-                    first_at,
                     attempts,
+                    age,
                 } => {
                     self.retrying[tenant as usize] -= 1;
-                    self.attempt(tenant as usize, first_at, attempts);
+                    self.attempt(tenant as usize, at - u64::from(age), attempts);
                 }
                 Kind::Complete {
                     pod,
                     tenant,
-                    first_at,
+                    age,
                     service,
-                } => self.on_complete(pod as usize, tenant as usize, first_at, service),
+                } => self.on_complete(pod as usize, tenant as usize, at - u64::from(age), service),
                 Kind::PodReady { pod } => {
                     if self.pods[pod as usize].phase == PodPhase::Starting {
                         self.make_ready(pod as usize, secs(self.now));
@@ -527,42 +572,11 @@ impl<'s> Engine<'s> {
     fn advance(&mut self, to: Micros) {
         let dt = (to - self.alive_changed) as f64;
         self.alive_area += f64::from(self.alive) * dt;
-        let live_slots = (self.ready_pods.len() as u32 + self.draining_pods())
-            * self.sc.catalog.pool.slots_per_pod;
+        let live_slots =
+            (self.ready_pods.len() as u32 + self.draining) * self.sc.catalog.pool.slots_per_pod;
         self.live_slot_area += f64::from(live_slots) * dt;
         self.alive_changed = to;
         self.now = to;
-    }
-
-    fn draining_pods(&self) -> u32 {
-        self.pods
-            .iter()
-            .filter(|p| p.phase == PodPhase::Draining)
-            .count() as u32
-    }
-
-    fn on_arrival(&mut self, traffic: u32) {
-        let now_s = secs(self.now);
-        if traffic == u32::MAX {
-            let trace = self
-                .sc
-                .trace
-                .as_ref()
-                .expect("trace arrivals come from a trace");
-            let tenant = trace[self.trace_cursor].1;
-            self.trace_cursor += 1;
-            if let Some((t, _)) = trace.get(self.trace_cursor) {
-                self.push(us(*t), Kind::Arrival { traffic: u32::MAX });
-            }
-            self.first_attempt(tenant);
-            return;
-        }
-        let i = traffic as usize;
-        let tenant = self.sc.traffic[i].tenant;
-        if let Some(next) = self.next_arrival(i, now_s) {
-            self.push(us(next), Kind::Arrival { traffic });
-        }
-        self.first_attempt(tenant);
     }
 
     fn first_attempt(&mut self, tenant: usize) {
@@ -620,12 +634,13 @@ impl<'s> Engine<'s> {
         if attempts < self.sc.model.max_retries {
             self.retrying[tenant] += 1;
             let at = self.now + us(retry_after.max(0.001));
+            let age = (at - first_at).min(u64::from(u32::MAX)) as u32;
             self.push(
                 at,
                 Kind::Retry {
-                    tenant: tenant as u32,
-                    first_at,
+                    tenant: tenant as u16,
                     attempts: attempts + 1,
+                    age,
                 },
             );
             return;
@@ -660,27 +675,28 @@ impl<'s> Engine<'s> {
                 Access::Hit => m.retrieval_hit_ms,
                 Access::Miss { .. } | Access::TooLarge => m.retrieval_miss_ms,
             };
-            let llm = m.llm_median_ms * (m.llm_sigma * self.service_rng.normal()).exp();
-            let service = us((retrieval + llm) / 1000.0).max(1);
-            let at = self.now + service;
+            let llm = m.llm_median_ms * self.llm_factor.sample(&mut self.service_rng);
+            let service = us((retrieval + llm) / 1000.0).clamp(1, u64::from(u32::MAX)) as u32;
+            let at = self.now + u64::from(service);
+            let age = (at - first_at).min(u64::from(u32::MAX)) as u32;
             self.push(
                 at,
                 Kind::Complete {
                     pod: pod as u32,
-                    tenant: tenant as u32,
-                    first_at,
+                    tenant: tenant as u16,
+                    age,
                     service,
                 },
             );
         }
     }
 
-    fn on_complete(&mut self, pod: usize, tenant: usize, first_at: Micros, service: Micros) {
+    fn on_complete(&mut self, pod: usize, tenant: usize, first_at: Micros, service: u32) {
         self.set_busy(pod);
         self.touch_tenant_busy(tenant);
         self.pods[pod].queues.complete(tenant);
         self.in_service[tenant] -= 1;
-        self.service_sum[tenant] += secs(service);
+        self.service_sum[tenant] += f64::from(service) / 1e6;
         self.service_count[tenant] += 1;
         if self.plane == Plane::Fair {
             self.admission.release(tenant);
@@ -692,20 +708,19 @@ impl<'s> Engine<'s> {
         }
         let latency = self.now - first_at;
         if let Some(c) = self.class_of[tenant] {
-            let ms = latency as f64 / 1000.0;
             let slow = latency > self.slo[tenant];
             let stats = &mut self.classes[c];
             stats.served += 1;
             stats.over_slo += u64::from(slow);
-            stats.latency.record(ms);
+            stats.latency.record(latency);
             if self
                 .sc
                 .spike_onset
                 .is_none_or(|onset| secs(first_at) < onset)
             {
-                stats.pre_spike.record(ms);
+                stats.pre_spike.record(latency);
             }
-            self.bin_hist[c].record(ms);
+            self.bin_hist[c].record(latency);
             self.minutes[c].record((secs(self.now) / 60.0) as usize, slow);
         }
         self.dispatch(pod);
@@ -758,6 +773,9 @@ impl<'s> Engine<'s> {
     }
 
     fn remove_pod(&mut self, pod: usize) {
+        if self.pods[pod].phase == PodPhase::Draining {
+            self.draining -= 1;
+        }
         if let Some(ri) = self.pods[pod].router_index {
             self.router.remove(ri);
         }
@@ -794,6 +812,7 @@ impl<'s> Engine<'s> {
                     PodPhase::Starting => self.remove_pod(pod),
                     _ => {
                         self.pods[pod].phase = PodPhase::Draining;
+                        self.draining += 1;
                         self.ready_pods.retain(|p| *p != pod);
                         if let Some(ri) = self.pods[pod].router_index {
                             self.router.drain(ri);

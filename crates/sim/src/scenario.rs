@@ -463,8 +463,11 @@ impl Scenario {
                             format!("unknown tier {tier_name:?}"),
                         ));
                     };
-                    if n == 0 || n > 100_000 {
-                        return Err(c.err(&format!("{path}.count"), "must be in [1, 100000]"));
+                    if n == 0 || catalog.tenants.len() + n as usize > usize::from(u16::MAX) {
+                        return Err(c.err(
+                            &format!("{path}.count"),
+                            "must be >= 1, with at most 65535 tenants in all",
+                        ));
                     }
                     let t = &catalog.tiers[tier];
                     (1..=n)

@@ -2,48 +2,61 @@
 
 use serde::Serialize;
 
-/// A log-bucketed histogram of milliseconds: relative error ≤ `growth − 1`, from 0.1 ms up.
+/// A log-linear histogram of latencies in microseconds (HdrHistogram's layout): each power of
+/// two is split into `2^precision_bits` buckets, so a value's bucket is found with bit
+/// arithmetic and reported within a relative error of `2^-precision_bits`.
 #[derive(Debug, Clone)]
 pub struct Histogram {
     counts: Vec<u32>,
     total: u64,
-    ln_growth: f64,
+    bits: u32,
 }
 
-const FLOOR_MS: f64 = 0.1;
-
 impl Histogram {
-    /// Buckets growing by `growth` (e.g. 1.02 for 2 %) up to `max_ms`.
-    pub fn new(growth: f64, max_ms: f64) -> Self {
-        let ln_growth = growth.ln();
-        let n = ((max_ms / FLOOR_MS).ln() / ln_growth).ceil() as usize + 2;
+    /// A histogram with `2^bits` buckets per power of two.
+    pub fn new(bits: u32) -> Self {
         Self {
-            counts: vec![0; n],
+            counts: vec![0; ((64 - bits + 1) << bits) as usize],
             total: 0,
-            ln_growth,
+            bits,
         }
     }
 
-    /// A fine histogram (2 %) for reported percentiles.
+    /// A fine histogram (1.6 %) for reported percentiles.
     pub fn fine() -> Self {
-        Self::new(1.02, 3.6e6)
+        Self::new(6)
     }
 
-    /// A coarse histogram (10 %) for charts.
+    /// A coarse histogram (12.5 %) for charts.
     pub fn coarse() -> Self {
-        Self::new(1.1, 3.6e6)
+        Self::new(3)
     }
 
-    fn index(&self, ms: f64) -> usize {
-        if ms <= FLOOR_MS {
-            return 0;
+    fn index(&self, micros: u64) -> usize {
+        let sub = 1u64 << self.bits;
+        if micros < sub {
+            return micros as usize;
         }
-        (((ms / FLOOR_MS).ln() / self.ln_growth) as usize + 1).min(self.counts.len() - 1)
+        let exp = 63 - micros.leading_zeros();
+        let shift = exp - self.bits;
+        let mantissa = (micros >> shift) - sub;
+        (((shift + 1) as u64) << self.bits | mantissa) as usize
     }
 
-    /// Records one value.
-    pub fn record(&mut self, ms: f64) {
-        let i = self.index(ms);
+    /// The largest value in bucket `i`, in microseconds.
+    fn upper(&self, i: usize) -> u64 {
+        let sub = 1u64 << self.bits;
+        let (group, mantissa) = ((i as u64) >> self.bits, (i as u64) & (sub - 1));
+        if group == 0 {
+            return mantissa;
+        }
+        let shift = group - 1;
+        ((sub + mantissa + 1) << shift) - 1
+    }
+
+    /// Records one latency in microseconds.
+    pub fn record(&mut self, micros: u64) {
+        let i = self.index(micros);
         self.counts[i] += 1;
         self.total += 1;
     }
@@ -53,7 +66,7 @@ impl Histogram {
         self.total
     }
 
-    /// The `q` quantile (upper edge of its bucket), `None` when empty.
+    /// The `q` quantile in milliseconds (upper edge of its bucket), `None` when empty.
     pub fn quantile(&self, q: f64) -> Option<f64> {
         if self.total == 0 {
             return None;
@@ -63,14 +76,39 @@ impl Histogram {
         for (i, c) in self.counts.iter().enumerate() {
             seen += u64::from(*c);
             if seen >= rank {
-                return Some(if i == 0 {
-                    FLOOR_MS
-                } else {
-                    FLOOR_MS * (self.ln_growth * i as f64).exp()
-                });
+                return Some(self.upper(i) as f64 / 1000.0);
             }
         }
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_within_the_stated_precision() {
+        let mut h = Histogram::fine();
+        for v in 1..=100_000u64 {
+            h.record(v * 10);
+        }
+        for q in [0.5, 0.95, 0.99] {
+            let exact = q * 1_000_000.0 / 1000.0;
+            let got = h.quantile(q).unwrap();
+            assert!(
+                got >= exact && got <= exact * 1.016 + 0.001,
+                "q{q}: {got} vs {exact}"
+            );
+        }
+        let mut small = Histogram::coarse();
+        small.record(3);
+        assert_eq!(small.quantile(0.99), Some(0.003));
+        assert_eq!(Histogram::coarse().quantile(0.5), None);
+        for v in [0u64, 1, 7, 8, 9, 1000, 123_456_789, u64::MAX / 2] {
+            let i = h.index(v);
+            assert!(h.upper(i) >= v && (i == 0 || h.upper(i - 1) < v), "{v}");
+        }
     }
 }
 

@@ -126,7 +126,9 @@ impl<T> FairScheduler<T> {
         if q.items.is_empty() {
             q.active = false;
             q.deficit = 0;
-            if let Some(pos) = self.ring.iter().position(|t| *t == tenant) {
+            if at_front {
+                self.ring.pop_front();
+            } else if let Some(pos) = self.ring.iter().position(|t| *t == tenant) {
                 self.ring.remove(pos);
             }
         } else if q.deficit == 0 && at_front {
