@@ -161,8 +161,9 @@ pub struct Scrape {
     pub at: f64,
     /// Per pod (index into the engine's pods): CPU as the busy fraction of slots over the interval.
     pub cpu: Vec<(usize, f64)>,
-    /// Per tenant: requests in service.
-    pub in_service: Vec<u32>,
+    /// Per tenant: mean requests in service over the interval (a rate of busy seconds, as a
+    /// pod's `tenantscale_busy_seconds_total` counter gives it).
+    pub in_service: Vec<f64>,
     /// Per tenant: requests waiting at pods or for a retry.
     pub backlog: Vec<u32>,
     /// Per tenant: first attempts per second over the interval.
@@ -260,7 +261,11 @@ pub struct Engine<'s> {
     service_sum: Vec<f64>,
     service_count: Vec<u64>,
     service_at_scrape: Vec<(f64, u64)>,
+    /// Per tenant: ∫ requests in service dt (µs), cumulative; and its value at the last share
+    /// window and the last scrape.
     busy_area: Vec<f64>,
+    busy_at_share: Vec<f64>,
+    busy_at_scrape: Vec<f64>,
     busy_changed: Vec<Micros>,
     // results
     classes: Vec<ClassStats>,
@@ -406,6 +411,8 @@ impl<'s> Engine<'s> {
             service_count: vec![0; n],
             service_at_scrape: vec![(0.0, 0); n],
             busy_area: vec![0.0; n],
+            busy_at_share: vec![0.0; n],
+            busy_at_scrape: vec![0.0; n],
             busy_changed: vec![0; n],
             classes: sc.classes.iter().map(|_| ClassStats::new()).collect(),
             minutes: sc.classes.iter().map(|_| Minutes::new(minutes)).collect(),
@@ -453,7 +460,13 @@ impl<'s> Engine<'s> {
     }
 
     fn start(&mut self) {
-        let initial = self.autoscaler.initial_replicas(&self.sc.catalog);
+        let m = &self.sc.model;
+        let concurrency = self.total_rate.first().copied().unwrap_or(0.0)
+            * (m.retrieval_hit_ms + m.llm_median_ms)
+            / 1000.0;
+        let initial = self
+            .autoscaler
+            .initial_replicas(&self.sc.catalog, concurrency);
         // The pool starts warm: pods ready long enough to have finished their ramp.
         for _ in 0..initial {
             let pod = self.new_pod();
@@ -851,12 +864,15 @@ impl<'s> Engine<'s> {
         let mut scrape = Scrape {
             at: now_s,
             cpu,
-            in_service: self.in_service.clone(),
+            in_service: vec![0.0; n],
             backlog: (0..n).map(|t| self.queued[t] + self.retrying[t]).collect(),
             arrival_rate: vec![0.0; n],
             mean_service: vec![0.0; n],
         };
         for t in 0..n {
+            self.touch_tenant_busy(t);
+            scrape.in_service[t] = (self.busy_area[t] - self.busy_at_scrape[t]) / (interval * 1e6);
+            self.busy_at_scrape[t] = self.busy_area[t];
             scrape.arrival_rate[t] =
                 (self.arrivals[t] - self.arrivals_at_scrape[t]) as f64 / interval;
             self.arrivals_at_scrape[t] = self.arrivals[t];
@@ -1005,10 +1021,11 @@ impl<'s> Engine<'s> {
         if self.live_slot_area > 0.0 {
             for t in 0..self.busy_area.len() {
                 self.touch_tenant_busy(t);
-                self.max_share = self.max_share.max(self.busy_area[t] / self.live_slot_area);
+                let busy = self.busy_area[t] - self.busy_at_share[t];
+                self.max_share = self.max_share.max(busy / self.live_slot_area);
             }
         }
-        self.busy_area.iter_mut().for_each(|b| *b = 0.0);
+        self.busy_at_share.copy_from_slice(&self.busy_area);
         self.live_slot_area = 0.0;
         self.share_window_start = self.now;
     }

@@ -173,12 +173,20 @@ impl Autoscaler {
         matches!(self, Autoscaler::Static(_))
     }
 
-    /// Replicas at t = 0.
-    pub fn initial_replicas(&self, catalog: &Catalog) -> i32 {
+    /// Replicas at t = 0: a running pool is already sized for the load it carries, so an
+    /// autoscaled pool starts with the pods that `concurrency` needs at 70 % of its slots,
+    /// within the policy's bounds.
+    pub fn initial_replicas(&self, catalog: &Catalog, concurrency: f64) -> i32 {
+        let pool = &catalog.pool;
+        let needed = (concurrency / (f64::from(pool.slots_per_pod) * 0.7)).ceil() as i32;
         match self {
             Autoscaler::Static(n) => *n,
-            Autoscaler::Hpa { config, .. } => config.min_replicas.max(1),
-            Autoscaler::TenantAware { .. } => catalog.pool.min_replicas,
+            Autoscaler::Hpa { config, .. } => {
+                needed.clamp(config.min_replicas.max(1), config.max_replicas)
+            }
+            Autoscaler::TenantAware { config, .. } => {
+                needed.clamp(config.min_replicas, config.max_replicas)
+            }
         }
     }
 
@@ -249,7 +257,7 @@ pub fn tenant_demands(catalog: &Catalog, scrape: &Scrape) -> Vec<TenantDemand> {
         .iter()
         .enumerate()
         .map(|(t, tenant)| TenantDemand {
-            in_flight: f64::from(scrape.in_service.get(t).copied().unwrap_or(0)),
+            in_flight: scrape.in_service.get(t).copied().unwrap_or(0.0),
             queued: f64::from(scrape.backlog.get(t).copied().unwrap_or(0)),
             arrival_rate: scrape.arrival_rate.get(t).copied().unwrap_or(0.0),
             mean_service_seconds: scrape.mean_service.get(t).copied().unwrap_or(0.0),

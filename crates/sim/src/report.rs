@@ -368,9 +368,7 @@ fn chart(
         .max(1e-9);
     let x = |i: usize| left + (w - left - 10.0) * i as f64 / (n - 1) as f64;
     let y = |v: f64| (h - bottom) - (h - bottom - 10.0) * v / max;
-    let mut svg = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\">"
-    );
+    let mut svg = format!("<svg width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\">");
     let _ = write!(
         svg,
         "<line x1=\"{left}\" y1=\"{b}\" x2=\"{r}\" y2=\"{b}\" stroke=\"#888\"/><line x1=\"{left}\" y1=\"10\" x2=\"{left}\" y2=\"{b}\" stroke=\"#888\"/>",

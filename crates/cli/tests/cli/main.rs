@@ -239,3 +239,117 @@ fn replay_rejects_bad_input_naming_the_field() {
         );
     }
 }
+
+#[test]
+fn simulate_prints_json_and_writes_an_offline_report() {
+    let scenario = "name: tiny\ncatalog: gcc-platform.yaml\nduration: 10m\nclasses:\n  - {name: media, match: media-*, baseRps: 1, rate: [spike: {at: 3m, for: 4m, multiplier: 20}]}\n  - {name: retail, match: retail-*, baseRps: 1}\n";
+    let file = root()
+        .join("examples")
+        .join(format!("tiny-{}.yaml", std::process::id()));
+    std::fs::write(&file, scenario).unwrap();
+    let report_dir = temp_file("unused", "").with_file_name("report");
+    let o = tenantscale(&[
+        "simulate",
+        "--scenario",
+        file.to_str().unwrap(),
+        "--policies",
+        "static,hpa-queue,tenant-aware",
+        "--seed",
+        "9",
+        "--json",
+        "--report",
+        report_dir.to_str().unwrap(),
+    ]);
+    std::fs::remove_file(&file).unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(
+        (
+            v["scenario"].as_str(),
+            v["seed"].as_u64(),
+            v["simulatedSeconds"].as_f64()
+        ),
+        (Some("tiny"), Some(9), Some(600.0))
+    );
+    let names: Vec<&str> = v["policies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), 3);
+    assert!(
+        names[0].starts_with("static-"),
+        "static is sized to the peak: {names:?}"
+    );
+    for p in v["policies"].as_array().unwrap() {
+        for key in [
+            "firstScaleUpS",
+            "reliefS",
+            "peakReplicas",
+            "meanReplicas",
+            "podHours",
+            "cost",
+            "maxTenantShare",
+        ] {
+            assert!(p.get(key).is_some(), "{key} missing in {p}");
+        }
+        let media = &p["classes"][0];
+        for key in [
+            "name",
+            "spiking",
+            "requests",
+            "served",
+            "rejected429",
+            "p50Ms",
+            "p95Ms",
+            "p99Ms",
+            "preSpikeP99Ms",
+            "overSlo",
+            "slaBreachMinutes",
+        ] {
+            assert!(media.get(key).is_some(), "{key} missing in {media}");
+        }
+        assert_eq!(media["spiking"], true);
+    }
+    let html = std::fs::read_to_string(report_dir.join("index.html")).unwrap();
+    assert!(
+        html.contains("<svg") && html.contains("tenant-aware"),
+        "charts and policies in the page"
+    );
+    assert!(
+        !html.contains("http://") && !html.contains("https://") && !html.contains("<script"),
+        "the page needs no network"
+    );
+}
+
+#[test]
+fn simulate_rejects_bad_scenarios_and_policies() {
+    let o = tenantscale(&[
+        "simulate",
+        "--scenario",
+        "examples/scenarios/media-spike.yaml",
+        "--policies",
+        "magic",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("unknown policy \"magic\""),
+        "{}",
+        stderr(&o)
+    );
+    let bad = temp_file("bad-scenario.yaml", "name: x\nduration: 1h\nclasses: []\n");
+    let o = tenantscale(&[
+        "simulate",
+        "--scenario",
+        bad.to_str().unwrap(),
+        "-c",
+        "examples/gcc-platform.yaml",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("classes (line 3): at least one class is required"),
+        "{}",
+        stderr(&o)
+    );
+}
