@@ -18,6 +18,12 @@ pub fn stable_hash(bytes: &[u8]) -> u64 {
     mix(h)
 }
 
+/// `x.ceil()` for `x >= 0` without a libm call (baseline x86-64 has no rounding instruction).
+fn ceil_positive(x: f64) -> f64 {
+    let t = x as u64 as f64;
+    if t < x { t + 1.0 } else { t }
+}
+
 fn mix(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
@@ -157,7 +163,7 @@ impl Router {
         let load_after = (self.total_load + 1) as f64;
         if now >= self.warm_after {
             // Every pod at full weight: one bound for all.
-            let bound = (self.config.c * load_after / ranking.len() as f64).ceil() as u32;
+            let bound = ceil_positive(self.config.c * load_after / ranking.len() as f64) as u32;
             let pick = ranking
                 .iter()
                 .map(|i| *i as usize)
@@ -175,7 +181,8 @@ impl Router {
         let mut least: Option<(usize, f64)> = None;
         for &i in ranking {
             let i = i as usize;
-            let bound = (self.config.c * load_after * self.weight(i, now) / total_weight).ceil();
+            let bound =
+                ceil_positive(self.config.c * load_after * self.weight(i, now) / total_weight);
             let load = f64::from(self.pods[i].load);
             if load < bound {
                 return Some(self.take(i));

@@ -520,8 +520,8 @@ impl<'s> Engine<'s> {
                 * self.sc.classes[c].base_rps
                 * f64::from(self.multipliers[c][second]);
             if pick < class_rate && !members.is_empty() {
-                let tenant =
-                    members[((pick / class_rate) * members.len() as f64) as usize % members.len()];
+                let tenant = members[(((pick / class_rate) * members.len() as f64) as usize)
+                    .min(members.len() - 1)];
                 return Some((us(at), tenant));
             }
             pick -= class_rate;

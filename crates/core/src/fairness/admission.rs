@@ -98,7 +98,8 @@ impl Admission {
 
     /// The most requests `tenant` may have in flight when the pool has `live_slots`.
     pub fn cap(&self, tenant: usize, live_slots: u32) -> u32 {
-        ((self.tenants[tenant].limits.max_share * f64::from(live_slots)).floor() as u32).max(1)
+        // Truncation is floor here (non-negative), without a libm call.
+        ((self.tenants[tenant].limits.max_share * f64::from(live_slots)) as u32).max(1)
     }
 
     /// Admits a request of `tenant` at `now` with `live_slots` serving, or refuses it.
