@@ -74,7 +74,7 @@ pub fn render(catalog: &Catalog, table: &QuotaTable) -> String {
             pods,
         ]);
     }
-    crate::table::render(&mut out, &rows);
+    out.push_str(&tenantscale_core::text::table(&rows));
     out.push('\n');
     let mut rows = vec![
         [
@@ -95,6 +95,6 @@ pub fn render(catalog: &Catalog, table: &QuotaTable) -> String {
         let [mc, mm, mp] = cells(&t.max);
         rows.push(vec![t.id.clone(), t.tier.clone(), gc, gm, gp, mc, mm, mp]);
     }
-    crate::table::render(&mut out, &rows);
+    out.push_str(&tenantscale_core::text::table(&rows));
     out
 }

@@ -6,7 +6,6 @@
 mod check;
 mod replay;
 mod simulate;
-mod table;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;

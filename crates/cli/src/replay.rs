@@ -63,6 +63,6 @@ fn explain_table(outputs: &[StepOutput]) -> String {
         ]);
     }
     let mut out = String::new();
-    crate::table::render(&mut out, &rows);
+    out.push_str(&tenantscale_core::text::table(&rows));
     out
 }

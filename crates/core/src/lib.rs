@@ -9,4 +9,5 @@ pub mod fairness;
 pub mod quantity;
 pub mod routing;
 pub mod scaling;
+pub mod text;
 pub mod yaml;

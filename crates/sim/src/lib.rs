@@ -54,7 +54,7 @@ pub fn simulate(
     }
     let peak = outcomes
         .iter()
-        .map(|(_, o)| o.peak_replicas)
+        .map(|(_, o)| o.report.peak_replicas)
         .max()
         .unwrap_or(scenario.catalog.pool.max_replicas);
     for (i, _) in sized_later {

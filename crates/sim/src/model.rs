@@ -12,6 +12,7 @@
 
 use crate::policy::{Autoscaler, DecisionRecord, Plane, Policy};
 use crate::queue::EventQueue;
+use crate::report::{ClassReport, PolicyReport};
 use crate::rng::Rng;
 use crate::scenario::Scenario;
 use crate::stats::{ClassStats, Histogram, Minutes, Series};
@@ -182,40 +183,14 @@ pub struct PodView {
     pub ready_seconds_ago: f64,
 }
 
-/// Results of one policy's run.
+/// Results of one policy's run: the report's numbers, and what the charts and tests need.
 #[derive(Debug, Clone)]
 pub struct RunOutcome {
-    pub policy: String,
-    pub first_scale_up_s: Option<f64>,
-    pub relief_s: Option<f64>,
-    pub peak_replicas: i32,
-    pub mean_replicas: f64,
-    pub pod_hours: f64,
-    pub cost: f64,
-    pub max_tenant_share: f64,
-    pub classes: Vec<ClassOutcome>,
+    pub report: PolicyReport,
     pub series: Series,
     pub decisions: Vec<DecisionRecord>,
     /// First attempts, all tenants.
     pub requests: u64,
-    /// Requests still in the system at the end (queued, in service, or waiting to retry).
-    pub in_system_at_end: u64,
-}
-
-/// Per-class results.
-#[derive(Debug, Clone)]
-pub struct ClassOutcome {
-    pub name: String,
-    pub spiking: bool,
-    pub requests: u64,
-    pub served: u64,
-    pub rejected_429: u64,
-    pub p50_ms: Option<f64>,
-    pub p95_ms: Option<f64>,
-    pub p99_ms: Option<f64>,
-    pub pre_spike_p99_ms: Option<f64>,
-    pub over_slo: u64,
-    pub sla_breach_minutes: u64,
 }
 
 /// One policy running on one scenario.
@@ -1051,7 +1026,7 @@ impl<'s> Engine<'s> {
             .iter()
             .zip(&self.classes)
             .zip(&self.minutes)
-            .map(|((class, s), m)| ClassOutcome {
+            .map(|((class, s), m)| ClassReport {
                 name: class.name.clone(),
                 spiking: class.spiking,
                 requests: s.requests,
@@ -1066,19 +1041,21 @@ impl<'s> Engine<'s> {
             })
             .collect();
         RunOutcome {
-            policy: self.policy_name,
-            first_scale_up_s: self.first_scale_up,
-            relief_s: self.relief,
-            peak_replicas: self.peak_replicas,
-            mean_replicas: self.alive_area / 1e6 / duration,
-            pod_hours,
-            cost: pod_hours * price,
-            max_tenant_share: self.max_share,
-            classes,
+            report: PolicyReport {
+                name: self.policy_name,
+                first_scale_up_s: self.first_scale_up,
+                relief_s: self.relief,
+                peak_replicas: self.peak_replicas,
+                mean_replicas: self.alive_area / 1e6 / duration,
+                pod_hours,
+                cost: pod_hours * price,
+                max_tenant_share: self.max_share,
+                classes,
+                in_system_at_end: in_system,
+            },
             series: self.series,
             decisions: self.decisions,
             requests: self.arrivals.iter().sum(),
-            in_system_at_end: in_system,
         }
     }
 }

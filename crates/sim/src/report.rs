@@ -78,36 +78,28 @@ impl Report {
         outcomes: Vec<RunOutcome>,
         wall_seconds: f64,
     ) -> Self {
-        let r1 = |x: Option<f64>| x.map(|v| round(v, 1));
+        let r1 = |x: &mut Option<f64>| *x = x.map(|v| round(v, 1));
         let policies = outcomes
             .iter()
-            .map(|o| PolicyReport {
-                name: o.policy.clone(),
-                first_scale_up_s: r1(o.first_scale_up_s),
-                relief_s: r1(o.relief_s),
-                peak_replicas: o.peak_replicas,
-                mean_replicas: round(o.mean_replicas, 2),
-                pod_hours: round(o.pod_hours, 2),
-                cost: round(o.cost, 0),
-                max_tenant_share: round(o.max_tenant_share, 3),
-                in_system_at_end: o.in_system_at_end,
-                classes: o
-                    .classes
-                    .iter()
-                    .map(|c| ClassReport {
-                        name: c.name.clone(),
-                        spiking: c.spiking,
-                        requests: c.requests,
-                        served: c.served,
-                        rejected_429: c.rejected_429,
-                        p50_ms: r1(c.p50_ms),
-                        p95_ms: r1(c.p95_ms),
-                        p99_ms: r1(c.p99_ms),
-                        pre_spike_p99_ms: r1(c.pre_spike_p99_ms),
-                        over_slo: c.over_slo,
-                        sla_breach_minutes: c.sla_breach_minutes,
-                    })
-                    .collect(),
+            .map(|o| {
+                let mut p = o.report.clone();
+                r1(&mut p.first_scale_up_s);
+                r1(&mut p.relief_s);
+                p.mean_replicas = round(p.mean_replicas, 2);
+                p.pod_hours = round(p.pod_hours, 2);
+                p.cost = round(p.cost, 0);
+                p.max_tenant_share = round(p.max_tenant_share, 3);
+                for c in &mut p.classes {
+                    for q in [
+                        &mut c.p50_ms,
+                        &mut c.p95_ms,
+                        &mut c.p99_ms,
+                        &mut c.pre_spike_p99_ms,
+                    ] {
+                        r1(q);
+                    }
+                }
+                p
             })
             .collect();
         Report {
@@ -165,7 +157,7 @@ impl Report {
                 format!("{:.1} %", p.max_tenant_share * 100.0),
             ]);
         }
-        aligned(&mut out, &rows);
+        out.push_str(&tenantscale_core::text::table(&rows));
         for p in &self.policies {
             let _ = writeln!(out, "\n{}", p.name);
             let mut rows = vec![
@@ -202,7 +194,7 @@ impl Report {
                     c.sla_breach_minutes.to_string(),
                 ]);
             }
-            aligned(&mut out, &rows);
+            out.push_str(&tenantscale_core::text::table(&rows));
         }
         out.push_str("\n* spiking class. Times are seconds after the first spike's onset.\n");
         out
@@ -334,20 +326,6 @@ fn escape(s: &str) -> String {
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
-}
-
-fn aligned(out: &mut String, rows: &[Vec<String>]) {
-    let widths: Vec<usize> = (0..rows[0].len())
-        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
-        .collect();
-    for row in rows {
-        let line: Vec<String> = row
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        let _ = writeln!(out, "{}", line.join("  ").trim_end());
-    }
 }
 
 /// A line chart: one polyline per series, x in bins, y from 0 to the max.
