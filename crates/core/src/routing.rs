@@ -81,6 +81,8 @@ pub struct Router {
     total_load: u64,
     /// No pod ramps after this time: every weight is 1.
     warm_after: f64,
+    /// Scratch space for slow-start weights (no allocation per request).
+    weights: Vec<f64>,
 }
 
 impl Router {
@@ -96,6 +98,7 @@ impl Router {
             generation: 0,
             total_load: 0,
             warm_after: f64::NEG_INFINITY,
+            weights: Vec::new(),
         }
     }
 
@@ -177,22 +180,27 @@ impl Router {
             });
             return Some(self.take(pick));
         }
-        let total_weight: f64 = ranking.iter().map(|i| self.weight(*i as usize, now)).sum();
+        let mut weights = std::mem::take(&mut self.weights);
+        weights.clear();
+        weights.extend(ranking.iter().map(|i| self.weight(*i as usize, now)));
+        let total_weight: f64 = weights.iter().sum();
         let mut least: Option<(usize, f64)> = None;
-        for &i in ranking {
+        let mut pick = None;
+        for (&i, w) in ranking.iter().zip(&weights) {
             let i = i as usize;
-            let bound =
-                ceil_positive(self.config.c * load_after * self.weight(i, now) / total_weight);
+            let bound = ceil_positive(self.config.c * load_after * w / total_weight);
             let load = f64::from(self.pods[i].load);
             if load < bound {
-                return Some(self.take(i));
+                pick = Some(i);
+                break;
             }
             let fill = load / bound.max(1.0);
             if least.is_none_or(|(_, f)| fill < f) {
                 least = Some((i, fill));
             }
         }
-        least.map(|(i, _)| self.take(i))
+        self.weights = weights;
+        pick.or(least.map(|(i, _)| i)).map(|i| self.take(i))
     }
 
     fn take(&mut self, index: usize) -> usize {

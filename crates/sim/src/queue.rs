@@ -74,11 +74,11 @@ impl<T: Copy> EventQueue<T> {
             } else {
                 self.cursor += 1;
             }
-            while let Some((key, _)) = self.far.peek() {
-                if Self::slot_of(key) >= self.cursor + SLOTS as u64 {
-                    break;
-                }
-                let (key, item) = self.far.pop().expect("peeked");
+            while self.far.min_slot < self.cursor + SLOTS as u64 {
+                let (key, item) = self
+                    .far
+                    .pop()
+                    .expect("min_slot is finite only when non-empty");
                 self.push(key, item);
             }
         }
@@ -89,11 +89,23 @@ impl<T: Copy> EventQueue<T> {
 #[derive(Debug, Clone)]
 struct Heap<T> {
     items: Vec<(u64, T)>,
+    /// Wheel slot of the earliest item (`u64::MAX` when empty): the wheel's refill check.
+    min_slot: u64,
 }
 
 impl<T: Copy> Heap<T> {
     fn new() -> Self {
-        Self { items: Vec::new() }
+        Self {
+            items: Vec::new(),
+            min_slot: u64::MAX,
+        }
+    }
+
+    fn update_min_slot(&mut self) {
+        self.min_slot = self
+            .items
+            .first()
+            .map_or(u64::MAX, |(k, _)| (k >> SHIFT) / SLOT_MICROS);
     }
 
     fn peek(&self) -> Option<(u64, T)> {
@@ -111,11 +123,13 @@ impl<T: Copy> Heap<T> {
             self.items.swap(i, parent);
             i = parent;
         }
+        self.update_min_slot();
     }
 
     fn pop(&mut self) -> Option<(u64, T)> {
         let last = self.items.pop()?;
         if self.items.is_empty() {
+            self.min_slot = u64::MAX;
             return Some(last);
         }
         let top = std::mem::replace(&mut self.items[0], last);
@@ -139,6 +153,7 @@ impl<T: Copy> Heap<T> {
             self.items.swap(i, best);
             i = best;
         }
+        self.update_min_slot();
         Some(top)
     }
 }

@@ -92,10 +92,16 @@ impl<T> FairScheduler<T> {
     }
 
     /// Starts the next request if a slot is free: the tenant and its item.
+    #[inline]
     pub fn start_next(&mut self) -> Option<(TenantIndex, T)> {
         if self.busy >= self.slots || self.queued == 0 {
             return None;
         }
+        self.pick()
+    }
+
+    /// [`start_next`](Self::start_next) once a slot is free and work waits.
+    fn pick(&mut self) -> Option<(TenantIndex, T)> {
         // At most one full lap looking for a tenant under its cap; else serve the head anyway.
         let mut fallback = None;
         for _ in 0..self.ring.len() {
