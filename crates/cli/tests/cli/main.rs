@@ -253,7 +253,7 @@ fn simulate_prints_json_and_writes_an_offline_report() {
         "--scenario",
         file.to_str().unwrap(),
         "--policies",
-        "static,hpa-queue,tenant-aware",
+        "static,hpa-queue,tenant-aware,hpa:examples/hpa/fast-queue-hpa.yaml",
         "--seed",
         "9",
         "--json",
@@ -277,7 +277,8 @@ fn simulate_prints_json_and_writes_an_offline_report() {
         .iter()
         .map(|p| p["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names.len(), 3);
+    assert_eq!(names.len(), 4);
+    assert_eq!(names[3], "hpa:fast-queue-hpa");
     assert!(
         names[0].starts_with("static-"),
         "static is sized to the peak: {names:?}"
@@ -335,6 +336,24 @@ fn simulate_rejects_bad_scenarios_and_policies() {
     assert_eq!(o.status.code(), Some(2));
     assert!(
         stderr(&o).contains("unknown policy \"magic\""),
+        "{}",
+        stderr(&o)
+    );
+    let hpa = temp_file(
+        "cpu-mem.yaml",
+        "spec: {maxReplicas: 5, metrics: [{type: Resource, resource: {name: memory, target: {type: Utilization, averageUtilization: 50}}}]}\n",
+    );
+    let policy = format!("hpa:{}", hpa.display());
+    let o = tenantscale(&[
+        "simulate",
+        "--scenario",
+        "examples/scenarios/media-spike.yaml",
+        "--policies",
+        &policy,
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("the simulator can feed cpu and queue_depth_per_tenant"),
         "{}",
         stderr(&o)
     );
