@@ -249,3 +249,21 @@ fn missing_api_keys_and_empty_tiers_are_warnings() {
         "{w:#?}"
     );
 }
+
+#[test]
+fn json_catalogs_are_accepted_with_the_same_errors() {
+    let json = r#"{"cluster": {"cores": 8, "memory": "16Gi"},
+        "tiers": {"gold": {"share": 0.5, "weight": 3}},
+        "tenants": [{"id": "media-1", "tier": "gold"}],
+        "pool": {"maxReplicas": 4}}"#;
+    let c = Catalog::parse(json).unwrap().catalog;
+    assert_eq!(
+        (c.cluster.cores, c.tenants[0].weight, c.pool.min_replicas),
+        (8.0, 3, 3)
+    );
+    let bad = json.replace(r#""tier": "gold""#, r#""tier": "platinum""#);
+    assert_eq!(
+        errors_of(&bad),
+        vec![r#"tenants[0].tier (line 3): unknown tier "platinum""#]
+    );
+}
