@@ -90,7 +90,7 @@ proptest! {
             current = cfg.reconcile(&mut state, now, current, current, MetricInput::Recommendation(*r)).outcome.desired;
             history.push((now, current));
             // Replicas before the first scale event inside the trailing 60 s period.
-            let period_start = history.iter().filter(|(t, _)| *t <= now - 60.0).map(|(_, c)| *c).last().unwrap_or(start);
+            let period_start = history.iter().rev().find(|(t, _)| *t <= now - 60.0).map_or(start, |(_, c)| *c);
             let limit = (period_start + pods).max((f64::from(period_start) * (1.0 + f64::from(percent) / 100.0)).ceil() as i32);
             prop_assert!(current <= limit, "{current} > {limit} (period start {period_start})");
         }
