@@ -70,6 +70,13 @@ impl TenantCache {
         Access::Miss { evicted }
     }
 
+    /// Forgets `tenant` (its data changed).
+    pub fn remove(&mut self, tenant: usize) {
+        if let Some(i) = self.entries.iter().position(|e| e.tenant == tenant) {
+            self.used -= self.entries.swap_remove(i).bytes;
+        }
+    }
+
     /// Whether `tenant` is cached.
     pub fn contains(&self, tenant: usize) -> bool {
         self.entries.iter().any(|e| e.tenant == tenant)
@@ -111,5 +118,7 @@ mod tests {
         assert_eq!(c.access(4, 101), Access::TooLarge);
         assert_eq!(c.access(5, 100), Access::Miss { evicted: 2 });
         assert_eq!(c.len(), 1);
+        c.remove(5);
+        assert!(c.is_empty() && c.used() == 0);
     }
 }

@@ -3,10 +3,12 @@
 //! Nothing here reads a clock, a socket or a file: time and observations are arguments, so
 //! the live system and the simulator make the same decisions, and tests need no runtime.
 
+pub mod auth;
 pub mod cache;
 pub mod catalog;
 pub mod fairness;
 pub mod quantity;
+pub mod retrieval;
 pub mod routing;
 pub mod scaling;
 pub mod text;

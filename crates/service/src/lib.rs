@@ -1,0 +1,76 @@
+//! The tenantscale pod (`tenantscale serve`): answers RAG queries for many tenants on one set of
+//! worker slots, with per-tenant bounded queues and weighted fair scheduling from
+//! `tenantscale-core`, a per-pod LRU of tenant indexes loaded from the store, Prometheus
+//! metrics, and a drain on SIGTERM that finishes every admitted query.
+
+pub mod http;
+pub mod metrics;
+pub mod pod;
+pub mod store;
+
+use pod::{Pod, PodState};
+use std::future::IntoFuture;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How to run a pod.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub listen: SocketAddr,
+    pub http: http::HttpConfig,
+    /// After SIGTERM, keep accepting for this long (the gateway sees `/ready` 503 and stops).
+    pub drain_grace: Duration,
+    /// Give up on queued and running queries after this long.
+    pub drain_timeout: Duration,
+}
+
+/// Serves until SIGTERM or Ctrl-C, then drains: `/ready` turns 503 at once, new connections
+/// are refused after the grace period, and the process returns once every admitted query is
+/// answered (or the drain timeout passes).
+pub async fn serve(pod: Arc<Pod>, config: ServeConfig) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    tracing::info!(listen = %listener.local_addr()?, "serving");
+    let app = http::router(Arc::clone(&pod), config.http.clone());
+    let drain_pod = Arc::clone(&pod);
+    let stopping = Arc::new(tokio::sync::Notify::new());
+    let stopped_accepting = Arc::clone(&stopping);
+    let shutdown = async move {
+        terminate().await;
+        drain_pod.set_state(PodState::Draining);
+        tracing::info!("draining: /ready is 503");
+        tokio::time::sleep(config.drain_grace).await;
+        tracing::info!("draining: no new connections");
+        stopped_accepting.notify_one();
+    };
+    let server = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .into_future();
+    let deadline = async {
+        stopping.notified().await;
+        tokio::time::sleep(config.drain_timeout).await;
+    };
+    tokio::select! {
+        result = server => result?,
+        () = deadline => tracing::warn!("drain timeout: giving up on the queries left"),
+    }
+    let left = pod.outstanding() as u64;
+    pod.metrics.dropped_by_drain(left);
+    tracing::info!(dropped = left, "drained");
+    Ok(())
+}
+
+async fn terminate() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,210 @@
+//! Prometheus metrics. The seed's names are kept so its PromQL and adapter rules work:
+//! `tenant_queue_depth{tenant_id}`, `total_queries_processed{tenant_id,status}`,
+//! `query_latency_seconds{tenant_id}`; tenantscale's own carry the `tenantscale_` prefix.
+
+use crate::pod::PodState;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use tenantscale_core::catalog::Catalog;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TenantLabel {
+    tenant_id: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabel {
+    tenant_id: String,
+    status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    tenant_id: String,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabel {
+    state: String,
+}
+
+/// The pod's metrics and their registry.
+pub struct Metrics {
+    registry: Registry,
+    tenant_ids: Vec<String>,
+    queue_depth: Family<TenantLabel, Gauge>,
+    in_flight: Family<TenantLabel, Gauge>,
+    processed: Family<StatusLabel, Counter>,
+    latency: Family<TenantLabel, Histogram>,
+    busy_seconds: Family<TenantLabel, Counter<f64, std::sync::atomic::AtomicU64>>,
+    rejections: Family<ReasonLabel, Counter>,
+    cache_hits: Family<TenantLabel, Counter>,
+    cache_misses: Family<TenantLabel, Counter>,
+    state: Family<StateLabel, Gauge>,
+    drain_dropped: Counter,
+}
+
+/// The seed's latency buckets (seconds).
+const LATENCY_BUCKETS: [f64; 10] = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+impl Metrics {
+    pub fn new(catalog: &Catalog) -> Self {
+        let mut registry = Registry::default();
+        let queue_depth = Family::<TenantLabel, Gauge>::default();
+        let in_flight = Family::<TenantLabel, Gauge>::default();
+        let processed = Family::<StatusLabel, Counter>::default();
+        let latency = Family::<TenantLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new(LATENCY_BUCKETS)
+        });
+        let busy_seconds =
+            Family::<TenantLabel, Counter<f64, std::sync::atomic::AtomicU64>>::default();
+        let rejections = Family::<ReasonLabel, Counter>::default();
+        let cache_hits = Family::<TenantLabel, Counter>::default();
+        let cache_misses = Family::<TenantLabel, Counter>::default();
+        let state = Family::<StateLabel, Gauge>::default();
+        let drain_dropped = Counter::default();
+        registry.register(
+            "tenant_queue_depth",
+            "Queries waiting in the tenant's queue",
+            queue_depth.clone(),
+        );
+        registry.register(
+            "total_queries_processed",
+            "Queries answered, by outcome",
+            processed.clone(),
+        );
+        registry.register(
+            "query_latency_seconds",
+            "Query latency, queueing included",
+            latency.clone(),
+        );
+        registry.register(
+            "tenantscale_in_flight",
+            "Queries being served",
+            in_flight.clone(),
+        );
+        registry.register(
+            "tenantscale_busy_seconds",
+            "Seconds spent serving the tenant's queries (its rate is the mean concurrency)",
+            busy_seconds.clone(),
+        );
+        registry.register(
+            "tenantscale_rejections",
+            "Queries refused, by reason",
+            rejections.clone(),
+        );
+        registry.register(
+            "tenantscale_cache_hits",
+            "Queries that found the tenant's index cached",
+            cache_hits.clone(),
+        );
+        registry.register(
+            "tenantscale_cache_misses",
+            "Queries that loaded the tenant's index",
+            cache_misses.clone(),
+        );
+        registry.register(
+            "tenantscale_pod_state",
+            "1 for the pod's current state",
+            state.clone(),
+        );
+        registry.register(
+            "tenantscale_drain_dropped",
+            "Queries dropped by a drain timeout",
+            drain_dropped.clone(),
+        );
+        Self {
+            registry,
+            tenant_ids: catalog.tenants.iter().map(|t| t.id.clone()).collect(),
+            queue_depth,
+            in_flight,
+            processed,
+            latency,
+            busy_seconds,
+            rejections,
+            cache_hits,
+            cache_misses,
+            state,
+            drain_dropped,
+        }
+    }
+
+    fn tenant(&self, t: usize) -> TenantLabel {
+        TenantLabel {
+            tenant_id: self.tenant_ids[t].clone(),
+        }
+    }
+
+    /// A query of tenant `t` finished with `status` after `seconds`, `busy` of them served.
+    pub fn finished(&self, t: usize, status: &str, seconds: f64, busy: f64) {
+        let tenant_id = self.tenant_ids[t].clone();
+        self.processed
+            .get_or_create(&StatusLabel {
+                tenant_id,
+                status: status.into(),
+            })
+            .inc();
+        self.latency.get_or_create(&self.tenant(t)).observe(seconds);
+        self.busy_seconds
+            .get_or_create(&self.tenant(t))
+            .inc_by(busy);
+    }
+
+    /// A query of tenant `t` was refused for `reason`.
+    pub fn rejected(&self, t: usize, reason: &str) {
+        self.rejections
+            .get_or_create(&ReasonLabel {
+                tenant_id: self.tenant_ids[t].clone(),
+                reason: reason.into(),
+            })
+            .inc();
+    }
+
+    pub fn cache(&self, t: usize, hit: bool) {
+        let family = if hit {
+            &self.cache_hits
+        } else {
+            &self.cache_misses
+        };
+        family.get_or_create(&self.tenant(t)).inc();
+    }
+
+    pub fn set_state(&self, now: PodState) {
+        for (s, name) in [
+            (PodState::Warming, "warming"),
+            (PodState::Ready, "ready"),
+            (PodState::Draining, "draining"),
+        ] {
+            self.state
+                .get_or_create(&StateLabel { state: name.into() })
+                .set(i64::from(s == now));
+        }
+    }
+
+    pub fn dropped_by_drain(&self, n: u64) {
+        self.drain_dropped.inc_by(n);
+    }
+
+    /// The text exposition, with queue gauges taken from `load` ((queued, in service) per tenant).
+    pub fn encode(&self, load: &[(usize, u32)]) -> String {
+        // Every tenant of the catalog, zeros included: a series that appears and vanishes
+        // makes `avg by (tenant_id)` and the HPA adapter jump.
+        for (t, (queued, in_service)) in load.iter().enumerate() {
+            self.queue_depth
+                .get_or_create(&self.tenant(t))
+                .set(*queued as i64);
+            self.in_flight
+                .get_or_create(&self.tenant(t))
+                .set(i64::from(*in_service));
+        }
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String");
+        out
+    }
+}

@@ -1,0 +1,212 @@
+//! The pod's shared state: fair admission to worker slots, the tenant index cache, the store,
+//! metrics and the lifecycle (warming → ready → draining).
+
+use crate::metrics::Metrics;
+use crate::store::{Chunk, Store};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use tenantscale_core::cache::{Access, TenantCache};
+use tenantscale_core::catalog::Catalog;
+use tenantscale_core::fairness::scheduler::{FairScheduler, TenantSlot};
+use tokio::sync::oneshot;
+
+/// Lifecycle states, as `/ready` reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum PodState {
+    Warming = 0,
+    Ready = 1,
+    Draining = 2,
+}
+
+/// A loaded tenant index: chunks and their vectors.
+#[derive(Debug)]
+pub struct TenantIndex {
+    pub chunks: Vec<Chunk>,
+    pub vectors: Vec<f32>,
+}
+
+impl TenantIndex {
+    /// Approximate bytes held in memory.
+    pub fn bytes(&self) -> u64 {
+        (self.vectors.len() * 4
+            + self
+                .chunks
+                .iter()
+                .map(|c| c.text.len() + c.document_id.len() + 32)
+                .sum::<usize>()) as u64
+    }
+}
+
+/// A refusal to queue: the tenant's queue is full.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct QueueFull {
+    /// Seconds until a place is likely to free up.
+    pub retry_after: f64,
+}
+
+struct Slots {
+    scheduler: FairScheduler<oneshot::Sender<()>>,
+    /// Recent service seconds (EWMA), for Retry-After.
+    mean_service: f64,
+}
+
+/// Settings of one pod.
+#[derive(Debug, Clone)]
+pub struct PodConfig {
+    pub slots: u32,
+    pub cache_bytes: u64,
+}
+
+/// Everything the HTTP handlers share.
+pub struct Pod {
+    pub catalog: Catalog,
+    pub store: Store,
+    pub metrics: Metrics,
+    state: AtomicU8,
+    slots: Mutex<Slots>,
+    cache: Mutex<(TenantCache, HashMap<usize, Arc<TenantIndex>>)>,
+}
+
+/// A held worker slot; dropping it frees the slot for the next queued request.
+pub struct SlotGuard {
+    pod: Arc<Pod>,
+    tenant: usize,
+    started: std::time::Instant,
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        let service = self.started.elapsed().as_secs_f64();
+        let mut s = self.pod.slots.lock().expect("slots lock");
+        s.mean_service = 0.9 * s.mean_service + 0.1 * service;
+        s.scheduler.complete(self.tenant);
+        Pod::grant(&mut s);
+    }
+}
+
+impl Pod {
+    /// A pod for `catalog`'s tenants.
+    pub fn new(catalog: Catalog, store: Store, config: &PodConfig) -> Self {
+        let slots: Vec<TenantSlot> = catalog
+            .tenants
+            .iter()
+            .map(|t| TenantSlot {
+                weight: t.weight,
+                max_share: t.max_share,
+                queue_bound: catalog.pool.queue_per_tenant,
+            })
+            .collect();
+        let metrics = Metrics::new(&catalog);
+        Self {
+            catalog,
+            store,
+            metrics,
+            state: AtomicU8::new(PodState::Ready as u8),
+            slots: Mutex::new(Slots {
+                scheduler: FairScheduler::new(config.slots, &slots),
+                mean_service: 0.2,
+            }),
+            cache: Mutex::new((TenantCache::new(config.cache_bytes), HashMap::new())),
+        }
+    }
+
+    pub fn state(&self) -> PodState {
+        match self.state.load(Ordering::SeqCst) {
+            0 => PodState::Warming,
+            1 => PodState::Ready,
+            _ => PodState::Draining,
+        }
+    }
+
+    pub fn set_state(&self, state: PodState) {
+        self.state.store(state as u8, Ordering::SeqCst);
+        self.metrics.set_state(state);
+    }
+
+    /// The catalog index of tenant `id`.
+    pub fn tenant(&self, id: &str) -> Option<usize> {
+        self.catalog.tenants.iter().position(|t| t.id == id)
+    }
+
+    fn grant(s: &mut Slots) {
+        while let Some((tenant, waiter)) = s.scheduler.start_next() {
+            if waiter.send(()).is_err() {
+                // The request gave up waiting: its slot goes to the next one.
+                s.scheduler.complete(tenant);
+            }
+        }
+    }
+
+    /// Queues a request of `tenant` for a worker slot (weighted fair, bounded per tenant).
+    pub fn enqueue(self: &Arc<Self>, tenant: usize) -> Result<oneshot::Receiver<()>, QueueFull> {
+        let (tx, rx) = oneshot::channel();
+        let mut s = self.slots.lock().expect("slots lock");
+        if s.scheduler.enqueue(tenant, tx).is_err() {
+            // Drains at about `slots / mean_service` requests per second; a place frees up
+            // after the tenant's queue has moved by one.
+            let waiting = s.scheduler.queued_for(tenant).max(1) as f64;
+            let rate = f64::from(s.scheduler.slots()) / s.mean_service.max(1e-3);
+            return Err(QueueFull {
+                retry_after: (waiting / rate).max(0.001),
+            });
+        }
+        Self::grant(&mut s);
+        Ok(rx)
+    }
+
+    /// The slot a granted request holds.
+    pub fn slot(self: &Arc<Self>, tenant: usize) -> SlotGuard {
+        SlotGuard {
+            pod: Arc::clone(self),
+            tenant,
+            started: std::time::Instant::now(),
+        }
+    }
+
+    /// (queued, in service) per tenant, now.
+    pub fn load(&self) -> Vec<(usize, u32)> {
+        let s = self.slots.lock().expect("slots lock");
+        (0..self.catalog.tenants.len())
+            .map(|t| (s.scheduler.queued_for(t), s.scheduler.in_service_for(t)))
+            .collect()
+    }
+
+    /// Requests queued or in service, all tenants.
+    pub fn outstanding(&self) -> usize {
+        let s = self.slots.lock().expect("slots lock");
+        s.scheduler.queued() + s.scheduler.busy() as usize
+    }
+
+    /// The tenant's index, from the cache or loaded from the store (a miss: that load is what
+    /// routing for locality saves).
+    pub fn index(&self, tenant: usize) -> Result<Arc<TenantIndex>, crate::store::StoreError> {
+        {
+            let mut c = self.cache.lock().expect("cache lock");
+            let (lru, map) = &mut *c;
+            if let Some(ix) = map.get(&tenant) {
+                lru.access(tenant, ix.bytes());
+                self.metrics.cache(tenant, true);
+                return Ok(Arc::clone(ix));
+            }
+        }
+        self.metrics.cache(tenant, false);
+        let (chunks, vectors) = self.store.load(&self.catalog.tenants[tenant].id)?;
+        let index = Arc::new(TenantIndex { chunks, vectors });
+        let mut c = self.cache.lock().expect("cache lock");
+        let (lru, map) = &mut *c;
+        if let Access::Miss { .. } = lru.access(tenant, index.bytes()) {
+            map.insert(tenant, Arc::clone(&index));
+            map.retain(|t, _| lru.contains(*t));
+        }
+        Ok(index)
+    }
+
+    /// Forgets a tenant's cached index (its documents changed).
+    pub fn invalidate(&self, tenant: usize) {
+        let mut c = self.cache.lock().expect("cache lock");
+        c.0.remove(tenant);
+        c.1.remove(&tenant);
+    }
+}

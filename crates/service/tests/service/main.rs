@@ -1,0 +1,426 @@
+//! In-process tests of the pod's HTTP API (no sockets: the router is called directly).
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Duration;
+use tenantscale_core::auth;
+use tenantscale_core::catalog::Catalog;
+use tenantscale_service::http::{HttpConfig, TenantAuth, router};
+use tenantscale_service::pod::{Pod, PodConfig};
+use tenantscale_service::store::Store;
+use tower::ServiceExt;
+
+const SECRET: &[u8] = b"test-secret";
+
+fn catalog(queue: u32) -> Catalog {
+    let text = format!(
+        "cluster: {{cores: 8, memory: 16Gi}}\ntiers:\n  gold: {{share: 0.5, maxShare: 0.3}}\n\
+tenants:\n  - {{id: media-1, tier: gold}}\n  - {{id: finance-1, tier: gold}}\n\
+pool: {{maxReplicas: 4, slotsPerPod: 1, queuePerTenant: {queue}}}\n"
+    );
+    Catalog::parse(&text).unwrap().catalog
+}
+
+fn pod(queue: u32, slots: u32) -> Arc<Pod> {
+    Arc::new(Pod::new(
+        catalog(queue),
+        Store::in_memory().unwrap(),
+        &PodConfig {
+            slots,
+            cache_bytes: 64 << 20,
+        },
+    ))
+}
+
+fn config(auth: TenantAuth) -> HttpConfig {
+    HttpConfig {
+        auth,
+        max_body: 64 * 1024,
+        max_query_chars: 200,
+        queue_timeout: Duration::from_secs(5),
+    }
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+fn signed(method: &str, path: &str, tenant: &str, body: Value) -> Request<Body> {
+    let ts = now();
+    Request::builder()
+        .method(method)
+        .uri(path)
+        .header("content-type", "application/json")
+        .header("x-tenantscale-tenant", tenant)
+        .header("x-tenantscale-timestamp", ts.to_string())
+        .header(
+            "x-tenantscale-signature",
+            auth::sign(SECRET, tenant, method, path, ts),
+        )
+        .body(Body::from(body.to_string()))
+        .unwrap()
+}
+
+async fn call(
+    app: &axum::Router,
+    req: Request<Body>,
+) -> (StatusCode, Value, axum::http::HeaderMap) {
+    let res = app.clone().oneshot(req).await.unwrap();
+    let status = res.status();
+    let headers = res.headers().clone();
+    let bytes = axum::body::to_bytes(res.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        headers,
+    )
+}
+
+async fn ingest(app: &axum::Router, tenant: &str, docs: Value) {
+    let (status, body, _) = call(
+        app,
+        signed(
+            "POST",
+            "/v1/documents",
+            tenant,
+            json!({ "documents": docs }),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+#[tokio::test]
+async fn tenants_see_only_their_own_documents() {
+    let app = router(pod(10, 4), config(TenantAuth::Signed(SECRET.to_vec())));
+    ingest(&app, "media-1", json!([{"id": "m1", "text": "The championship final ended with a penalty shootout in extra time."}])).await;
+    ingest(&app, "finance-1", json!([{"id": "f1", "text": "Quarterly risk analysis of the bond portfolio shows rising credit spreads."}])).await;
+    for (tenant, query, own, other) in [
+        (
+            "media-1",
+            "credit spreads of the bond portfolio",
+            "m1",
+            "f1",
+        ),
+        ("finance-1", "penalty shootout in the final", "f1", "m1"),
+    ] {
+        let (status, body, _) = call(
+            &app,
+            signed(
+                "POST",
+                "/v1/query",
+                tenant,
+                json!({"query": query, "topK": 10}),
+            ),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["tenantId"], tenant);
+        let ids: Vec<&str> = body["passages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["documentId"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            ids,
+            vec![own],
+            "{tenant} sees only its own documents, even when asking about the other's"
+        );
+        assert!(!ids.contains(&other));
+        assert!(body["answer"].is_null() && body["timings"]["queuedMs"].is_number());
+    }
+}
+
+#[tokio::test]
+async fn retrieval_ranks_the_right_passage_first() {
+    let app = router(pod(10, 4), config(TenantAuth::Signed(SECRET.to_vec())));
+    let docs = [
+        (
+            "hpa",
+            "The horizontal pod autoscaler changes the replica count of a deployment from observed metrics.",
+        ),
+        (
+            "quota",
+            "A resource quota caps the CPU and memory that one namespace may request.",
+        ),
+        (
+            "affinity",
+            "Pod anti-affinity spreads replicas across nodes to limit the blast radius of a node failure.",
+        ),
+        (
+            "drain",
+            "On SIGTERM the pod stops reporting ready and finishes queued queries before it exits.",
+        ),
+        (
+            "cache",
+            "Embeddings cached in memory make a cache hit much faster than loading from the vector store.",
+        ),
+        (
+            "tiers",
+            "Gold tenants get a larger weight than silver and bronze tenants in the fair queue.",
+        ),
+    ];
+    let list: Vec<Value> = docs
+        .iter()
+        .map(|(id, text)| json!({"id": id, "text": text}))
+        .collect();
+    ingest(&app, "media-1", Value::Array(list)).await;
+    let queries = [
+        ("how does the autoscaler change replicas", "hpa"),
+        ("cap cpu and memory per namespace", "quota"),
+        ("spread replicas across nodes", "affinity"),
+        ("what happens on sigterm", "drain"),
+        ("why is a cache hit faster", "cache"),
+        ("weight of gold tenants in the queue", "tiers"),
+    ];
+    let mut right = 0;
+    for (q, want) in queries {
+        let (_, body, _) = call(
+            &app,
+            signed("POST", "/v1/query", "media-1", json!({"query": q})),
+        )
+        .await;
+        right += usize::from(body["passages"][0]["documentId"] == want);
+    }
+    assert!(
+        right >= 5,
+        "{right} of 6 queries ranked the right passage first"
+    );
+}
+
+#[tokio::test]
+async fn only_signed_or_trusted_tenants_get_in() {
+    let app = router(pod(10, 4), config(TenantAuth::Signed(SECRET.to_vec())));
+    let plain = Request::post("/v1/query")
+        .header("x-tenant-id", "media-1")
+        .body(Body::from(r#"{"query":"x"}"#))
+        .unwrap();
+    assert_eq!(
+        call(&app, plain).await.0,
+        StatusCode::UNAUTHORIZED,
+        "the seed's header is not trusted by default"
+    );
+    let mut forged = signed("POST", "/v1/query", "media-1", json!({"query": "x"}));
+    forged
+        .headers_mut()
+        .insert("x-tenantscale-tenant", "finance-1".parse().unwrap());
+    let (status, body, _) = call(&app, forged).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("unauthorized"))
+    );
+    let (status, body, _) = call(
+        &app,
+        signed("POST", "/v1/query", "retail-9", json!({"query": "x"})),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("unknown_tenant"))
+    );
+
+    let trusting = router(pod(10, 4), config(TenantAuth::TrustHeader));
+    let req = Request::post("/v1/query")
+        .header("content-type", "application/json")
+        .header("x-tenant-id", "media-1")
+        .body(Body::from(r#"{"query":"hello"}"#))
+        .unwrap();
+    assert_eq!(call(&trusting, req).await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn bad_input_gets_the_right_status_and_a_json_error() {
+    let app = router(pod(10, 4), config(TenantAuth::Signed(SECRET.to_vec())));
+    let mut malformed = signed("POST", "/v1/query", "media-1", json!({}));
+    *malformed.body_mut() = Body::from("{not json");
+    let cases = [
+        (malformed, StatusCode::BAD_REQUEST, "bad_json"),
+        (
+            signed(
+                "POST",
+                "/v1/query",
+                "media-1",
+                json!({"query": "x".repeat(201)}),
+            ),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "bad_query",
+        ),
+        (
+            signed(
+                "POST",
+                "/v1/query",
+                "media-1",
+                json!({"query": "x", "topK": 0}),
+            ),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "bad_top_k",
+        ),
+        (
+            signed(
+                "POST",
+                "/v1/query",
+                "media-1",
+                json!({"query": "x", "topK": 51}),
+            ),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "bad_top_k",
+        ),
+        (
+            signed(
+                "POST",
+                "/v1/query",
+                "media-1",
+                json!({"query": "x", "colour": 1}),
+            ),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "bad_json",
+        ),
+        (
+            signed(
+                "POST",
+                "/v1/documents",
+                "media-1",
+                json!({"documents": [{"id": "d", "text": "y".repeat(70_000)}]}),
+            ),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+        ),
+        (
+            signed(
+                "POST",
+                "/v1/documents",
+                "media-1",
+                json!({"documents": [{"id": "", "text": "y"}]}),
+            ),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "bad_document",
+        ),
+        (
+            signed("DELETE", "/v1/documents/nope", "media-1", json!(null)),
+            StatusCode::NOT_FOUND,
+            "no_document",
+        ),
+    ];
+    for (req, status, code) in cases {
+        let (got, body, _) = call(&app, req).await;
+        assert_eq!(
+            (got, body["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{body}"
+        );
+        assert!(body["error"]["message"].is_string());
+    }
+}
+
+#[tokio::test]
+async fn a_full_queue_gets_429_while_another_tenant_is_served() {
+    let pod = pod(2, 1);
+    let app = router(
+        Arc::clone(&pod),
+        config(TenantAuth::Signed(SECRET.to_vec())),
+    );
+    ingest(&app, "media-1", json!([{"id": "d", "text": "some text"}])).await;
+    // Hold the only worker slot.
+    pod.enqueue(0).unwrap().await.unwrap();
+    let held = pod.slot(0);
+    let q = |tenant: &'static str| {
+        let app = app.clone();
+        tokio::spawn(async move {
+            call(
+                &app,
+                signed("POST", "/v1/query", tenant, json!({"query": "text"})),
+            )
+            .await
+        })
+    };
+    let waiting = [q("media-1"), q("media-1")];
+    let other = q("finance-1");
+    while pod.load()[0].0 < 2 || pod.load()[1].0 < 1 {
+        tokio::task::yield_now().await;
+    }
+    let (status, body, headers) = q("media-1").await.unwrap();
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::TOO_MANY_REQUESTS, Some("queue_full"))
+    );
+    assert!(headers.get("retry-after").is_some());
+    drop(held);
+    assert_eq!(
+        other.await.unwrap().0,
+        StatusCode::OK,
+        "the other tenant is served"
+    );
+    for w in waiting {
+        assert_eq!(
+            w.await.unwrap().0,
+            StatusCode::OK,
+            "queued queries get their answers"
+        );
+    }
+}
+
+#[tokio::test]
+async fn metrics_use_the_seeds_names() {
+    let app = router(pod(10, 4), config(TenantAuth::Signed(SECRET.to_vec())));
+    ingest(&app, "media-1", json!([{"id": "d", "text": "text"}])).await;
+    call(
+        &app,
+        signed("POST", "/v1/query", "media-1", json!({"query": "text"})),
+    )
+    .await;
+    let res = app
+        .clone()
+        .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let text = String::from_utf8(
+        axum::body::to_bytes(res.into_body(), 1 << 20)
+            .await
+            .unwrap()
+            .to_vec(),
+    )
+    .unwrap();
+    for needle in [
+        "# TYPE tenant_queue_depth gauge",
+        "# TYPE total_queries_processed counter",
+        "total_queries_processed_total{tenant_id=\"media-1\",status=\"success\"} 1",
+        "# TYPE query_latency_seconds histogram",
+        "tenantscale_cache_misses_total{tenant_id=\"media-1\"} 1",
+        "tenantscale_busy_seconds_total{tenant_id=\"media-1\"}",
+        "# EOF",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+    }
+}
+
+#[tokio::test]
+async fn ready_reports_draining_and_new_queries_are_refused() {
+    let pod = pod(10, 4);
+    let app = router(
+        Arc::clone(&pod),
+        config(TenantAuth::Signed(SECRET.to_vec())),
+    );
+    let ready = || Request::get("/ready").body(Body::empty()).unwrap();
+    assert_eq!(call(&app, ready()).await.1["state"], "ready");
+    pod.set_state(tenantscale_service::pod::PodState::Draining);
+    let (status, body, _) = call(&app, ready()).await;
+    assert_eq!(
+        (status, body["state"].as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("draining"))
+    );
+    let (status, _, headers) = call(
+        &app,
+        signed("POST", "/v1/query", "media-1", json!({"query": "x"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(headers.get("retry-after").is_some());
+}
