@@ -376,16 +376,33 @@ async fn remove(
     Ok(Json(serde_json::json!({"deleted": true})))
 }
 
-async fn metrics(State(state): State<AppState>) -> Response {
+/// OpenMetrics for scrapers that ask for it, the Prometheus text format otherwise.
+async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let body = state.pod.metrics.encode(&state.pod.load());
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        body,
-    )
-        .into_response()
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if accept.contains("application/openmetrics-text") {
+        (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            body,
+        )
+            .into_response()
+    } else {
+        let text = crate::metrics::to_prometheus_text(&body);
+        (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response()
+    }
 }
 
 async fn ready(State(state): State<AppState>) -> Response {

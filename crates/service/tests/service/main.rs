@@ -390,12 +390,11 @@ async fn metrics_use_the_seeds_names() {
     .unwrap();
     for needle in [
         "# TYPE tenant_queue_depth gauge",
-        "# TYPE total_queries_processed counter",
+        "# TYPE total_queries_processed_total counter",
         "total_queries_processed_total{tenant_id=\"media-1\",status=\"success\"} 1",
         "# TYPE query_latency_seconds histogram",
         "tenantscale_cache_misses_total{tenant_id=\"media-1\"} 1",
         "tenantscale_busy_seconds_total{tenant_id=\"media-1\"}",
-        "# EOF",
     ] {
         assert!(text.contains(needle), "missing {needle:?} in\n{text}");
     }
@@ -423,4 +422,50 @@ async fn ready_reports_draining_and_new_queries_are_refused() {
     .await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(headers.get("retry-after").is_some());
+}
+
+/// `promtool check metrics` accepts the exposition (CI installs Prometheus' tools).
+#[tokio::test]
+async fn promtool_accepts_the_metrics() {
+    let app = router(pod(10, 4), config(TenantAuth::Signed(SECRET.to_vec())));
+    ingest(&app, "media-1", json!([{"id": "d", "text": "text"}])).await;
+    call(
+        &app,
+        signed("POST", "/v1/query", "media-1", json!({"query": "text"})),
+    )
+    .await;
+    let res = app
+        .clone()
+        .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let text = axum::body::to_bytes(res.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) if std::env::var_os("CI").is_none() => {
+            eprintln!(
+                "SKIPPED: promtool not found ({e}); install Debian's `prometheus` package to run this check"
+            );
+            return;
+        }
+        Err(e) => panic!("promtool is required in CI: {e}"),
+    };
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(&text).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let report =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "promtool check metrics:\n{report}\n---\n{}",
+        String::from_utf8_lossy(&text)
+    );
 }
