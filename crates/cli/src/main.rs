@@ -5,6 +5,7 @@
 
 mod check;
 mod replay;
+mod serve;
 mod simulate;
 
 use clap::{Parser, Subcommand};
@@ -76,6 +77,59 @@ enum Command {
         #[arg(long)]
         progress: bool,
     },
+    /// Run a RAG pod: per-tenant fair queues, retrieval, Prometheus metrics, drain on SIGTERM.
+    ///
+    /// Tenants come from the gateway: requests carry X-Tenantscale-Tenant, -Timestamp and
+    /// -Signature (HMAC-SHA256 under --secret); anything else is 401. Logs its address on
+    /// stderr ("serving listen=…").
+    Serve {
+        #[arg(
+            short = 'c',
+            long = "config",
+            value_name = "FILE",
+            env = "TENANTSCALE_CONFIG"
+        )]
+        config: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// sqlite://PATH
+        #[arg(long, default_value = "sqlite://./tenantscale-data/store.db")]
+        store: String,
+        /// Shared secret with the gateway (at least 16 bytes).
+        #[arg(long, env = "TENANTSCALE_SECRET", hide_env_values = true)]
+        secret: Option<String>,
+        /// Accept the seed's plain X-Tenant-ID (only behind an ingress that authenticates).
+        #[arg(long)]
+        trust_tenant_header: bool,
+        /// Memory budget of the tenant index cache, bytes.
+        #[arg(long, default_value_t = 512 << 20)]
+        cache_bytes: u64,
+        /// Largest request body, bytes.
+        #[arg(long, default_value_t = 1 << 20)]
+        max_body: usize,
+        /// Seconds to keep accepting after SIGTERM (while /ready says draining).
+        #[arg(long, default_value_t = 2.0)]
+        drain_grace: f64,
+        /// Seconds to wait for queued and running queries before giving up.
+        #[arg(long, default_value_t = 30.0)]
+        drain_timeout: f64,
+    },
+    /// Load text or Markdown files into the store for one tenant.
+    Ingest {
+        #[arg(
+            short = 'c',
+            long = "config",
+            value_name = "FILE",
+            env = "TENANTSCALE_CONFIG"
+        )]
+        config: PathBuf,
+        #[arg(long)]
+        tenant: String,
+        #[arg(long, default_value = "sqlite://./tenantscale-data/store.db")]
+        store: String,
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
     /// Kubernetes HorizontalPodAutoscaler tools.
     Hpa {
         #[command(subcommand)]
@@ -114,11 +168,46 @@ impl std::error::Error for BadInput {}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TENANTSCALE_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .init();
     let result = match cli.command {
         Command::Check { config, json } => check::run(&config, json),
         Command::Hpa {
             command: HpaCommand::Replay { file, explain },
         } => replay::run(&file, explain),
+        Command::Serve {
+            config,
+            listen,
+            store,
+            secret,
+            trust_tenant_header,
+            cache_bytes,
+            max_body,
+            drain_grace,
+            drain_timeout,
+        } => serve::run_serve(serve::ServeArgs {
+            config,
+            listen,
+            store,
+            secret,
+            trust_tenant_header,
+            cache_bytes,
+            max_body,
+            drain_grace,
+            drain_timeout,
+        }),
+        Command::Ingest {
+            config,
+            tenant,
+            store,
+            paths,
+        } => serve::run_ingest(&config, &tenant, &store, &paths),
         Command::Simulate {
             scenario,
             config,

@@ -143,19 +143,6 @@ fn tenant(
     })
 }
 
-fn refuse_if_draining(state: &AppState) -> Result<(), ApiError> {
-    if state.pod.state() == PodState::Draining {
-        let mut e = ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "draining",
-            "the pod is shutting down",
-        );
-        e.retry_after = Some(1.0);
-        return Err(e);
-    }
-    Ok(())
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct QueryRequest {
@@ -205,7 +192,6 @@ async fn query(
 ) -> Result<Json<QueryResponse>, ApiError> {
     let started = Instant::now();
     let t = tenant(&state, &method, &uri, &headers)?;
-    refuse_if_draining(&state)?;
     let Json(req) = body.map_err(json_error)?;
     if req.query.trim().is_empty() || req.query.chars().count() > state.config.max_query_chars {
         return Err(ApiError::new(
@@ -313,7 +299,6 @@ async fn ingest(
     body: Result<Json<IngestRequest>, JsonRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let t = tenant(&state, &method, &uri, &headers)?;
-    refuse_if_draining(&state)?;
     let Json(req) = body.map_err(json_error)?;
     for (i, d) in req.documents.iter().enumerate() {
         if d.id.is_empty() || d.id.len() > 256 {
@@ -355,7 +340,6 @@ async fn remove(
     headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let t = tenant(&state, &method, &uri, &headers)?;
-    refuse_if_draining(&state)?;
     let pod = Arc::clone(&state.pod);
     let tenant_id = pod.catalog.tenants[t].id.clone();
     let deleted = tokio::task::spawn_blocking(move || {

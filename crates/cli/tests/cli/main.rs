@@ -372,3 +372,159 @@ fn simulate_rejects_bad_scenarios_and_policies() {
         stderr(&o)
     );
 }
+
+/// A minimal HTTP/1.1 exchange over a fresh connection: (status, body).
+fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    tenant: &str,
+    body: &str,
+) -> std::io::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nX-Tenant-ID: {tenant}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut response = String::new();
+    s.read_to_string(&mut response)?;
+    let status = response
+        .get(9..12)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    Ok((status, body))
+}
+
+#[test]
+fn serve_answers_queries_and_drains_without_dropping_any() {
+    use std::io::BufRead;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let dir = std::env::temp_dir().join(format!("tenantscale-serve-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let doc = dir.join("hpa.md");
+    std::fs::write(
+        &doc,
+        "The horizontal pod autoscaler adjusts replicas from observed metrics.",
+    )
+    .unwrap();
+    let store = format!("sqlite://{}", dir.join("store.db").display());
+    let o = tenantscale(&[
+        "ingest",
+        "-c",
+        "examples/gcc-platform.yaml",
+        "--tenant",
+        "media-1",
+        "--store",
+        &store,
+        doc.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tenantscale"))
+        .args([
+            "serve",
+            "-c",
+            "examples/gcc-platform.yaml",
+            "--listen",
+            "127.0.0.1:0",
+            "--store",
+            &store,
+        ])
+        .args(["--trust-tenant-header", "--drain-grace", "1"])
+        .current_dir(root())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut log = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    let addr = loop {
+        line.clear();
+        assert!(
+            log.read_line(&mut line).unwrap() > 0,
+            "serve exited before listening"
+        );
+        if let Some((_, rest)) = line.split_once("listen=") {
+            break rest.trim().to_string();
+        }
+    };
+    let (status, body) = http(
+        &addr,
+        "POST",
+        "/v1/query",
+        "media-1",
+        r#"{"query":"what adjusts replicas"}"#,
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"documentId\":\"hpa.md\""), "{body}");
+
+    // Load from 8 clients; SIGTERM; clients stop when /ready says draining, as a gateway would.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (sent, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            let (addr, stop, sent, failed) =
+                (addr.clone(), stop.clone(), sent.clone(), failed.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    sent.fetch_add(1, Ordering::SeqCst);
+                    match http(
+                        &addr,
+                        "POST",
+                        "/v1/query",
+                        "media-1",
+                        r#"{"query":"replicas"}"#,
+                    ) {
+                        Ok((200, _)) => {}
+                        _ => {
+                            failed.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    while sent.load(Ordering::SeqCst) < 200 {
+        std::thread::yield_now();
+    }
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    loop {
+        match http(&addr, "GET", "/ready", "media-1", "") {
+            Ok((503, body)) => {
+                assert!(body.contains("draining"), "{body}");
+                break;
+            }
+            Ok(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+            Err(e) => panic!("the pod stopped accepting before reporting draining: {e}"),
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    for c in clients {
+        c.join().unwrap();
+    }
+    let status = child.wait().unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut log, &mut rest).unwrap();
+    assert!(status.success(), "exit {status:?}: {rest}");
+    assert_eq!(
+        failed.load(Ordering::SeqCst),
+        0,
+        "of {} queries",
+        sent.load(Ordering::SeqCst)
+    );
+    assert!(rest.contains("dropped=0"), "{rest}");
+}
