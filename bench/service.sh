@@ -16,5 +16,5 @@ bin="$root/target/release/tenantscale"
 data="$(mktemp -d)"
 trap 'rm -rf "$data"' EXIT
 export EXTRA_QUERY_PATH=/v1/query
-exec bash "$rig" --targets "${TARGETS:-seed-1w,seed-2w,ts}" \
+exec bash "$rig" --targets "${TARGETS:-seed-1w,seed-2w}" \
   --service "ts=$bin serve -c $here/catalog-50.yaml --listen 127.0.0.1:{PORT} --store sqlite://$data/store.db --trust-tenant-header" "$@"

@@ -242,14 +242,19 @@ async fn query(
     let _slot = pod.slot(t);
     let queued = started.elapsed();
     let work_started = Instant::now();
-    let index = {
-        let pod = Arc::clone(pod);
-        tokio::task::spawn_blocking(move || pod.index(t))
-            .await
-            .map_err(|e| {
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
-            })?
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "store", e.to_string()))?
+    let index = match pod.cached_index(t) {
+        Some(index) => index,
+        None => {
+            let pod = Arc::clone(pod);
+            tokio::task::spawn_blocking(move || pod.index(t))
+                .await
+                .map_err(|e| {
+                    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+                })?
+                .map_err(|e| {
+                    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "store", e.to_string())
+                })?
+        }
     };
     let q = embed(&req.query);
     let passages = top_k(&index.vectors, &q, req.top_k)

@@ -33,18 +33,25 @@ struct StateLabel {
     state: String,
 }
 
+/// One tenant's hot-path series, resolved once: a query then updates atomics instead of
+/// hashing label strings under the family's lock.
+struct TenantSeries {
+    succeeded: Counter,
+    latency: Histogram,
+    busy_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
+    cache_hits: Counter,
+    cache_misses: Counter,
+}
+
 /// The pod's metrics and their registry.
 pub struct Metrics {
     registry: Registry,
     tenant_ids: Vec<String>,
+    series: Vec<TenantSeries>,
     queue_depth: Family<TenantLabel, Gauge>,
     in_flight: Family<TenantLabel, Gauge>,
     processed: Family<StatusLabel, Counter>,
-    latency: Family<TenantLabel, Histogram>,
-    busy_seconds: Family<TenantLabel, Counter<f64, std::sync::atomic::AtomicU64>>,
     rejections: Family<ReasonLabel, Counter>,
-    cache_hits: Family<TenantLabel, Counter>,
-    cache_misses: Family<TenantLabel, Counter>,
     state: Family<StateLabel, Gauge>,
     drain_dropped: Counter,
 }
@@ -118,17 +125,35 @@ impl Metrics {
             "Queries dropped by a drain timeout",
             drain_dropped.clone(),
         );
+        let tenant_ids: Vec<String> = catalog.tenants.iter().map(|t| t.id.clone()).collect();
+        let series = tenant_ids
+            .iter()
+            .map(|id| {
+                let label = TenantLabel {
+                    tenant_id: id.clone(),
+                };
+                TenantSeries {
+                    succeeded: processed
+                        .get_or_create(&StatusLabel {
+                            tenant_id: id.clone(),
+                            status: "success".into(),
+                        })
+                        .clone(),
+                    latency: latency.get_or_create(&label).clone(),
+                    busy_seconds: busy_seconds.get_or_create(&label).clone(),
+                    cache_hits: cache_hits.get_or_create(&label).clone(),
+                    cache_misses: cache_misses.get_or_create(&label).clone(),
+                }
+            })
+            .collect();
         Self {
             registry,
-            tenant_ids: catalog.tenants.iter().map(|t| t.id.clone()).collect(),
+            tenant_ids,
+            series,
             queue_depth,
             in_flight,
             processed,
-            latency,
-            busy_seconds,
             rejections,
-            cache_hits,
-            cache_misses,
             state,
             drain_dropped,
         }
@@ -142,17 +167,19 @@ impl Metrics {
 
     /// A query of tenant `t` finished with `status` after `seconds`, `busy` of them served.
     pub fn finished(&self, t: usize, status: &str, seconds: f64, busy: f64) {
-        let tenant_id = self.tenant_ids[t].clone();
-        self.processed
-            .get_or_create(&StatusLabel {
-                tenant_id,
-                status: status.into(),
-            })
-            .inc();
-        self.latency.get_or_create(&self.tenant(t)).observe(seconds);
-        self.busy_seconds
-            .get_or_create(&self.tenant(t))
-            .inc_by(busy);
+        let series = &self.series[t];
+        if status == "success" {
+            series.succeeded.inc();
+        } else {
+            self.processed
+                .get_or_create(&StatusLabel {
+                    tenant_id: self.tenant_ids[t].clone(),
+                    status: status.into(),
+                })
+                .inc();
+        }
+        series.latency.observe(seconds);
+        series.busy_seconds.inc_by(busy);
     }
 
     /// A query of tenant `t` was refused for `reason`.
@@ -166,12 +193,12 @@ impl Metrics {
     }
 
     pub fn cache(&self, t: usize, hit: bool) {
-        let family = if hit {
-            &self.cache_hits
+        let series = &self.series[t];
+        if hit {
+            series.cache_hits.inc();
         } else {
-            &self.cache_misses
-        };
-        family.get_or_create(&self.tenant(t)).inc();
+            series.cache_misses.inc();
+        }
     }
 
     pub fn set_state(&self, now: PodState) {

@@ -182,14 +182,8 @@ impl Pod {
     /// The tenant's index, from the cache or loaded from the store (a miss: that load is what
     /// routing for locality saves).
     pub fn index(&self, tenant: usize) -> Result<Arc<TenantIndex>, crate::store::StoreError> {
-        {
-            let mut c = self.cache.lock().expect("cache lock");
-            let (lru, map) = &mut *c;
-            if let Some(ix) = map.get(&tenant) {
-                lru.access(tenant, ix.bytes());
-                self.metrics.cache(tenant, true);
-                return Ok(Arc::clone(ix));
-            }
+        if let Some(index) = self.cached_index(tenant) {
+            return Ok(index);
         }
         self.metrics.cache(tenant, false);
         let (chunks, vectors) = self.store.load(&self.catalog.tenants[tenant].id)?;
@@ -201,6 +195,16 @@ impl Pod {
             map.retain(|t, _| lru.contains(*t));
         }
         Ok(index)
+    }
+
+    /// The tenant's index if it is cached (a hit needs no blocking thread).
+    pub fn cached_index(&self, tenant: usize) -> Option<Arc<TenantIndex>> {
+        let mut c = self.cache.lock().expect("cache lock");
+        let (lru, map) = &mut *c;
+        let ix = map.get(&tenant)?;
+        lru.access(tenant, ix.bytes());
+        self.metrics.cache(tenant, true);
+        Some(Arc::clone(ix))
     }
 
     /// Forgets a tenant's cached index (its documents changed).
