@@ -113,6 +113,12 @@ enum Command {
         /// Seconds to wait for queued and running queries before giving up.
         #[arg(long, default_value_t = 30.0)]
         drain_timeout: f64,
+        /// Seconds /ready reports `warming` after start, so the gateway ramps traffic slowly.
+        #[arg(long, default_value_t = 300.0)]
+        warm_up: f64,
+        /// Busiest tenants (by queries recorded in the store over the last hour) to preload.
+        #[arg(long, default_value_t = 5)]
+        preload: usize,
     },
     /// Load text or Markdown files into the store for one tenant.
     Ingest {
@@ -191,6 +197,8 @@ fn main() -> ExitCode {
             max_body,
             drain_grace,
             drain_timeout,
+            warm_up,
+            preload,
         } => serve::run_serve(serve::ServeArgs {
             config,
             listen,
@@ -201,6 +209,8 @@ fn main() -> ExitCode {
             max_body,
             drain_grace,
             drain_timeout,
+            warm_up,
+            preload,
         }),
         Command::Ingest {
             config,

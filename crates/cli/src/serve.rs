@@ -23,6 +23,8 @@ pub struct ServeArgs {
     pub max_body: usize,
     pub drain_grace: f64,
     pub drain_timeout: f64,
+    pub warm_up: f64,
+    pub preload: usize,
 }
 
 fn catalog(path: &Path) -> anyhow::Result<Catalog> {
@@ -48,6 +50,14 @@ fn open_store(url: &str) -> anyhow::Result<Store> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
     Store::open(path).with_context(|| format!("cannot open the store {}", path.display()))
+}
+
+/// A duration flag: finite, 0 to one day.
+fn seconds(flag: &str, value: f64) -> anyhow::Result<Duration> {
+    if !(0.0..=86_400.0).contains(&value) {
+        return Err(BadInput(format!("{flag} {value}: expected 0 to 86400 seconds")).into());
+    }
+    Ok(Duration::from_secs_f64(value))
 }
 
 pub fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -82,8 +92,10 @@ pub fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
             max_query_chars: 2000,
             queue_timeout: Duration::from_secs(30),
         },
-        drain_grace: Duration::from_secs_f64(args.drain_grace.max(0.0)),
-        drain_timeout: Duration::from_secs_f64(args.drain_timeout.max(0.0)),
+        drain_grace: seconds("--drain-grace", args.drain_grace)?,
+        drain_timeout: seconds("--drain-timeout", args.drain_timeout)?,
+        warm_up: seconds("--warm-up", args.warm_up)?,
+        preload: args.preload,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

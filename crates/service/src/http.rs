@@ -272,6 +272,7 @@ async fn query(
     let retrieval = work_started.elapsed();
     // Generation needs an LLM endpoint; none is configured yet, so answers are null.
     let _ = req.generate;
+    pod.count_served(t);
     pod.metrics.finished(
         t,
         "success",
@@ -394,10 +395,16 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
     }
 }
 
+/// `warmUntil` is the end of the warm-up window in Unix milliseconds (null without one).
 async fn ready(State(state): State<AppState>) -> Response {
+    let warm_until = state.pod.warm_until_ms();
     match state.pod.state() {
-        PodState::Ready => Json(serde_json::json!({"state": "ready"})).into_response(),
-        PodState::Warming => Json(serde_json::json!({"state": "warming"})).into_response(),
+        PodState::Ready => {
+            Json(serde_json::json!({"state": "ready", "warmUntil": warm_until})).into_response()
+        }
+        PodState::Warming => {
+            Json(serde_json::json!({"state": "warming", "warmUntil": warm_until})).into_response()
+        }
         PodState::Draining => (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(serde_json::json!({"state": "draining"})),

@@ -23,7 +23,14 @@ pub struct ServeConfig {
     pub drain_grace: Duration,
     /// Give up on queued and running queries after this long.
     pub drain_timeout: Duration,
+    /// Report `warming` in `/ready` for this long after start (zero: ready at once).
+    pub warm_up: Duration,
+    /// Load this many of the busiest tenants' indexes (by recorded volume) at start.
+    pub preload: usize,
 }
+
+/// How often served-query counts are added to the store's tenant volume.
+const VOLUME_FLUSH: Duration = Duration::from_secs(30);
 
 /// Serves until SIGTERM or Ctrl-C, then drains: `/ready` turns 503 at once, new connections
 /// are refused after the grace period, and the process returns once every admitted query is
@@ -31,6 +38,11 @@ pub struct ServeConfig {
 pub async fn serve(pod: Arc<Pod>, config: ServeConfig) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     tracing::info!(listen = %listener.local_addr()?, "serving");
+    if !config.warm_up.is_zero() {
+        pod.begin_warm_up(config.warm_up);
+    }
+    tokio::spawn(warm(Arc::clone(&pod), config.preload, config.warm_up));
+    tokio::spawn(flush_volume_every(Arc::clone(&pod), VOLUME_FLUSH));
     let app = http::router(Arc::clone(&pod), config.http.clone());
     let drain_pod = Arc::clone(&pod);
     let stopping = Arc::new(tokio::sync::Notify::new());
@@ -56,8 +68,52 @@ pub async fn serve(pod: Arc<Pod>, config: ServeConfig) -> std::io::Result<()> {
     }
     let left = pod.outstanding() as u64;
     pod.metrics.dropped_by_drain(left);
+    flush_volume(&pod).await;
     tracing::info!(dropped = left, "drained");
     Ok(())
+}
+
+/// Preloads the busiest tenants, then ends the warm-up window when it is over.
+async fn warm(pod: Arc<Pod>, preload: usize, window: Duration) {
+    let until = tokio::time::Instant::now() + window;
+    if preload > 0 {
+        let started = std::time::Instant::now();
+        let loader = Arc::clone(&pod);
+        match tokio::task::spawn_blocking(move || loader.preload(preload)).await {
+            Ok(Ok(tenants)) => tracing::info!(
+                ?tenants,
+                ms = started.elapsed().as_millis() as u64,
+                "preloaded the busiest tenants"
+            ),
+            Ok(Err(e)) => tracing::warn!(error = %e, "preload failed; tenants load on first use"),
+            Err(e) => tracing::warn!(error = %e, "preload task failed"),
+        }
+    }
+    tokio::time::sleep_until(until).await;
+    pod.end_warm_up();
+    if pod.state() == PodState::Ready && !window.is_zero() {
+        tracing::info!("warm-up over: ready for full traffic");
+    }
+}
+
+async fn flush_volume_every(pod: Arc<Pod>, every: Duration) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        flush_volume(&pod).await;
+    }
+}
+
+async fn flush_volume(pod: &Arc<Pod>) {
+    let pod = Arc::clone(pod);
+    match tokio::task::spawn_blocking(move || pod.flush_volume()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "could not record tenant volume; kept for the next flush")
+        }
+        Err(e) => tracing::warn!(error = %e, "volume flush task failed"),
+    }
 }
 
 async fn terminate() {

@@ -4,7 +4,7 @@
 use crate::metrics::Metrics;
 use crate::store::{Chunk, Store};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tenantscale_core::cache::{Access, TenantCache};
 use tenantscale_core::catalog::Catalog;
@@ -67,6 +67,10 @@ pub struct Pod {
     state: AtomicU8,
     slots: Mutex<Slots>,
     cache: Mutex<(TenantCache, HashMap<usize, Arc<TenantIndex>>)>,
+    /// Queries served per tenant since the last volume flush to the store.
+    served: Vec<AtomicU64>,
+    /// End of the warm-up window, Unix milliseconds (0: no warm-up).
+    warm_until_ms: AtomicU64,
 }
 
 /// A held worker slot; dropping it frees the slot for the next queued request.
@@ -99,6 +103,7 @@ impl Pod {
             })
             .collect();
         let metrics = Metrics::new(&catalog);
+        let tenants = catalog.tenants.len();
         Self {
             catalog,
             store,
@@ -109,6 +114,8 @@ impl Pod {
                 mean_service: 0.2,
             }),
             cache: Mutex::new((TenantCache::new(config.cache_bytes), HashMap::new())),
+            served: (0..tenants).map(|_| AtomicU64::new(0)).collect(),
+            warm_until_ms: AtomicU64::new(0),
         }
     }
 
@@ -207,10 +214,83 @@ impl Pod {
         Some(Arc::clone(ix))
     }
 
+    /// Counts a served query of `tenant` towards its recorded volume.
+    pub fn count_served(&self, tenant: usize) {
+        self.served[tenant].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Adds the queries served since the last flush to the store's per-hour tenant volume,
+    /// which the next pod's warm-up reads.
+    pub fn flush_volume(&self) -> Result<(), crate::store::StoreError> {
+        let counts: Vec<(&str, u64)> = self
+            .catalog
+            .tenants
+            .iter()
+            .zip(&self.served)
+            .map(|(t, n)| (t.id.as_str(), n.swap(0, Ordering::Relaxed)))
+            .collect();
+        let result = self
+            .store
+            .record_volume((unix_ms() / 3_600_000) as i64, &counts);
+        if result.is_err() {
+            // Keep the counts for the next flush.
+            for (t, (_, n)) in counts.iter().enumerate() {
+                self.served[t].fetch_add(*n, Ordering::Relaxed);
+            }
+        }
+        result
+    }
+
+    /// Loads the indexes of the `n` tenants with the most queries in the last hour or two
+    /// into the cache; returns their ids.
+    pub fn preload(&self, n: usize) -> Result<Vec<String>, crate::store::StoreError> {
+        let since = (unix_ms() / 3_600_000) as i64 - 1;
+        let mut loaded = Vec::new();
+        for id in self.store.top_tenants(since, n)? {
+            if let Some(t) = self.tenant(&id) {
+                self.index(t)?;
+                loaded.push(id);
+            }
+        }
+        Ok(loaded)
+    }
+
+    /// Starts a warm-up window of `window`: the pod reports `warming` until it ends.
+    pub fn begin_warm_up(&self, window: std::time::Duration) {
+        let until = unix_ms() + window.as_millis() as u64;
+        self.warm_until_ms.store(until, Ordering::SeqCst);
+        self.set_state(PodState::Warming);
+    }
+
+    /// Ends the warm-up window: `warming` becomes `ready` (a draining pod stays draining).
+    pub fn end_warm_up(&self) {
+        let swapped = self.state.compare_exchange(
+            PodState::Warming as u8,
+            PodState::Ready as u8,
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        );
+        if swapped.is_ok() {
+            self.metrics.set_state(PodState::Ready);
+        }
+    }
+
+    /// End of the warm-up window (Unix milliseconds), if the pod had one.
+    pub fn warm_until_ms(&self) -> Option<u64> {
+        Some(self.warm_until_ms.load(Ordering::SeqCst)).filter(|ms| *ms > 0)
+    }
+
     /// Forgets a tenant's cached index (its documents changed).
     pub fn invalidate(&self, tenant: usize) {
         let mut c = self.cache.lock().expect("cache lock");
         c.0.remove(tenant);
         c.1.remove(&tenant);
     }
+}
+
+/// Wall-clock Unix milliseconds.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }

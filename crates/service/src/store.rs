@@ -60,7 +60,10 @@ impl Store {
              CREATE TABLE IF NOT EXISTS chunks (
                  tenant_id TEXT NOT NULL, document_id TEXT NOT NULL, chunk_id INTEGER NOT NULL,
                  text TEXT NOT NULL, vector BLOB NOT NULL,
-                 PRIMARY KEY (tenant_id, document_id, chunk_id));",
+                 PRIMARY KEY (tenant_id, document_id, chunk_id));
+             CREATE TABLE IF NOT EXISTS tenant_volume (
+                 tenant_id TEXT NOT NULL, hour INTEGER NOT NULL, queries INTEGER NOT NULL,
+                 PRIMARY KEY (tenant_id, hour));",
         )?;
         Ok(Self { db: Mutex::new(db) })
     }
@@ -107,6 +110,34 @@ impl Store {
         )?;
         tx.commit()?;
         Ok(n > 0)
+    }
+
+    /// Adds served query counts to each tenant's volume in the hour `hour` (Unix hours).
+    pub fn record_volume(&self, hour: i64, counts: &[(&str, u64)]) -> Result<(), StoreError> {
+        let mut db = self.db.lock().expect("store lock");
+        let tx = db.transaction()?;
+        for (tenant, n) in counts.iter().filter(|(_, n)| *n > 0) {
+            tx.execute(
+                "INSERT INTO tenant_volume (tenant_id, hour, queries) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (tenant_id, hour) DO UPDATE SET queries = queries + excluded.queries",
+                params![tenant, hour, *n as i64],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The `n` tenants with the most queries since hour `since` (Unix hours), busiest first.
+    pub fn top_tenants(&self, since: i64, n: usize) -> Result<Vec<String>, StoreError> {
+        let db = self.db.lock().expect("store lock");
+        let mut stmt = db.prepare(
+            "SELECT tenant_id FROM tenant_volume WHERE hour >= ?1
+             GROUP BY tenant_id ORDER BY SUM(queries) DESC, tenant_id LIMIT ?2",
+        )?;
+        let ids = stmt
+            .query_map(params![since, n as i64], |row| row.get(0))?
+            .collect::<Result<_, _>>()?;
+        Ok(ids)
     }
 
     /// All of `tenant`'s chunks with their vectors (row-major, `DIMENSIONS` wide).

@@ -527,4 +527,69 @@ fn serve_answers_queries_and_drains_without_dropping_any() {
         sent.load(Ordering::SeqCst)
     );
     assert!(rest.contains("dropped=0"), "{rest}");
+
+    // The drain recorded media-1's volume: a new pod on the same store preloads it and reports
+    // warming until its window ends.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tenantscale"))
+        .args(["serve", "-c", "examples/gcc-platform.yaml"])
+        .args(["--listen", "127.0.0.1:0", "--store", &store])
+        .args(["--trust-tenant-header", "--preload", "1", "--warm-up", "2"])
+        .current_dir(root())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut log = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut wait_for = |needle: &str| loop {
+        let mut line = String::new();
+        assert!(
+            log.read_line(&mut line).unwrap() > 0,
+            "no {needle:?} in the log"
+        );
+        if line.contains(needle) {
+            break line;
+        }
+    };
+    let addr = wait_for("listen=")
+        .split_once("listen=")
+        .unwrap()
+        .1
+        .trim()
+        .to_string();
+    let (status, body) = http(&addr, "GET", "/ready", "media-1", "").unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(r#""state":"warming""#), "{body}");
+    assert!(body.contains(r#""warmUntil":1"#), "{body}");
+    let preloaded = wait_for("preloaded");
+    assert!(preloaded.contains("media-1"), "{preloaded}");
+    let (_, metrics) = http(&addr, "GET", "/metrics", "media-1", "").unwrap();
+    assert!(
+        metrics.contains(r#"tenantscale_cache_misses_total{tenant_id="media-1"} 1"#),
+        "the preload is the only miss"
+    );
+    let (status, _) = http(
+        &addr,
+        "POST",
+        "/v1/query",
+        "media-1",
+        r#"{"query":"replicas"}"#,
+    )
+    .unwrap();
+    assert_eq!(status, 200);
+    let (_, metrics) = http(&addr, "GET", "/metrics", "media-1", "").unwrap();
+    assert!(
+        metrics.contains(r#"tenantscale_cache_hits_total{tenant_id="media-1"} 1"#),
+        "the first query finds the preloaded index"
+    );
+    wait_for("warm-up over");
+    let (status, body) = http(&addr, "GET", "/ready", "media-1", "").unwrap();
+    assert_eq!(
+        (status, body.contains(r#""state":"ready""#)),
+        (200, true),
+        "{body}"
+    );
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(child.wait().unwrap().success());
 }

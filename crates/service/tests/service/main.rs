@@ -469,3 +469,17 @@ async fn promtool_accepts_the_metrics() {
         String::from_utf8_lossy(&text)
     );
 }
+
+#[test]
+fn tenant_volume_adds_up_per_hour_and_ranks_the_busiest() {
+    let store = Store::in_memory().unwrap();
+    store
+        .record_volume(100, &[("a", 5), ("b", 3), ("c", 0)])
+        .unwrap();
+    store.record_volume(101, &[("b", 4)]).unwrap();
+    store.record_volume(90, &[("c", 1000)]).unwrap();
+    // Hours 100..: b has 7, a has 5; c's old hour is out of the window and c never served.
+    assert_eq!(store.top_tenants(100, 5).unwrap(), ["b", "a"]);
+    assert_eq!(store.top_tenants(100, 1).unwrap(), ["b"]);
+    assert_eq!(store.top_tenants(0, 1).unwrap(), ["c"]);
+}
