@@ -92,8 +92,13 @@ enum Command {
         config: PathBuf,
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: std::net::SocketAddr,
-        /// sqlite://PATH
-        #[arg(long, default_value = "sqlite://./tenantscale-data/store.db")]
+        /// sqlite://PATH, or postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE (no TLS)
+        #[arg(
+            long,
+            env = "TENANTSCALE_STORE",
+            hide_env_values = true,
+            default_value = "sqlite://./tenantscale-data/store.db"
+        )]
         store: String,
         /// Shared secret with the gateway (at least 16 bytes).
         #[arg(long, env = "TENANTSCALE_SECRET", hide_env_values = true)]
@@ -131,7 +136,13 @@ enum Command {
         config: PathBuf,
         #[arg(long)]
         tenant: String,
-        #[arg(long, default_value = "sqlite://./tenantscale-data/store.db")]
+        /// sqlite://PATH, or postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE (no TLS)
+        #[arg(
+            long,
+            env = "TENANTSCALE_STORE",
+            hide_env_values = true,
+            default_value = "sqlite://./tenantscale-data/store.db"
+        )]
         store: String,
         #[arg(required = true)]
         paths: Vec<PathBuf>,

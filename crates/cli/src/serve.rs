@@ -37,11 +37,15 @@ fn catalog(path: &Path) -> anyhow::Result<Catalog> {
     Ok(loaded.catalog)
 }
 
-/// Opens `sqlite://PATH` (the only store so far), creating its directory.
+/// Opens `sqlite://PATH` (creating its directory) or connects to `postgres://…`.
 fn open_store(url: &str) -> anyhow::Result<Store> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        // The URL may hold a password: name only the scheme in errors.
+        return Store::connect_postgres(url).context("cannot open the Postgres store (--store)");
+    }
     let Some(path) = url.strip_prefix("sqlite://") else {
         return Err(BadInput(format!(
-            "--store {url:?}: expected sqlite://PATH (Postgres is not supported yet)"
+            "--store {url:?}: expected sqlite://PATH or postgres://USER@HOST[:PORT]/DATABASE"
         ))
         .into());
     };

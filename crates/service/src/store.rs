@@ -1,7 +1,8 @@
-//! Tenant documents, chunks and their vectors in SQLite (one file, WAL). Every statement is
-//! scoped by tenant id; writes are transactions, so an error leaves nothing half-written.
+//! Tenant documents, chunks and their vectors, and each tenant's served-query volume, in
+//! SQLite (embedded, one file, WAL) or Postgres (shared by many pods). Every statement is scoped
+//! by tenant id; writes are transactions, so an error leaves nothing half-written, and a commit
+//! returns only once the write is durable (SQLite `synchronous=FULL`, Postgres's default).
 
-use rusqlite::{Connection, OptionalExtension, params};
 use std::path::Path;
 use std::sync::Mutex;
 use tenantscale_core::retrieval::{DIMENSIONS, chunk, embed};
@@ -29,154 +30,292 @@ pub struct NewDocument {
 pub enum StoreError {
     #[error("store: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("store: {0}")]
+    Postgres(#[from] postgres::Error),
 }
 
-/// The store (SQLite).
+/// The store: one connection behind a lock (the pod calls it from blocking threads only).
 pub struct Store {
-    db: Mutex<Connection>,
+    backend: Backend,
+}
+
+enum Backend {
+    Sqlite(Mutex<rusqlite::Connection>),
+    Postgres {
+        url: String,
+        client: Box<Mutex<postgres::Client>>,
+    },
 }
 
 /// Characters per chunk the chunker aims for.
 const CHUNK_TARGET: usize = 800;
 
+/// Schema version 1. Both dialects keep the same tables and columns.
+const SQLITE_SCHEMA: &str = "
+    CREATE TABLE IF NOT EXISTS documents (
+        tenant_id TEXT NOT NULL, id TEXT NOT NULL, text TEXT NOT NULL, metadata TEXT NOT NULL,
+        PRIMARY KEY (tenant_id, id));
+    CREATE TABLE IF NOT EXISTS chunks (
+        tenant_id TEXT NOT NULL, document_id TEXT NOT NULL, chunk_id INTEGER NOT NULL,
+        text TEXT NOT NULL, vector BLOB NOT NULL,
+        PRIMARY KEY (tenant_id, document_id, chunk_id));
+    CREATE TABLE IF NOT EXISTS tenant_volume (
+        tenant_id TEXT NOT NULL, hour INTEGER NOT NULL, queries INTEGER NOT NULL,
+        PRIMARY KEY (tenant_id, hour));";
+
+const POSTGRES_SCHEMA: &str = "
+    CREATE TABLE IF NOT EXISTS documents (
+        tenant_id TEXT NOT NULL, id TEXT NOT NULL, text TEXT NOT NULL, metadata TEXT NOT NULL,
+        PRIMARY KEY (tenant_id, id));
+    CREATE TABLE IF NOT EXISTS chunks (
+        tenant_id TEXT NOT NULL, document_id TEXT NOT NULL, chunk_id BIGINT NOT NULL,
+        text TEXT NOT NULL, vector BYTEA NOT NULL,
+        PRIMARY KEY (tenant_id, document_id, chunk_id));
+    CREATE TABLE IF NOT EXISTS tenant_volume (
+        tenant_id TEXT NOT NULL, hour BIGINT NOT NULL, queries BIGINT NOT NULL,
+        PRIMARY KEY (tenant_id, hour));";
+
+/// Statements in SQLite's dialect; `pg` turns `?N` into Postgres's `$N`.
+mod sql {
+    pub const DELETE_CHUNKS: &str = "DELETE FROM chunks WHERE tenant_id = ?1 AND document_id = ?2";
+    pub const DELETE_DOCUMENT: &str = "DELETE FROM documents WHERE tenant_id = ?1 AND id = ?2";
+    pub const UPSERT_DOCUMENT: &str = "INSERT INTO documents (tenant_id, id, text, metadata)
+        VALUES (?1, ?2, ?3, ?4) ON CONFLICT (tenant_id, id)
+        DO UPDATE SET text = excluded.text, metadata = excluded.metadata";
+    pub const INSERT_CHUNK: &str =
+        "INSERT INTO chunks (tenant_id, document_id, chunk_id, text, vector)
+        VALUES (?1, ?2, ?3, ?4, ?5)";
+    pub const LOAD: &str = "SELECT document_id, chunk_id, text, vector FROM chunks
+        WHERE tenant_id = ?1 ORDER BY document_id, chunk_id";
+    pub const ADD_VOLUME: &str = "INSERT INTO tenant_volume (tenant_id, hour, queries)
+        VALUES (?1, ?2, ?3) ON CONFLICT (tenant_id, hour)
+        DO UPDATE SET queries = tenant_volume.queries + excluded.queries";
+    pub const TOP_TENANTS: &str = "SELECT tenant_id FROM tenant_volume WHERE hour >= ?1
+        GROUP BY tenant_id ORDER BY SUM(queries) DESC, tenant_id LIMIT ?2";
+
+    pub fn pg(statement: &str) -> String {
+        statement.replace('?', "$")
+    }
+}
+
+/// A chunk ready to write: its text and its vector as little-endian f32 bytes.
+type EmbeddedChunk = (String, Vec<u8>);
+
+fn embedded_chunks(text: &str) -> Vec<EmbeddedChunk> {
+    chunk(text, CHUNK_TARGET)
+        .into_iter()
+        .map(|c| {
+            let vector = embed(&c).iter().flat_map(|x| x.to_le_bytes()).collect();
+            (c, vector)
+        })
+        .collect()
+}
+
+/// Appends a stored vector; false (skipped) if it has the wrong width.
+fn push_vector(vectors: &mut Vec<f32>, blob: &[u8]) -> bool {
+    if blob.len() != DIMENSIONS * 4 {
+        return false;
+    }
+    vectors.extend(
+        blob.chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+    );
+    true
+}
+
 impl Store {
-    /// Opens (creating if needed) the database at `path` and applies migrations.
+    /// Opens (creating if needed) the SQLite database at `path` and applies migrations.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        Self::init(Connection::open(path)?)
+        Self::sqlite(rusqlite::Connection::open(path)?)
     }
 
-    /// A private in-memory database (tests).
+    /// A private in-memory SQLite database (tests).
     pub fn in_memory() -> Result<Self, StoreError> {
-        Self::init(Connection::open_in_memory()?)
+        Self::sqlite(rusqlite::Connection::open_in_memory()?)
     }
 
-    fn init(db: Connection) -> Result<Self, StoreError> {
+    fn sqlite(db: rusqlite::Connection) -> Result<Self, StoreError> {
         db.pragma_update(None, "journal_mode", "WAL")?;
         db.pragma_update(None, "synchronous", "FULL")?;
-        db.execute_batch(
-            "CREATE TABLE IF NOT EXISTS documents (
-                 tenant_id TEXT NOT NULL, id TEXT NOT NULL, text TEXT NOT NULL, metadata TEXT NOT NULL,
-                 PRIMARY KEY (tenant_id, id));
-             CREATE TABLE IF NOT EXISTS chunks (
-                 tenant_id TEXT NOT NULL, document_id TEXT NOT NULL, chunk_id INTEGER NOT NULL,
-                 text TEXT NOT NULL, vector BLOB NOT NULL,
-                 PRIMARY KEY (tenant_id, document_id, chunk_id));
-             CREATE TABLE IF NOT EXISTS tenant_volume (
-                 tenant_id TEXT NOT NULL, hour INTEGER NOT NULL, queries INTEGER NOT NULL,
-                 PRIMARY KEY (tenant_id, hour));",
-        )?;
-        Ok(Self { db: Mutex::new(db) })
+        db.execute_batch(SQLITE_SCHEMA)?;
+        Ok(Self {
+            backend: Backend::Sqlite(Mutex::new(db)),
+        })
     }
 
-    /// Chunks, embeds and stores `docs` for `tenant`, replacing documents with the same id.
-    /// Returns the number of chunks written.
-    pub fn ingest(&self, tenant: &str, docs: &[NewDocument]) -> Result<usize, StoreError> {
-        let mut db = self.db.lock().expect("store lock");
-        let tx = db.transaction()?;
-        let mut written = 0;
-        for d in docs {
-            tx.execute(
-                "DELETE FROM chunks WHERE tenant_id = ?1 AND document_id = ?2",
-                params![tenant, d.id],
-            )?;
-            tx.execute(
-                "INSERT OR REPLACE INTO documents (tenant_id, id, text, metadata) VALUES (?1, ?2, ?3, ?4)",
-                params![tenant, d.id, d.text, d.metadata.to_string()],
-            )?;
-            for (i, text) in chunk(&d.text, CHUNK_TARGET).iter().enumerate() {
-                let vector: Vec<u8> = embed(text).iter().flat_map(|x| x.to_le_bytes()).collect();
-                tx.execute(
-                    "INSERT INTO chunks (tenant_id, document_id, chunk_id, text, vector) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![tenant, d.id, i as i64, text, vector],
-                )?;
-                written += 1;
-            }
-        }
+    /// Connects to Postgres at `url` (`postgres://user[:password]@host[:port]/db`, no TLS) and
+    /// applies migrations; pods starting together serialize on an advisory lock.
+    pub fn connect_postgres(url: &str) -> Result<Self, StoreError> {
+        let mut client = postgres::Client::connect(url, postgres::NoTls)?;
+        let mut tx = client.transaction()?;
+        // Concurrent CREATE TABLE IF NOT EXISTS can still collide in Postgres's catalog.
+        tx.execute("SELECT pg_advisory_xact_lock(7400311)", &[])?;
+        tx.batch_execute(POSTGRES_SCHEMA)?;
         tx.commit()?;
+        Ok(Self {
+            backend: Backend::Postgres {
+                url: url.to_string(),
+                client: Box::new(Mutex::new(client)),
+            },
+        })
+    }
+
+    /// Runs `f` on the Postgres client, reconnecting first if the connection was lost.
+    fn with_postgres<T>(
+        url: &str,
+        client: &Mutex<postgres::Client>,
+        f: impl FnOnce(&mut postgres::Client) -> Result<T, postgres::Error>,
+    ) -> Result<T, StoreError> {
+        let mut client = client.lock().expect("store lock");
+        if client.is_closed() {
+            *client = postgres::Client::connect(url, postgres::NoTls)?;
+        }
+        Ok(f(&mut client)?)
+    }
+
+    /// Stores `docs` for `tenant`, replacing documents with the same id; returns the number of
+    /// chunks written. All or nothing.
+    pub fn ingest(&self, tenant: &str, docs: &[NewDocument]) -> Result<usize, StoreError> {
+        // Embed before taking the lock: it is the slow part.
+        let prepared: Vec<(&NewDocument, String, Vec<EmbeddedChunk>)> = docs
+            .iter()
+            .map(|d| (d, d.metadata.to_string(), embedded_chunks(&d.text)))
+            .collect();
+        let written = prepared.iter().map(|(_, _, c)| c.len()).sum();
+        match &self.backend {
+            Backend::Sqlite(db) => {
+                let mut db = db.lock().expect("store lock");
+                let tx = db.transaction()?;
+                for (d, metadata, chunks) in &prepared {
+                    tx.execute(sql::DELETE_CHUNKS, (tenant, &d.id))?;
+                    tx.execute(sql::UPSERT_DOCUMENT, (tenant, &d.id, &d.text, metadata))?;
+                    for (i, (text, vector)) in chunks.iter().enumerate() {
+                        tx.execute(sql::INSERT_CHUNK, (tenant, &d.id, i as i64, text, vector))?;
+                    }
+                }
+                tx.commit()?;
+            }
+            Backend::Postgres { url, client } => Self::with_postgres(url, client, |c| {
+                let mut tx = c.transaction()?;
+                let delete = tx.prepare(&sql::pg(sql::DELETE_CHUNKS))?;
+                let upsert = tx.prepare(&sql::pg(sql::UPSERT_DOCUMENT))?;
+                let insert = tx.prepare(&sql::pg(sql::INSERT_CHUNK))?;
+                for (d, metadata, chunks) in &prepared {
+                    tx.execute(&delete, &[&tenant, &d.id])?;
+                    tx.execute(&upsert, &[&tenant, &d.id, &d.text, metadata])?;
+                    for (i, (text, vector)) in chunks.iter().enumerate() {
+                        tx.execute(&insert, &[&tenant, &d.id, &(i as i64), text, vector])?;
+                    }
+                }
+                tx.commit()
+            })?,
+        }
         Ok(written)
     }
 
-    /// Deletes one document of `tenant`; whether it existed.
+    /// Deletes `tenant`'s document `id` and its chunks; false if there was none.
     pub fn delete(&self, tenant: &str, id: &str) -> Result<bool, StoreError> {
-        let mut db = self.db.lock().expect("store lock");
-        let tx = db.transaction()?;
-        tx.execute(
-            "DELETE FROM chunks WHERE tenant_id = ?1 AND document_id = ?2",
-            params![tenant, id],
-        )?;
-        let n = tx.execute(
-            "DELETE FROM documents WHERE tenant_id = ?1 AND id = ?2",
-            params![tenant, id],
-        )?;
-        tx.commit()?;
-        Ok(n > 0)
-    }
-
-    /// Adds served query counts to each tenant's volume in the hour `hour` (Unix hours).
-    pub fn record_volume(&self, hour: i64, counts: &[(&str, u64)]) -> Result<(), StoreError> {
-        let mut db = self.db.lock().expect("store lock");
-        let tx = db.transaction()?;
-        for (tenant, n) in counts.iter().filter(|(_, n)| *n > 0) {
-            tx.execute(
-                "INSERT INTO tenant_volume (tenant_id, hour, queries) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (tenant_id, hour) DO UPDATE SET queries = queries + excluded.queries",
-                params![tenant, hour, *n as i64],
-            )?;
+        match &self.backend {
+            Backend::Sqlite(db) => {
+                let mut db = db.lock().expect("store lock");
+                let tx = db.transaction()?;
+                tx.execute(sql::DELETE_CHUNKS, (tenant, id))?;
+                let n = tx.execute(sql::DELETE_DOCUMENT, (tenant, id))?;
+                tx.commit()?;
+                Ok(n > 0)
+            }
+            Backend::Postgres { url, client } => Self::with_postgres(url, client, |c| {
+                let mut tx = c.transaction()?;
+                tx.execute(&sql::pg(sql::DELETE_CHUNKS), &[&tenant, &id])?;
+                let n = tx.execute(&sql::pg(sql::DELETE_DOCUMENT), &[&tenant, &id])?;
+                tx.commit()?;
+                Ok(n > 0)
+            }),
         }
-        tx.commit()?;
-        Ok(())
-    }
-
-    /// The `n` tenants with the most queries since hour `since` (Unix hours), busiest first.
-    pub fn top_tenants(&self, since: i64, n: usize) -> Result<Vec<String>, StoreError> {
-        let db = self.db.lock().expect("store lock");
-        let mut stmt = db.prepare(
-            "SELECT tenant_id FROM tenant_volume WHERE hour >= ?1
-             GROUP BY tenant_id ORDER BY SUM(queries) DESC, tenant_id LIMIT ?2",
-        )?;
-        let ids = stmt
-            .query_map(params![since, n as i64], |row| row.get(0))?
-            .collect::<Result<_, _>>()?;
-        Ok(ids)
     }
 
     /// All of `tenant`'s chunks with their vectors (row-major, `DIMENSIONS` wide).
     pub fn load(&self, tenant: &str) -> Result<(Vec<Chunk>, Vec<f32>), StoreError> {
-        let db = self.db.lock().expect("store lock");
-        let mut stmt = db.prepare(
-            "SELECT document_id, chunk_id, text, vector FROM chunks WHERE tenant_id = ?1 ORDER BY document_id, chunk_id",
-        )?;
         let mut chunks = Vec::new();
         let mut vectors = Vec::new();
-        let mut rows = stmt.query(params![tenant])?;
-        while let Some(row) = rows.next()? {
-            let blob: Vec<u8> = row.get(3)?;
-            if blob.len() != DIMENSIONS * 4 {
-                continue;
+        match &self.backend {
+            Backend::Sqlite(db) => {
+                let db = db.lock().expect("store lock");
+                let mut stmt = db.prepare_cached(sql::LOAD)?;
+                let mut rows = stmt.query([tenant])?;
+                while let Some(row) = rows.next()? {
+                    let blob = row.get_ref(3)?.as_blob().map_err(rusqlite::Error::from)?;
+                    if push_vector(&mut vectors, blob) {
+                        chunks.push(Chunk {
+                            document_id: row.get(0)?,
+                            chunk_id: row.get(1)?,
+                            text: row.get(2)?,
+                        });
+                    }
+                }
             }
-            vectors.extend(
-                blob.chunks_exact(4)
-                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
-            );
-            chunks.push(Chunk {
-                document_id: row.get(0)?,
-                chunk_id: row.get(1)?,
-                text: row.get(2)?,
-            });
+            Backend::Postgres { url, client } => {
+                let rows =
+                    Self::with_postgres(url, client, |c| c.query(&sql::pg(sql::LOAD), &[&tenant]))?;
+                for row in rows {
+                    if push_vector(&mut vectors, row.get::<_, &[u8]>(3)) {
+                        chunks.push(Chunk {
+                            document_id: row.get(0),
+                            chunk_id: row.get(1),
+                            text: row.get(2),
+                        });
+                    }
+                }
+            }
         }
         Ok((chunks, vectors))
     }
 
-    /// Whether `tenant` has a document `id`.
-    pub fn has_document(&self, tenant: &str, id: &str) -> Result<bool, StoreError> {
-        let db = self.db.lock().expect("store lock");
-        let found = db
-            .query_row(
-                "SELECT 1 FROM documents WHERE tenant_id = ?1 AND id = ?2",
-                params![tenant, id],
-                |_| Ok(()),
-            )
-            .optional()?;
-        Ok(found.is_some())
+    /// Adds served query counts to each tenant's volume in the hour `hour` (Unix hours).
+    pub fn record_volume(&self, hour: i64, counts: &[(&str, u64)]) -> Result<(), StoreError> {
+        let counts: Vec<(&str, i64)> = counts
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(t, n)| (*t, i64::try_from(*n).unwrap_or(i64::MAX)))
+            .collect();
+        match &self.backend {
+            Backend::Sqlite(db) => {
+                let mut db = db.lock().expect("store lock");
+                let tx = db.transaction()?;
+                for (tenant, n) in &counts {
+                    tx.execute(sql::ADD_VOLUME, (tenant, hour, n))?;
+                }
+                tx.commit()?;
+                Ok(())
+            }
+            Backend::Postgres { url, client } => Self::with_postgres(url, client, |c| {
+                let mut tx = c.transaction()?;
+                for (tenant, n) in &counts {
+                    tx.execute(&sql::pg(sql::ADD_VOLUME), &[tenant, &hour, n])?;
+                }
+                tx.commit()
+            }),
+        }
+    }
+
+    /// The `n` tenants with the most queries since hour `since` (Unix hours), busiest first.
+    pub fn top_tenants(&self, since: i64, n: usize) -> Result<Vec<String>, StoreError> {
+        let limit = i64::try_from(n).unwrap_or(i64::MAX);
+        match &self.backend {
+            Backend::Sqlite(db) => {
+                let db = db.lock().expect("store lock");
+                let mut stmt = db.prepare(sql::TOP_TENANTS)?;
+                let ids = stmt
+                    .query_map((since, limit), |row| row.get(0))?
+                    .collect::<Result<_, _>>()?;
+                Ok(ids)
+            }
+            Backend::Postgres { url, client } => {
+                let rows = Self::with_postgres(url, client, |c| {
+                    c.query(&sql::pg(sql::TOP_TENANTS), &[&since, &limit])
+                })?;
+                Ok(rows.iter().map(|r| r.get(0)).collect())
+            }
+        }
     }
 }

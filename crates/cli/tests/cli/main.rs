@@ -593,3 +593,131 @@ fn serve_answers_queries_and_drains_without_dropping_any() {
         .unwrap();
     assert!(child.wait().unwrap().success());
 }
+
+/// A fresh database on the Postgres server named by `TENANTSCALE_TEST_POSTGRES`
+/// (`postgres://USER@HOST:PORT/DB`, a role allowed to create databases; `.ci/run` starts one).
+/// Without it the test is skipped, except under CI, where it fails.
+fn fresh_postgres_database(name: &str) -> Option<String> {
+    let Ok(admin) = std::env::var("TENANTSCALE_TEST_POSTGRES") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must set TENANTSCALE_TEST_POSTGRES (see .ci/run)"
+        );
+        eprintln!("skipped: set TENANTSCALE_TEST_POSTGRES to run against Postgres");
+        return None;
+    };
+    let db = format!("{name}_{}", std::process::id());
+    let mut client = postgres::Client::connect(&admin, postgres::NoTls).unwrap();
+    // Separate statements: a multi-statement batch runs as one transaction, which these refuse.
+    for statement in [
+        format!("DROP DATABASE IF EXISTS {db}"),
+        format!("CREATE DATABASE {db}"),
+    ] {
+        client.batch_execute(&statement).unwrap();
+    }
+    let (base, _) = admin.rsplit_once('/').unwrap();
+    Some(format!("{base}/{db}"))
+}
+
+/// Starts `tenantscale serve` with `args`; returns it, its log and its address.
+fn start_serve(
+    args: &[&str],
+) -> (
+    std::process::Child,
+    std::io::BufReader<std::process::ChildStderr>,
+    String,
+) {
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tenantscale"))
+        .args([
+            "serve",
+            "-c",
+            "examples/gcc-platform.yaml",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .args(args)
+        .current_dir(root())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut log = std::io::BufReader::new(child.stderr.take().unwrap());
+    let addr = loop {
+        let mut line = String::new();
+        assert!(
+            log.read_line(&mut line).unwrap() > 0,
+            "serve exited before listening"
+        );
+        if let Some((_, rest)) = line.split_once("listen=") {
+            break rest.trim().to_string();
+        }
+    };
+    (child, log, addr)
+}
+
+#[test]
+fn serve_on_postgres_keeps_tenants_apart_and_drains() {
+    let Some(store) = fresh_postgres_database("tenantscale_cli") else {
+        return;
+    };
+    let media = temp_file(
+        "media-plan.md",
+        "The media team renders video thumbnails at night.",
+    );
+    let finance = temp_file(
+        "finance-plan.md",
+        "The finance team closes the quarterly ledger.",
+    );
+    for (tenant, doc) in [("media-1", &media), ("finance-1", &finance)] {
+        let o = tenantscale(&[
+            "ingest",
+            "-c",
+            "examples/gcc-platform.yaml",
+            "--tenant",
+            tenant,
+            "--store",
+            &store,
+            doc.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let (mut child, mut log, addr) = start_serve(&[
+        "--store",
+        &store,
+        "--trust-tenant-header",
+        "--drain-grace",
+        "0",
+    ]);
+    for (tenant, own, other) in [
+        ("media-1", "media-plan", "finance-plan"),
+        ("finance-1", "finance-plan", "media-plan"),
+    ] {
+        // Ask for the other tenant's words: the answer may only come from the tenant's own.
+        let query = r#"{"query":"finance quarterly ledger media video thumbnails","topK":50}"#;
+        let (status, body) = http(&addr, "POST", "/v1/query", tenant, query).unwrap();
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains(own), "{tenant}: {body}");
+        assert!(
+            !body.contains(other),
+            "{tenant} saw another tenant's document: {body}"
+        );
+    }
+    let path = format!(
+        "/v1/documents/{}",
+        finance.file_name().unwrap().to_str().unwrap()
+    );
+    let (status, _) = http(&addr, "DELETE", &path, "media-1", "").unwrap();
+    assert_eq!(status, 404, "media-1 cannot delete finance-1's document");
+    let (status, _) = http(&addr, "DELETE", &path, "finance-1", "").unwrap();
+    assert_eq!(status, 200);
+
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut log, &mut rest).unwrap();
+    assert!(status.success(), "exit {status:?}: {rest}");
+    assert!(rest.contains("dropped=0"), "{rest}");
+}

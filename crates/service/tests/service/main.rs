@@ -483,3 +483,60 @@ fn tenant_volume_adds_up_per_hour_and_ranks_the_busiest() {
     assert_eq!(store.top_tenants(100, 1).unwrap(), ["b"]);
     assert_eq!(store.top_tenants(0, 1).unwrap(), ["c"]);
 }
+
+/// The same store contract on SQLite and on the Postgres server named by
+/// `TENANTSCALE_TEST_POSTGRES` (skipped without it, except under CI).
+#[test]
+fn both_stores_scope_by_tenant_replace_by_id_and_rank_volume() {
+    let mut stores = vec![("sqlite", Store::in_memory().unwrap())];
+    match std::env::var("TENANTSCALE_TEST_POSTGRES") {
+        Ok(admin) => {
+            let db = format!("tenantscale_store_{}", std::process::id());
+            let mut client = postgres::Client::connect(&admin, postgres::NoTls).unwrap();
+            client
+                .batch_execute(&format!("DROP DATABASE IF EXISTS {db}"))
+                .unwrap();
+            client
+                .batch_execute(&format!("CREATE DATABASE {db}"))
+                .unwrap();
+            let url = format!("{}/{db}", admin.rsplit_once('/').unwrap().0);
+            stores.push(("postgres", Store::connect_postgres(&url).unwrap()));
+        }
+        Err(_) => assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must set TENANTSCALE_TEST_POSTGRES"
+        ),
+    }
+    let doc = |id: &str, text: &str| tenantscale_service::store::NewDocument {
+        id: id.into(),
+        text: text.into(),
+        metadata: json!({"source": "test"}),
+    };
+    for (name, store) in stores {
+        store
+            .ingest("a", &[doc("d1", "alpha one"), doc("d2", "alpha two")])
+            .unwrap();
+        store.ingest("b", &[doc("d1", "beta one")]).unwrap();
+        store.ingest("a", &[doc("d1", "alpha replaced")]).unwrap();
+        let (chunks, vectors) = store.load("a").unwrap();
+        let texts: Vec<&str> = chunks.iter().map(|c| c.text.as_str()).collect();
+        assert_eq!(texts, ["alpha replaced", "alpha two"], "{name}");
+        assert_eq!(
+            vectors.len(),
+            2 * tenantscale_core::retrieval::DIMENSIONS,
+            "{name}"
+        );
+        assert_eq!(store.load("b").unwrap().0.len(), 1, "{name}");
+        assert!(store.delete("a", "d2").unwrap(), "{name}");
+        assert!(!store.delete("a", "d2").unwrap(), "{name}: deleted twice");
+        assert!(
+            !store.delete("c", "d1").unwrap(),
+            "{name}: another tenant's id"
+        );
+        assert_eq!(store.load("b").unwrap().0.len(), 1, "{name}");
+
+        store.record_volume(100, &[("a", 5), ("b", 3)]).unwrap();
+        store.record_volume(101, &[("b", 4)]).unwrap();
+        assert_eq!(store.top_tenants(100, 5).unwrap(), ["b", "a"], "{name}");
+    }
+}
