@@ -82,49 +82,12 @@ enum Command {
     /// Tenants come from the gateway: requests carry X-Tenantscale-Tenant, -Timestamp and
     /// -Signature (HMAC-SHA256 under --secret); anything else is 401. Logs its address on
     /// stderr ("serving listen=…").
-    Serve {
-        #[arg(
-            short = 'c',
-            long = "config",
-            value_name = "FILE",
-            env = "TENANTSCALE_CONFIG"
-        )]
-        config: PathBuf,
-        #[arg(long, default_value = "127.0.0.1:8080")]
-        listen: std::net::SocketAddr,
-        /// sqlite://PATH, or postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE (no TLS)
-        #[arg(
-            long,
-            env = "TENANTSCALE_STORE",
-            hide_env_values = true,
-            default_value = "sqlite://./tenantscale-data/store.db"
-        )]
-        store: String,
-        /// Shared secret with the gateway (at least 16 bytes).
-        #[arg(long, env = "TENANTSCALE_SECRET", hide_env_values = true)]
-        secret: Option<String>,
-        /// Accept the seed's plain X-Tenant-ID (only behind an ingress that authenticates).
-        #[arg(long)]
-        trust_tenant_header: bool,
-        /// Memory budget of the tenant index cache, bytes.
-        #[arg(long, default_value_t = 512 << 20)]
-        cache_bytes: u64,
-        /// Largest request body, bytes.
-        #[arg(long, default_value_t = 1 << 20)]
-        max_body: usize,
-        /// Seconds to keep accepting after SIGTERM (while /ready says draining).
-        #[arg(long, default_value_t = 2.0)]
-        drain_grace: f64,
-        /// Seconds to wait for queued and running queries before giving up.
-        #[arg(long, default_value_t = 30.0)]
-        drain_timeout: f64,
-        /// Seconds /ready reports `warming` after start, so the gateway ramps traffic slowly.
-        #[arg(long, default_value_t = 300.0)]
-        warm_up: f64,
-        /// Busiest tenants (by queries recorded in the store over the last hour) to preload.
-        #[arg(long, default_value_t = 5)]
-        preload: usize,
-    },
+    Serve(serve::ServeArgs),
+    /// Serve an OpenAI-compatible chat API that only waits: a TEST DOUBLE for a paid LLM.
+    ///
+    /// It answers with words lifted from the prompt after --latency-ms plus one token per
+    /// 1/--tokens-per-second, so pods with generation can be load-tested without a model.
+    LlmSim(serve::LlmSimArgs),
     /// Load text or Markdown files into the store for one tenant.
     Ingest {
         #[arg(
@@ -198,31 +161,8 @@ fn main() -> ExitCode {
         Command::Hpa {
             command: HpaCommand::Replay { file, explain },
         } => replay::run(&file, explain),
-        Command::Serve {
-            config,
-            listen,
-            store,
-            secret,
-            trust_tenant_header,
-            cache_bytes,
-            max_body,
-            drain_grace,
-            drain_timeout,
-            warm_up,
-            preload,
-        } => serve::run_serve(serve::ServeArgs {
-            config,
-            listen,
-            store,
-            secret,
-            trust_tenant_header,
-            cache_bytes,
-            max_body,
-            drain_grace,
-            drain_timeout,
-            warm_up,
-            preload,
-        }),
+        Command::Serve(args) => serve::run_serve(args),
+        Command::LlmSim(args) => serve::run_llm_sim(&args),
         Command::Ingest {
             config,
             tenant,

@@ -8,23 +8,85 @@ use std::sync::Arc;
 use std::time::Duration;
 use tenantscale_core::catalog::Catalog;
 use tenantscale_service::http::{HttpConfig, TenantAuth};
+use tenantscale_service::llm::{Llm, LlmConfig};
+use tenantscale_service::llm_sim::{self, LlmSimConfig};
 use tenantscale_service::pod::{Pod, PodConfig};
 use tenantscale_service::store::{NewDocument, Store};
 use tenantscale_service::{ServeConfig, serve};
 
 /// Options of `tenantscale serve`.
+#[derive(clap::Args)]
 pub struct ServeArgs {
+    #[arg(
+        short = 'c',
+        long = "config",
+        value_name = "FILE",
+        env = "TENANTSCALE_CONFIG"
+    )]
     pub config: PathBuf,
-    pub listen: SocketAddr,
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: std::net::SocketAddr,
+    /// sqlite://PATH, or postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE (no TLS)
+    #[arg(
+        long,
+        env = "TENANTSCALE_STORE",
+        hide_env_values = true,
+        default_value = "sqlite://./tenantscale-data/store.db"
+    )]
     pub store: String,
+    /// Shared secret with the gateway (at least 16 bytes).
+    #[arg(long, env = "TENANTSCALE_SECRET", hide_env_values = true)]
     pub secret: Option<String>,
+    /// Accept the seed's plain X-Tenant-ID (only behind an ingress that authenticates).
+    #[arg(long)]
     pub trust_tenant_header: bool,
+    /// Memory budget of the tenant index cache, bytes.
+    #[arg(long, default_value_t = 512 << 20)]
     pub cache_bytes: u64,
+    /// Largest request body, bytes.
+    #[arg(long, default_value_t = 1 << 20)]
     pub max_body: usize,
+    /// Seconds to keep accepting after SIGTERM (while /ready says draining).
+    #[arg(long, default_value_t = 2.0)]
     pub drain_grace: f64,
+    /// Seconds to wait for queued and running queries before giving up.
+    #[arg(long, default_value_t = 30.0)]
     pub drain_timeout: f64,
+    /// Seconds /ready reports `warming` after start, so the gateway ramps traffic slowly.
+    #[arg(long, default_value_t = 300.0)]
     pub warm_up: f64,
+    /// Busiest tenants (by queries recorded in the store over the last hour) to preload.
+    #[arg(long, default_value_t = 5)]
     pub preload: usize,
+    /// OpenAI-compatible chat completions URL (plain HTTP) for `generate: true` queries,
+    /// e.g. http://127.0.0.1:9000/v1/chat/completions; without it answers are null.
+    #[arg(long, env = "TENANTSCALE_LLM_URL")]
+    pub llm_url: Option<String>,
+    /// Model name sent to the LLM.
+    #[arg(long, default_value = "llm-sim")]
+    pub llm_model: String,
+    /// Bearer token for the LLM.
+    #[arg(long, env = "TENANTSCALE_LLM_API_KEY", hide_env_values = true)]
+    pub llm_api_key: Option<String>,
+    /// Seconds an answer may take, retries included (then 504).
+    #[arg(long, default_value_t = 30.0)]
+    pub llm_timeout: f64,
+}
+
+/// Options of `tenantscale llm-sim`.
+#[derive(clap::Args)]
+pub struct LlmSimArgs {
+    #[arg(long, default_value = "127.0.0.1:9000")]
+    pub listen: SocketAddr,
+    /// Milliseconds before the first token.
+    #[arg(long, default_value_t = 200.0)]
+    pub latency_ms: f64,
+    /// Tokens per second after the first (0: the whole answer at once).
+    #[arg(long, default_value_t = 0.0)]
+    pub tokens_per_second: f64,
+    /// Longest answer, tokens, when a request names no max_tokens.
+    #[arg(long, default_value_t = 64)]
+    pub max_tokens: usize,
 }
 
 fn catalog(path: &Path) -> anyhow::Result<Catalog> {
@@ -78,6 +140,28 @@ pub fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
             .into());
         }
     };
+    let llm = match &args.llm_url {
+        None => None,
+        Some(url) => {
+            let uri: axum::http::Uri = url
+                .parse()
+                .ok()
+                .filter(|u: &axum::http::Uri| u.scheme_str() == Some("http") && u.host().is_some())
+                .ok_or_else(|| {
+                    BadInput(format!(
+                        "--llm-url {url:?}: expected http://HOST[:PORT]/v1/chat/completions (plain HTTP)"
+                    ))
+                })?;
+            Some(Arc::new(Llm::new(LlmConfig {
+                url: uri,
+                model: args.llm_model.clone(),
+                api_key: args.llm_api_key.clone(),
+                timeout: seconds("--llm-timeout", args.llm_timeout)?,
+                retries: 2,
+                max_tokens: 256,
+            })))
+        }
+    };
     let store = open_store(&args.store)?;
     let slots = catalog.pool.slots_per_pod;
     let pod = Arc::new(Pod::new(
@@ -95,6 +179,7 @@ pub fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
             max_body: args.max_body,
             max_query_chars: 2000,
             queue_timeout: Duration::from_secs(30),
+            llm,
         },
         drain_grace: seconds("--drain-grace", args.drain_grace)?,
         drain_timeout: seconds("--drain-timeout", args.drain_timeout)?,
@@ -140,5 +225,30 @@ pub fn run_ingest(
         "ingested {} documents ({chunks} chunks) for {tenant}",
         docs.len()
     );
+    Ok(())
+}
+
+pub fn run_llm_sim(args: &LlmSimArgs) -> anyhow::Result<()> {
+    let config = LlmSimConfig {
+        latency: seconds("--latency-ms", args.latency_ms / 1000.0)?,
+        tokens_per_second: if args.tokens_per_second.is_finite() && args.tokens_per_second >= 0.0 {
+            args.tokens_per_second
+        } else {
+            return Err(BadInput("--tokens-per-second: expected 0 or more".into()).into());
+        },
+        max_tokens: args.max_tokens,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(args.listen).await?;
+        tracing::info!(listen = %listener.local_addr()?, "llm-sim (a test double, not a model) serving");
+        axum::serve(listener, llm_sim::router(config))
+            .with_graceful_shutdown(async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await
+    })?;
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! The pod's HTTP API (axum, JSON, camelCase). Errors are `{"error": {"code", "message"}}`
 //! with the right status; nothing is half-written when a request fails.
 
+use crate::llm::LlmError;
 use crate::pod::{Pod, PodState};
 use crate::store::NewDocument;
 use axum::Json;
@@ -31,6 +32,8 @@ pub struct HttpConfig {
     pub max_body: usize,
     pub max_query_chars: usize,
     pub queue_timeout: Duration,
+    /// Answers `generate: true` queries; without it their answer is null.
+    pub llm: Option<Arc<crate::llm::Llm>>,
 }
 
 #[derive(Clone)]
@@ -257,7 +260,7 @@ async fn query(
         }
     };
     let q = embed(&req.query);
-    let passages = top_k(&index.vectors, &q, req.top_k)
+    let passages: Vec<Passage> = top_k(&index.vectors, &q, req.top_k)
         .into_iter()
         .map(|(row, score)| {
             let c = &index.chunks[row];
@@ -270,8 +273,30 @@ async fn query(
         })
         .collect();
     let retrieval = work_started.elapsed();
-    // Generation needs an LLM endpoint; none is configured yet, so answers are null.
-    let _ = req.generate;
+    let generation_started = Instant::now();
+    let answer = match (&state.config.llm, req.generate) {
+        (Some(llm), true) => {
+            let texts: Vec<&str> = passages.iter().map(|p| p.text.as_str()).collect();
+            match llm.answer(&req.query, &texts).await {
+                Ok(answer) => Some(answer),
+                Err(e) => {
+                    let (status, code) = match e {
+                        LlmError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "llm_timeout"),
+                        LlmError::Upstream(_) => (StatusCode::BAD_GATEWAY, "llm_error"),
+                    };
+                    pod.metrics.finished(
+                        t,
+                        code,
+                        started.elapsed().as_secs_f64(),
+                        work_started.elapsed().as_secs_f64(),
+                    );
+                    return Err(ApiError::new(status, code, e.to_string()));
+                }
+            }
+        }
+        _ => None,
+    };
+    let generation = generation_started.elapsed();
     pod.count_served(t);
     pod.metrics.finished(
         t,
@@ -281,12 +306,12 @@ async fn query(
     );
     Ok(Json(QueryResponse {
         tenant_id: pod.catalog.tenants[t].id.clone(),
-        answer: None,
+        answer,
         passages,
         timings: Timings {
             queued_ms: queued.as_secs_f64() * 1000.0,
             retrieval_ms: retrieval.as_secs_f64() * 1000.0,
-            generation_ms: 0.0,
+            generation_ms: generation.as_secs_f64() * 1000.0,
         },
     }))
 }

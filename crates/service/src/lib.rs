@@ -4,6 +4,8 @@
 //! metrics, and a drain on SIGTERM that finishes every admitted query.
 
 pub mod http;
+pub mod llm;
+pub mod llm_sim;
 pub mod metrics;
 pub mod pod;
 pub mod store;

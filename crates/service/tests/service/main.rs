@@ -40,6 +40,7 @@ fn config(auth: TenantAuth) -> HttpConfig {
         max_body: 64 * 1024,
         max_query_chars: 200,
         queue_timeout: Duration::from_secs(5),
+        llm: None,
     }
 }
 
@@ -538,5 +539,94 @@ fn both_stores_scope_by_tenant_replace_by_id_and_rank_volume() {
         store.record_volume(100, &[("a", 5), ("b", 3)]).unwrap();
         store.record_volume(101, &[("b", 4)]).unwrap();
         assert_eq!(store.top_tenants(100, 5).unwrap(), ["b", "a"], "{name}");
+    }
+}
+
+/// Serves the llm-sim test double on a free port; returns its completions URL.
+async fn start_llm_sim(latency: Duration) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = tenantscale_service::llm_sim::router(tenantscale_service::llm_sim::LlmSimConfig {
+        latency,
+        tokens_per_second: 0.0,
+        max_tokens: 8,
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}/v1/chat/completions")
+}
+
+fn llm(url: &str, timeout: Duration) -> Option<Arc<tenantscale_service::llm::Llm>> {
+    Some(Arc::new(tenantscale_service::llm::Llm::new(
+        tenantscale_service::llm::LlmConfig {
+            url: url.parse().unwrap(),
+            model: "llm-sim".into(),
+            api_key: None,
+            timeout,
+            retries: 1,
+            max_tokens: 8,
+        },
+    )))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn generation_answers_from_the_passages_and_maps_llm_failures() {
+    let fast = start_llm_sim(Duration::from_millis(50)).await;
+    let slow = start_llm_sim(Duration::from_secs(5)).await;
+    // A port nothing listens on: bind one, note it, close it.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}/v1/chat/completions", l.local_addr().unwrap())
+    };
+    let query = json!({"query": "which autoscaler adjusts replicas", "generate": true});
+    for (url, timeout, want) in [
+        (&fast, Duration::from_secs(5), StatusCode::OK),
+        (
+            &slow,
+            Duration::from_millis(300),
+            StatusCode::GATEWAY_TIMEOUT,
+        ),
+        (&closed, Duration::from_secs(5), StatusCode::BAD_GATEWAY),
+    ] {
+        let mut cfg = config(TenantAuth::Signed(SECRET.to_vec()));
+        cfg.llm = llm(url, timeout);
+        let app = router(pod(10, 2), cfg);
+        ingest(
+            &app,
+            "media-1",
+            json!([{"id": "hpa", "text": "The horizontal pod autoscaler adjusts replicas from metrics."}]),
+        )
+        .await;
+        let (status, body, _) =
+            call(&app, signed("POST", "/v1/query", "media-1", query.clone())).await;
+        assert_eq!(status, want, "{url}: {body}");
+        if want == StatusCode::OK {
+            // llm-sim echoes the first passage: the answer is grounded in the tenant's document.
+            assert_eq!(
+                body["answer"],
+                "(llm-sim) The horizontal pod autoscaler adjusts replicas from metrics."
+            );
+            assert!(
+                body["timings"]["generationMs"].as_f64().unwrap() >= 50.0,
+                "{body}"
+            );
+        } else {
+            let code = if want == StatusCode::GATEWAY_TIMEOUT {
+                "llm_timeout"
+            } else {
+                "llm_error"
+            };
+            assert_eq!(body["error"]["code"], code, "{body}");
+        }
+        // Without `generate` no LLM is asked.
+        let (status, body, _) = call(
+            &app,
+            signed("POST", "/v1/query", "media-1", json!({"query": "replicas"})),
+        )
+        .await;
+        assert_eq!(
+            (status, &body["answer"]),
+            (StatusCode::OK, &Value::Null),
+            "{body}"
+        );
     }
 }
