@@ -5,7 +5,8 @@
 #
 # Prerequisites (the rig's): apt-get install -y wrk; pip install fastapi 'uvicorn[standard]'
 #   prometheus_client httpx; and a release build: cargo build --release -p tenantscale
-# Usage: bench/service.sh [rig options, e.g. --quick or --rounds 3]
+# Usage: [SEED_WORK_SECONDS=0] bench/service.sh [rig options, e.g. --quick or --rounds 3]
+# (SEED_WORK_SECONDS=0: the seed does no work per query either, as in the README table.)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/.." && pwd)"

@@ -35,14 +35,24 @@ fn add(v: &mut [f32], feature: &str, weight: f32) {
 pub fn embed(text: &str) -> Vec<f32> {
     let mut v = vec![0.0f32; DIMENSIONS];
     let ws = words(text);
+    // One reused buffer for the feature strings (the query path embeds on every request).
+    let mut feature = String::new();
+    let mut chars: Vec<char> = Vec::new();
     for (i, w) in ws.iter().enumerate() {
         add(&mut v, w, 1.0);
         if let Some(next) = ws.get(i + 1) {
-            add(&mut v, &format!("{w} {next}"), 0.5);
+            feature.clear();
+            feature.extend([w.as_str(), " ", next.as_str()]);
+            add(&mut v, &feature, 0.5);
         }
-        let chars: Vec<char> = format!("<{w}>").chars().collect();
+        chars.clear();
+        chars.push('<');
+        chars.extend(w.chars());
+        chars.push('>');
         for tri in chars.windows(3) {
-            add(&mut v, &tri.iter().collect::<String>(), 0.25);
+            feature.clear();
+            feature.extend(tri);
+            add(&mut v, &feature, 0.25);
         }
     }
     let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
@@ -167,6 +177,40 @@ mod tests {
             let b: Vec<f32> = (0..n).map(|i| ((i * 5 % 11) as f32 - 5.0) / 10.0).collect();
             let plain: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
             assert!((dot(&a, &b) - plain).abs() < 1e-4, "length {n}");
+        }
+    }
+
+    /// The features written out plainly: stored vectors depend on them, so a faster `embed`
+    /// must produce exactly the same vector.
+    fn reference_embed(text: &str) -> Vec<f32> {
+        let mut v = vec![0.0f32; DIMENSIONS];
+        let ws = words(text);
+        for (i, w) in ws.iter().enumerate() {
+            add(&mut v, w, 1.0);
+            if let Some(next) = ws.get(i + 1) {
+                add(&mut v, &format!("{w} {next}"), 0.5);
+            }
+            let chars: Vec<char> = format!("<{w}>").chars().collect();
+            for tri in chars.windows(3) {
+                add(&mut v, &tri.iter().collect::<String>(), 0.25);
+            }
+        }
+        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        if norm > 0.0 {
+            v.iter_mut().for_each(|x| *x /= norm);
+        }
+        v
+    }
+
+    #[test]
+    fn embeddings_keep_their_features() {
+        for text in [
+            "",
+            "a",
+            "The horizontal pod autoscaler adjusts replicas.",
+            "Größe über Tenants — naïve café, 東京 ok",
+        ] {
+            assert_eq!(embed(text), reference_embed(text), "{text:?}");
         }
     }
 }

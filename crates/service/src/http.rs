@@ -259,8 +259,13 @@ async fn query(
                 })?
         }
     };
-    let q = embed(&req.query);
-    let passages: Vec<Passage> = top_k(&index.vectors, &q, req.top_k)
+    // A tenant without documents has nothing to search: skip embedding the query.
+    let hits = if index.vectors.is_empty() {
+        Vec::new()
+    } else {
+        top_k(&index.vectors, &embed(&req.query), req.top_k)
+    };
+    let passages: Vec<Passage> = hits
         .into_iter()
         .map(|(row, score)| {
             let c = &index.chunks[row];
