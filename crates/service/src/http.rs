@@ -398,7 +398,10 @@ async fn remove(
 
 /// OpenMetrics for scrapers that ask for it, the Prometheus text format otherwise.
 async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let body = state.pod.metrics.encode(&state.pod.load());
+    let body = state
+        .pod
+        .metrics
+        .encode(&state.pod.load(), state.pod.slots());
     let accept = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())

@@ -180,6 +180,11 @@ impl Pod {
             .collect()
     }
 
+    /// Worker slots of this pod.
+    pub fn slots(&self) -> u32 {
+        self.slots.lock().expect("slots lock").scheduler.slots()
+    }
+
     /// Requests queued or in service, all tenants.
     pub fn outstanding(&self) -> usize {
         let s = self.slots.lock().expect("slots lock");
@@ -193,14 +198,19 @@ impl Pod {
             return Ok(index);
         }
         self.metrics.cache(tenant, false);
+        let started = std::time::Instant::now();
         let (chunks, vectors) = self.store.load(&self.catalog.tenants[tenant].id)?;
         let index = Arc::new(TenantIndex { chunks, vectors });
         let mut c = self.cache.lock().expect("cache lock");
         let (lru, map) = &mut *c;
-        if let Access::Miss { .. } = lru.access(tenant, index.bytes()) {
+        let mut evicted = 0;
+        if let Access::Miss { evicted: n } = lru.access(tenant, index.bytes()) {
+            evicted = n;
             map.insert(tenant, Arc::clone(&index));
             map.retain(|t, _| lru.contains(*t));
         }
+        self.metrics
+            .cache_loaded(started.elapsed().as_secs_f64(), evicted);
         Ok(index)
     }
 

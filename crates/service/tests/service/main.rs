@@ -396,6 +396,10 @@ async fn metrics_use_the_seeds_names() {
         "# TYPE query_latency_seconds histogram",
         "tenantscale_cache_misses_total{tenant_id=\"media-1\"} 1",
         "tenantscale_busy_seconds_total{tenant_id=\"media-1\"}",
+        "tenantscale_cache_load_seconds_count 1",
+        "tenantscale_cache_evictions_total 0",
+        "tenantscale_slots 4",
+        "tenantscale_slots_busy 0",
     ] {
         assert!(text.contains(needle), "missing {needle:?} in\n{text}");
     }
@@ -629,4 +633,38 @@ async fn generation_answers_from_the_passages_and_maps_llm_failures() {
             "{body}"
         );
     }
+}
+
+#[test]
+fn a_full_cache_evicts_the_least_recent_tenant_and_counts_it() {
+    let store = Store::in_memory().unwrap();
+    let doc = |text: &str| tenantscale_service::store::NewDocument {
+        id: "d".into(),
+        text: text.into(),
+        metadata: Value::Null,
+    };
+    store.ingest("media-1", &[doc("media text")]).unwrap();
+    store.ingest("finance-1", &[doc("finance text")]).unwrap();
+    // Room for one index of one chunk (384 floats plus its text), not two.
+    let pod = Pod::new(
+        catalog(10),
+        store,
+        &PodConfig {
+            slots: 1,
+            cache_bytes: 2_000,
+        },
+    );
+    pod.index(0).unwrap();
+    pod.index(1).unwrap();
+    assert!(pod.cached_index(0).is_none(), "media-1 was evicted");
+    assert!(pod.cached_index(1).is_some());
+    let text = pod.metrics.encode(&pod.load(), pod.slots());
+    assert!(
+        text.contains("tenantscale_cache_evictions_total 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("tenantscale_cache_load_seconds_count 2"),
+        "{text}"
+    );
 }
