@@ -721,3 +721,99 @@ fn serve_on_postgres_keeps_tenants_apart_and_drains() {
     assert!(status.success(), "exit {status:?}: {rest}");
     assert!(rest.contains("dropped=0"), "{rest}");
 }
+
+/// Polls `/metrics` until it has `needle` (each poll is a fresh scrape; the deadline only
+/// bounds a broken run).
+fn wait_for_metric(addr: &str, needle: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (_, text) = http(addr, "GET", "/metrics", "media-1", "").unwrap();
+        if text.contains(needle) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {needle:?} in\n{text}"
+        );
+        std::thread::yield_now();
+    }
+}
+
+#[test]
+fn a_full_tenant_queue_gets_429_while_another_tenant_is_served() {
+    use std::io::BufRead;
+    // One slot, one queue place per tenant; llm-sim makes each answer take a second.
+    let catalog = temp_file(
+        "one-slot.yaml",
+        "cluster: {cores: 8, memory: 16Gi}\ntiers:\n  gold: {share: 0.5, maxShare: 0.3}\n\
+tenants:\n  - {id: media-1, tier: gold}\n  - {id: finance-1, tier: gold}\n\
+pool: {maxReplicas: 4, slotsPerPod: 1, queuePerTenant: 1}\n",
+    );
+    let mut llm = Command::new(env!("CARGO_BIN_EXE_tenantscale"))
+        .args(["llm-sim", "--listen", "127.0.0.1:0", "--latency-ms", "1000"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut llm_log = std::io::BufReader::new(llm.stderr.take().unwrap());
+    let llm_addr = loop {
+        let mut line = String::new();
+        assert!(llm_log.read_line(&mut line).unwrap() > 0, "llm-sim exited");
+        if let Some((_, rest)) = line.split_once("listen=") {
+            break rest.trim().to_string();
+        }
+    };
+    let store = format!(
+        "sqlite://{}",
+        std::env::temp_dir()
+            .join(format!("tenantscale-429-{}.db", std::process::id()))
+            .display()
+    );
+    let llm_url = format!("http://{llm_addr}/v1/chat/completions");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tenantscale"))
+        .args([
+            "serve",
+            "-c",
+            catalog.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--store", &store, "--trust-tenant-header", "--warm-up", "0"])
+        .args(["--drain-grace", "0", "--llm-url", &llm_url])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut log = std::io::BufReader::new(child.stderr.take().unwrap());
+    let addr = loop {
+        let mut line = String::new();
+        assert!(log.read_line(&mut line).unwrap() > 0, "serve exited");
+        if let Some((_, rest)) = line.split_once("listen=") {
+            break rest.trim().to_string();
+        }
+    };
+    let slow = r#"{"query":"anything","generate":true}"#;
+    let background = |tenant: &'static str| {
+        let addr = addr.clone();
+        std::thread::spawn(move || http(&addr, "POST", "/v1/query", tenant, slow).unwrap().0)
+    };
+    let first = background("media-1");
+    wait_for_metric(&addr, r#"tenantscale_in_flight{tenant_id="media-1"} 1"#);
+    let second = background("media-1");
+    wait_for_metric(&addr, r#"tenant_queue_depth{tenant_id="media-1"} 1"#);
+    let (status, body) = http(&addr, "POST", "/v1/query", "media-1", slow).unwrap();
+    assert_eq!(status, 429, "{body}");
+    assert!(body.contains("queue_full"), "{body}");
+    let (status, body) = http(&addr, "POST", "/v1/query", "finance-1", slow).unwrap();
+    assert_eq!(
+        status, 200,
+        "finance-1 is served while media-1 is full: {body}"
+    );
+    assert_eq!((first.join().unwrap(), second.join().unwrap()), (200, 200));
+
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    llm.kill().unwrap();
+    llm.wait().unwrap();
+}
