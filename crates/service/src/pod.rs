@@ -93,15 +93,7 @@ impl Drop for SlotGuard {
 impl Pod {
     /// A pod for `catalog`'s tenants.
     pub fn new(catalog: Catalog, store: Store, config: &PodConfig) -> Self {
-        let slots: Vec<TenantSlot> = catalog
-            .tenants
-            .iter()
-            .map(|t| TenantSlot {
-                weight: t.weight,
-                max_share: t.max_share,
-                queue_bound: catalog.pool.queue_per_tenant,
-            })
-            .collect();
+        let slots = TenantSlot::for_catalog(&catalog);
         let metrics = Metrics::new(&catalog);
         let tenants = catalog.tenants.len();
         Self {
@@ -151,12 +143,8 @@ impl Pod {
         let (tx, rx) = oneshot::channel();
         let mut s = self.slots.lock().expect("slots lock");
         if s.scheduler.enqueue(tenant, tx).is_err() {
-            // Drains at about `slots / mean_service` requests per second; a place frees up
-            // after the tenant's queue has moved by one.
-            let waiting = s.scheduler.queued_for(tenant).max(1) as f64;
-            let rate = f64::from(s.scheduler.slots()) / s.mean_service.max(1e-3);
             return Err(QueueFull {
-                retry_after: (waiting / rate).max(0.001),
+                retry_after: s.scheduler.retry_after(tenant, s.mean_service),
             });
         }
         Self::grant(&mut s);

@@ -44,7 +44,7 @@ pub const RELIEF_TARGET: f64 = 10.0;
 pub const RELIEF_HOLD_SECONDS: f64 = 60.0;
 /// Window over which a tenant's share of served capacity is measured.
 pub const SHARE_WINDOW_SECONDS: f64 = 10.0;
-/// Retry-After for a refusal by a full pod queue or an empty pool.
+/// Retry-After for a refusal by an empty pool, or by a full queue of the seed's FIFO plane.
 const QUEUE_RETRY_AFTER: f64 = 1.0;
 
 /// An event. Kept to 16 bytes (the queue moves them a lot): times are offsets in µs from the
@@ -87,16 +87,20 @@ enum Queues {
 }
 
 impl Queues {
-    fn enqueue(&mut self, tenant: usize, first_at: Micros) -> bool {
+    /// Queues a request; a full queue refuses it with a Retry-After (the fair plane computes
+    /// it as the live pod does, from the queue's drain rate at `mean_service` seconds).
+    fn enqueue(&mut self, tenant: usize, first_at: Micros, mean_service: f64) -> Result<(), f64> {
         match self {
-            Queues::Fair(s) => s.enqueue(tenant, first_at).is_ok(),
+            Queues::Fair(s) => s
+                .enqueue(tenant, first_at)
+                .map_err(|_| s.retry_after(tenant, mean_service)),
             Queues::Fifo(f) => {
                 if f.per_tenant[tenant] >= f.bound {
-                    return false;
+                    return Err(QUEUE_RETRY_AFTER);
                 }
                 f.per_tenant[tenant] += 1;
                 f.items.push_back((tenant, first_at));
-                true
+                Ok(())
             }
         }
     }
@@ -224,6 +228,8 @@ pub struct Engine<'s> {
     router: Router,
     admission: Admission,
     slot_template: Vec<TenantSlot>,
+    /// Typical service seconds of one request (for Retry-After).
+    mean_service: f64,
     // per tenant (catalog index)
     class_of: Vec<Option<usize>>,
     slo: Vec<Micros>,
@@ -274,15 +280,7 @@ impl<'s> Engine<'s> {
         let cat = &sc.catalog;
         let n = cat.tenants.len();
         let plane = policy.plane();
-        let slot_template: Vec<TenantSlot> = cat
-            .tenants
-            .iter()
-            .map(|t| TenantSlot {
-                weight: t.weight,
-                max_share: t.max_share,
-                queue_bound: cat.pool.queue_per_tenant,
-            })
-            .collect();
+        let slot_template = TenantSlot::for_catalog(cat);
         let limits: Vec<TenantLimits> = cat
             .tenants
             .iter()
@@ -313,7 +311,8 @@ impl<'s> Engine<'s> {
             .filter(|t| sc.classes[t.class].spiking)
             .map(|t| t.tenant)
             .collect();
-        let share_retry = (sc.model.retrieval_hit_ms + sc.model.llm_median_ms) / 1000.0;
+        // A request's typical service time: a cache hit and the median LLM call.
+        let mean_service = (sc.model.retrieval_hit_ms + sc.model.llm_median_ms) / 1000.0;
         let router = Router::new(
             RouterConfig {
                 warmup_seconds: sc.model.warmup_seconds,
@@ -368,7 +367,8 @@ impl<'s> Engine<'s> {
             router_pods: Vec::new(),
             ready_pods: Vec::new(),
             router,
-            admission: Admission::new(&limits, share_retry),
+            admission: Admission::new(&limits, mean_service),
+            mean_service,
             slot_template,
             class_of,
             slo: cat
@@ -601,10 +601,10 @@ impl<'s> Engine<'s> {
                 self.ready_pods[self.route_rng.below(self.ready_pods.len())]
             }
         };
-        if self.pods[pod].queues.enqueue(tenant, first_at) {
-            self.queued[tenant] += 1;
-            self.dispatch(pod);
-        } else {
+        let enqueued = self.pods[pod]
+            .queues
+            .enqueue(tenant, first_at, self.mean_service);
+        if let Err(retry_after) = enqueued {
             if self.plane == Plane::Fair {
                 self.router.release(
                     self.pods[pod]
@@ -613,8 +613,10 @@ impl<'s> Engine<'s> {
                 );
                 self.admission.release(tenant);
             }
-            self.refuse(tenant, first_at, attempts, QUEUE_RETRY_AFTER);
+            return self.refuse(tenant, first_at, attempts, retry_after);
         }
+        self.queued[tenant] += 1;
+        self.dispatch(pod);
     }
 
     /// A 429: the client retries after `retry_after`, or gives up after its last retry.

@@ -6,6 +6,7 @@
 //! `cap` of slots is skipped while another tenant waits; when only capped tenants wait, they are
 //! served anyway (the scheduler is work-conserving).
 
+use crate::catalog::Catalog;
 use std::collections::VecDeque;
 
 /// A tenant's place in the scheduler (dense index, as in the catalog).
@@ -35,6 +36,22 @@ pub struct TenantSlot {
     pub max_share: f64,
     /// Bound of the tenant's queue.
     pub queue_bound: u32,
+}
+
+impl TenantSlot {
+    /// Every catalog tenant's settings, in catalog order: tier weight, maxShare and the pool's
+    /// queue bound.
+    pub fn for_catalog(catalog: &Catalog) -> Vec<TenantSlot> {
+        catalog
+            .tenants
+            .iter()
+            .map(|t| TenantSlot {
+                weight: t.weight,
+                max_share: t.max_share,
+                queue_bound: catalog.pool.queue_per_tenant,
+            })
+            .collect()
+    }
 }
 
 /// A full queue: the item comes back to the caller.
@@ -156,6 +173,15 @@ impl<T> FairScheduler<T> {
         self.queued
     }
     /// Requests waiting for `tenant`.
+    /// Retry-After (seconds) for a request refused by `tenant`'s full queue: the time that
+    /// queue takes to drain at its own current rate, one request per `mean_service_s` for each
+    /// slot the tenant holds (at least one).
+    pub fn retry_after(&self, tenant: TenantIndex, mean_service_s: f64) -> f64 {
+        let q = &self.queues[tenant];
+        let rate = f64::from(q.in_service.max(1)) / mean_service_s.max(1e-3);
+        (q.items.len().max(1) as f64 / rate).max(0.001)
+    }
+
     pub fn queued_for(&self, tenant: TenantIndex) -> usize {
         self.queues[tenant].items.len()
     }
@@ -202,6 +228,19 @@ mod tests {
                 queue_bound: 1000,
             })
             .collect()
+    }
+
+    #[test]
+    fn retry_after_is_the_time_the_tenants_queue_takes_to_drain() {
+        let mut s = FairScheduler::new(2, &tenants(&[1, 1], 1.0));
+        for i in 0..6 {
+            s.enqueue(0, i).unwrap();
+        }
+        while s.start_next().is_some() {}
+        // Tenant 0 holds both slots with 4 waiting: 4 / (2 per 0.2 s) = 0.4 s.
+        assert!((s.retry_after(0, 0.2) - 0.4).abs() < 1e-9);
+        // Tenant 1 holds no slot and waits for none: one request's time at one slot.
+        assert!((s.retry_after(1, 0.2) - 0.2).abs() < 1e-9);
     }
 
     #[test]
