@@ -6,13 +6,14 @@
 //! single-accumulator dot product.
 
 use std::time::{Duration, Instant};
-use tenantscale_core::retrieval::{DIMENSIONS, embed, top_k};
+use tenantscale_core::retrieval::{DIMENSIONS, embed};
+use tenantscale_service::pod::TenantIndex;
 use tenantscale_service::store::{NewDocument, Store};
 
 const CHUNKS: usize = 10_000;
 
-/// A top-k scan: (vectors, query, k) -> (row, score), best first.
-type Scan = fn(&[f32], &[f32], usize) -> Vec<(usize, f32)>;
+/// A search: query -> (row, score), best first.
+type Search<'a> = &'a dyn Fn(&str) -> Vec<(usize, f32)>;
 const VOCABULARY: [&str; 40] = [
     "tenant",
     "scaling",
@@ -119,21 +120,18 @@ fn main() {
         .collect();
     let (load_p50, load_p99) = percentiles(loads);
     let (chunks, vectors) = store.load("tenant-00").expect("load");
-    let bytes = vectors.len() * 4
-        + chunks
-            .iter()
-            .map(|c| c.text.len() + c.document_id.len() + 32)
-            .sum::<usize>();
+    let index = TenantIndex { chunks, vectors };
+    let bytes = index.bytes() as usize;
 
     let queries: Vec<String> = (0..1000)
         .map(|i| document(i * 7 + 3)[..80].to_string())
         .collect();
-    let time = |scan: Scan| {
+    let time = |search: Search| {
         let samples: Vec<Duration> = queries
             .iter()
             .map(|q| {
                 let t = Instant::now();
-                let hits = scan(&vectors, &embed(q), 5);
+                let hits = search(q);
                 std::hint::black_box(hits);
                 t.elapsed()
             })
@@ -144,8 +142,8 @@ fn main() {
     let mut ours = Vec::new();
     let mut plain = Vec::new();
     for _ in 0..3 {
-        ours.push(time(top_k));
-        plain.push(time(plain_top_k));
+        ours.push(time(&|q| index.search(q, 5)));
+        plain.push(time(&|q| plain_top_k(&index.vectors, &embed(q), 5)));
     }
     let median = |v: &mut Vec<(Duration, Duration)>| {
         v.sort();
@@ -155,7 +153,7 @@ fn main() {
     let (plain_p50, plain_p99) = median(&mut plain);
     println!(
         "tenant: {} chunks, {} per cached tenant",
-        chunks.len(),
+        index.chunks.len(),
         mib(bytes)
     );
     println!(

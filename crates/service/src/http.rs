@@ -14,7 +14,6 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tenantscale_core::auth;
-use tenantscale_core::retrieval::{embed, top_k};
 
 /// How the pod learns a request's tenant.
 #[derive(Debug, Clone)]
@@ -259,13 +258,8 @@ async fn query(
                 })?
         }
     };
-    // A tenant without documents has nothing to search: skip embedding the query.
-    let hits = if index.vectors.is_empty() {
-        Vec::new()
-    } else {
-        top_k(&index.vectors, &embed(&req.query), req.top_k)
-    };
-    let passages: Vec<Passage> = hits
+    let passages: Vec<Passage> = index
+        .search(&req.query, req.top_k)
         .into_iter()
         .map(|(row, score)| {
             let c = &index.chunks[row];

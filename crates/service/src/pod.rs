@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use tenantscale_core::cache::{Access, TenantCache};
 use tenantscale_core::catalog::Catalog;
 use tenantscale_core::fairness::scheduler::{FairScheduler, TenantSlot};
+use tenantscale_core::retrieval::{embed, top_k};
 use tokio::sync::oneshot;
 
 /// Lifecycle states, as `/ready` reports them.
@@ -28,6 +29,15 @@ pub struct TenantIndex {
 }
 
 impl TenantIndex {
+    /// The `k` chunks most similar to `query`: (row, score), best first. An empty index
+    /// answers at once, without embedding the query.
+    pub fn search(&self, query: &str, k: usize) -> Vec<(usize, f32)> {
+        if self.vectors.is_empty() {
+            return Vec::new();
+        }
+        top_k(&self.vectors, &embed(query), k)
+    }
+
     /// Approximate bytes held in memory.
     pub fn bytes(&self) -> u64 {
         (self.vectors.len() * 4
