@@ -50,30 +50,22 @@ enum Backend {
 /// Characters per chunk the chunker aims for.
 const CHUNK_TARGET: usize = 800;
 
-/// Schema version 1. Both dialects keep the same tables and columns.
-const SQLITE_SCHEMA: &str = "
-    CREATE TABLE IF NOT EXISTS documents (
-        tenant_id TEXT NOT NULL, id TEXT NOT NULL, text TEXT NOT NULL, metadata TEXT NOT NULL,
-        PRIMARY KEY (tenant_id, id));
-    CREATE TABLE IF NOT EXISTS chunks (
-        tenant_id TEXT NOT NULL, document_id TEXT NOT NULL, chunk_id INTEGER NOT NULL,
-        text TEXT NOT NULL, vector BLOB NOT NULL,
-        PRIMARY KEY (tenant_id, document_id, chunk_id));
-    CREATE TABLE IF NOT EXISTS tenant_volume (
-        tenant_id TEXT NOT NULL, hour INTEGER NOT NULL, queries INTEGER NOT NULL,
-        PRIMARY KEY (tenant_id, hour));";
-
-const POSTGRES_SCHEMA: &str = "
-    CREATE TABLE IF NOT EXISTS documents (
-        tenant_id TEXT NOT NULL, id TEXT NOT NULL, text TEXT NOT NULL, metadata TEXT NOT NULL,
-        PRIMARY KEY (tenant_id, id));
-    CREATE TABLE IF NOT EXISTS chunks (
-        tenant_id TEXT NOT NULL, document_id TEXT NOT NULL, chunk_id BIGINT NOT NULL,
-        text TEXT NOT NULL, vector BYTEA NOT NULL,
-        PRIMARY KEY (tenant_id, document_id, chunk_id));
-    CREATE TABLE IF NOT EXISTS tenant_volume (
-        tenant_id TEXT NOT NULL, hour BIGINT NOT NULL, queries BIGINT NOT NULL,
-        PRIMARY KEY (tenant_id, hour));";
+/// Schema version 1, with the dialect's names for a 64-bit integer and a byte string: both
+/// stores keep the same tables and columns.
+fn schema(integer: &str, bytes: &str) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS documents (
+             tenant_id TEXT NOT NULL, id TEXT NOT NULL, text TEXT NOT NULL, metadata TEXT NOT NULL,
+             PRIMARY KEY (tenant_id, id));
+         CREATE TABLE IF NOT EXISTS chunks (
+             tenant_id TEXT NOT NULL, document_id TEXT NOT NULL, chunk_id {integer} NOT NULL,
+             text TEXT NOT NULL, vector {bytes} NOT NULL,
+             PRIMARY KEY (tenant_id, document_id, chunk_id));
+         CREATE TABLE IF NOT EXISTS tenant_volume (
+             tenant_id TEXT NOT NULL, hour {integer} NOT NULL, queries {integer} NOT NULL,
+             PRIMARY KEY (tenant_id, hour));"
+    )
+}
 
 /// Statements in SQLite's dialect; `pg` turns `?N` into Postgres's `$N`.
 mod sql {
@@ -137,7 +129,7 @@ impl Store {
     fn sqlite(db: rusqlite::Connection) -> Result<Self, StoreError> {
         db.pragma_update(None, "journal_mode", "WAL")?;
         db.pragma_update(None, "synchronous", "FULL")?;
-        db.execute_batch(SQLITE_SCHEMA)?;
+        db.execute_batch(&schema("INTEGER", "BLOB"))?;
         Ok(Self {
             backend: Backend::Sqlite(Mutex::new(db)),
         })
@@ -150,7 +142,7 @@ impl Store {
         let mut tx = client.transaction()?;
         // Concurrent CREATE TABLE IF NOT EXISTS can still collide in Postgres's catalog.
         tx.execute("SELECT pg_advisory_xact_lock(7400311)", &[])?;
-        tx.batch_execute(POSTGRES_SCHEMA)?;
+        tx.batch_execute(&schema("BIGINT", "BYTEA"))?;
         tx.commit()?;
         Ok(Self {
             backend: Backend::Postgres {
