@@ -404,7 +404,6 @@ fn http(
 
 #[test]
 fn serve_answers_queries_and_drains_without_dropping_any() {
-    use std::io::BufRead;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     let dir = std::env::temp_dir().join(format!("tenantscale-serve-{}", std::process::id()));
@@ -428,33 +427,14 @@ fn serve_answers_queries_and_drains_without_dropping_any() {
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tenantscale"))
-        .args([
-            "serve",
-            "-c",
-            "examples/gcc-platform.yaml",
-            "--listen",
-            "127.0.0.1:0",
-            "--store",
-            &store,
-        ])
-        .args(["--trust-tenant-header", "--drain-grace", "1"])
-        .current_dir(root())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut log = std::io::BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    let addr = loop {
-        line.clear();
-        assert!(
-            log.read_line(&mut line).unwrap() > 0,
-            "serve exited before listening"
-        );
-        if let Some((_, rest)) = line.split_once("listen=") {
-            break rest.trim().to_string();
-        }
-    };
+    let pod = Server::serve(&[
+        "--store",
+        &store,
+        "--trust-tenant-header",
+        "--drain-grace",
+        "1",
+    ]);
+    let addr = pod.addr.clone();
     let (status, body) = http(
         &addr,
         "POST",
@@ -495,13 +475,7 @@ fn serve_answers_queries_and_drains_without_dropping_any() {
     while sent.load(Ordering::SeqCst) < 200 {
         std::thread::yield_now();
     }
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
+    pod.terminate();
     loop {
         match http(&addr, "GET", "/ready", "media-1", "") {
             Ok((503, body)) => {
@@ -516,10 +490,7 @@ fn serve_answers_queries_and_drains_without_dropping_any() {
     for c in clients {
         c.join().unwrap();
     }
-    let status = child.wait().unwrap();
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut log, &mut rest).unwrap();
-    assert!(status.success(), "exit {status:?}: {rest}");
+    let rest = pod.exit_log();
     assert_eq!(
         failed.load(Ordering::SeqCst),
         0,
@@ -530,36 +501,21 @@ fn serve_answers_queries_and_drains_without_dropping_any() {
 
     // The drain recorded media-1's volume: a new pod on the same store preloads it and reports
     // warming until its window ends.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tenantscale"))
-        .args(["serve", "-c", "examples/gcc-platform.yaml"])
-        .args(["--listen", "127.0.0.1:0", "--store", &store])
-        .args(["--trust-tenant-header", "--preload", "1", "--warm-up", "2"])
-        .current_dir(root())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut log = std::io::BufReader::new(child.stderr.take().unwrap());
-    let mut wait_for = |needle: &str| loop {
-        let mut line = String::new();
-        assert!(
-            log.read_line(&mut line).unwrap() > 0,
-            "no {needle:?} in the log"
-        );
-        if line.contains(needle) {
-            break line;
-        }
-    };
-    let addr = wait_for("listen=")
-        .split_once("listen=")
-        .unwrap()
-        .1
-        .trim()
-        .to_string();
+    let mut pod = Server::serve(&[
+        "--store",
+        &store,
+        "--trust-tenant-header",
+        "--preload",
+        "1",
+        "--warm-up",
+        "2",
+    ]);
+    let addr = pod.addr.clone();
     let (status, body) = http(&addr, "GET", "/ready", "media-1", "").unwrap();
     assert_eq!(status, 200, "{body}");
     assert!(body.contains(r#""state":"warming""#), "{body}");
     assert!(body.contains(r#""warmUntil":1"#), "{body}");
-    let preloaded = wait_for("preloaded");
+    let preloaded = pod.wait_for("preloaded");
     assert!(preloaded.contains("media-1"), "{preloaded}");
     let (_, metrics) = http(&addr, "GET", "/metrics", "media-1", "").unwrap();
     assert!(
@@ -580,18 +536,15 @@ fn serve_answers_queries_and_drains_without_dropping_any() {
         metrics.contains(r#"tenantscale_cache_hits_total{tenant_id="media-1"} 1"#),
         "the first query finds the preloaded index"
     );
-    wait_for("warm-up over");
+    pod.wait_for("warm-up over");
     let (status, body) = http(&addr, "GET", "/ready", "media-1", "").unwrap();
     assert_eq!(
         (status, body.contains(r#""state":"ready""#)),
         (200, true),
         "{body}"
     );
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(child.wait().unwrap().success());
+    pod.terminate();
+    pod.exit_log();
 }
 
 /// A fresh database on the Postgres server named by `TENANTSCALE_TEST_POSTGRES`
@@ -619,40 +572,79 @@ fn fresh_postgres_database(name: &str) -> Option<String> {
     Some(format!("{base}/{db}"))
 }
 
-/// Starts `tenantscale serve` with `args`; returns it, its log and its address.
-fn start_serve(
-    args: &[&str],
-) -> (
-    std::process::Child,
-    std::io::BufReader<std::process::ChildStderr>,
-    String,
-) {
-    use std::io::BufRead;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tenantscale"))
-        .args([
+/// A running `tenantscale` server (`serve` or `llm-sim`): its process, its log (stderr) and
+/// the address it logged ("listen=…").
+struct Server {
+    child: std::process::Child,
+    log: std::io::BufReader<std::process::ChildStderr>,
+    addr: String,
+}
+
+impl Server {
+    /// Starts `tenantscale ARGS…` and waits until it logs its address.
+    fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tenantscale"))
+            .args(args)
+            .current_dir(root())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = std::io::BufReader::new(child.stderr.take().unwrap());
+        let mut server = Self {
+            child,
+            log,
+            addr: String::new(),
+        };
+        let line = server.wait_for("listen=");
+        server.addr = line.split_once("listen=").unwrap().1.trim().to_string();
+        server
+    }
+
+    /// `tenantscale serve` on the demo catalog, a free port and `args`.
+    fn serve(args: &[&str]) -> Self {
+        let mut all = vec![
             "serve",
             "-c",
             "examples/gcc-platform.yaml",
             "--listen",
             "127.0.0.1:0",
-        ])
-        .args(args)
-        .current_dir(root())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut log = std::io::BufReader::new(child.stderr.take().unwrap());
-    let addr = loop {
-        let mut line = String::new();
-        assert!(
-            log.read_line(&mut line).unwrap() > 0,
-            "serve exited before listening"
-        );
-        if let Some((_, rest)) = line.split_once("listen=") {
-            break rest.trim().to_string();
+        ];
+        all.extend_from_slice(args);
+        Self::start(&all)
+    }
+
+    /// Reads the log up to the first line containing `needle`; returns that line.
+    fn wait_for(&mut self, needle: &str) -> String {
+        use std::io::BufRead;
+        loop {
+            let mut line = String::new();
+            assert!(
+                self.log.read_line(&mut line).unwrap() > 0,
+                "the server exited without logging {needle:?}"
+            );
+            if line.contains(needle) {
+                return line;
+            }
         }
-    };
-    (child, log, addr)
+    }
+
+    /// Sends SIGTERM.
+    fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the exit; asserts it succeeded and returns the rest of the log.
+    fn exit_log(mut self) -> String {
+        let status = self.child.wait().unwrap();
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut self.log, &mut rest).unwrap();
+        assert!(status.success(), "exit {status:?}: {rest}");
+        rest
+    }
 }
 
 #[test]
@@ -681,13 +673,14 @@ fn serve_on_postgres_keeps_tenants_apart_and_drains() {
         ]);
         assert!(o.status.success(), "{}", stderr(&o));
     }
-    let (mut child, mut log, addr) = start_serve(&[
+    let pod = Server::serve(&[
         "--store",
         &store,
         "--trust-tenant-header",
         "--drain-grace",
         "0",
     ]);
+    let addr = pod.addr.clone();
     for (tenant, own, other) in [
         ("media-1", "media-plan", "finance-plan"),
         ("finance-1", "finance-plan", "media-plan"),
@@ -711,14 +704,8 @@ fn serve_on_postgres_keeps_tenants_apart_and_drains() {
     let (status, _) = http(&addr, "DELETE", &path, "finance-1", "").unwrap();
     assert_eq!(status, 200);
 
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let status = child.wait().unwrap();
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut log, &mut rest).unwrap();
-    assert!(status.success(), "exit {status:?}: {rest}");
+    pod.terminate();
+    let rest = pod.exit_log();
     assert!(rest.contains("dropped=0"), "{rest}");
 }
 
@@ -741,7 +728,6 @@ fn wait_for_metric(addr: &str, needle: &str) {
 
 #[test]
 fn a_full_tenant_queue_gets_429_while_another_tenant_is_served() {
-    use std::io::BufRead;
     // One slot, one queue place per tenant; llm-sim makes each answer take a second.
     let catalog = temp_file(
         "one-slot.yaml",
@@ -749,47 +735,31 @@ fn a_full_tenant_queue_gets_429_while_another_tenant_is_served() {
 tenants:\n  - {id: media-1, tier: gold}\n  - {id: finance-1, tier: gold}\n\
 pool: {maxReplicas: 4, slotsPerPod: 1, queuePerTenant: 1}\n",
     );
-    let mut llm = Command::new(env!("CARGO_BIN_EXE_tenantscale"))
-        .args(["llm-sim", "--listen", "127.0.0.1:0", "--latency-ms", "1000"])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut llm_log = std::io::BufReader::new(llm.stderr.take().unwrap());
-    let llm_addr = loop {
-        let mut line = String::new();
-        assert!(llm_log.read_line(&mut line).unwrap() > 0, "llm-sim exited");
-        if let Some((_, rest)) = line.split_once("listen=") {
-            break rest.trim().to_string();
-        }
-    };
+    let mut llm = Server::start(&["llm-sim", "--listen", "127.0.0.1:0", "--latency-ms", "1000"]);
     let store = format!(
         "sqlite://{}",
         std::env::temp_dir()
             .join(format!("tenantscale-429-{}.db", std::process::id()))
             .display()
     );
-    let llm_url = format!("http://{llm_addr}/v1/chat/completions");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tenantscale"))
-        .args([
-            "serve",
-            "-c",
-            catalog.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .args(["--store", &store, "--trust-tenant-header", "--warm-up", "0"])
-        .args(["--drain-grace", "0", "--llm-url", &llm_url])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut log = std::io::BufReader::new(child.stderr.take().unwrap());
-    let addr = loop {
-        let mut line = String::new();
-        assert!(log.read_line(&mut line).unwrap() > 0, "serve exited");
-        if let Some((_, rest)) = line.split_once("listen=") {
-            break rest.trim().to_string();
-        }
-    };
+    let llm_url = format!("http://{}/v1/chat/completions", llm.addr);
+    let pod = Server::start(&[
+        "serve",
+        "-c",
+        catalog.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--store",
+        &store,
+        "--trust-tenant-header",
+        "--warm-up",
+        "0",
+        "--drain-grace",
+        "0",
+        "--llm-url",
+        &llm_url,
+    ]);
+    let addr = pod.addr.clone();
     let slow = r#"{"query":"anything","generate":true}"#;
     let background = |tenant: &'static str| {
         let addr = addr.clone();
@@ -809,11 +779,8 @@ pool: {maxReplicas: 4, slotsPerPod: 1, queuePerTenant: 1}\n",
     );
     assert_eq!((first.join().unwrap(), second.join().unwrap()), (200, 200));
 
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(child.wait().unwrap().success());
-    llm.kill().unwrap();
-    llm.wait().unwrap();
+    pod.terminate();
+    pod.exit_log();
+    llm.child.kill().unwrap();
+    llm.child.wait().unwrap();
 }
