@@ -368,8 +368,8 @@ async fn a_full_queue_gets_429_while_another_tenant_is_served() {
     }
 }
 
-#[tokio::test]
-async fn metrics_use_the_seeds_names() {
+/// `/metrics` of a pod that has answered one query of media-1.
+async fn metrics_after_one_query() -> String {
     let app = router(pod(10, 4), config(TenantAuth::Signed(SECRET.to_vec())));
     ingest(&app, "media-1", json!([{"id": "d", "text": "text"}])).await;
     call(
@@ -382,13 +382,15 @@ async fn metrics_use_the_seeds_names() {
         .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
         .await
         .unwrap();
-    let text = String::from_utf8(
-        axum::body::to_bytes(res.into_body(), 1 << 20)
-            .await
-            .unwrap()
-            .to_vec(),
-    )
-    .unwrap();
+    let bytes = axum::body::to_bytes(res.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
+
+#[tokio::test]
+async fn metrics_use_the_seeds_names() {
+    let text = metrics_after_one_query().await;
     for needle in [
         "# TYPE tenant_queue_depth gauge",
         "# TYPE total_queries_processed_total counter",
@@ -432,21 +434,7 @@ async fn ready_reports_draining_while_queries_are_still_answered() {
 /// `promtool check metrics` accepts the exposition (CI installs Prometheus' tools).
 #[tokio::test]
 async fn promtool_accepts_the_metrics() {
-    let app = router(pod(10, 4), config(TenantAuth::Signed(SECRET.to_vec())));
-    ingest(&app, "media-1", json!([{"id": "d", "text": "text"}])).await;
-    call(
-        &app,
-        signed("POST", "/v1/query", "media-1", json!({"query": "text"})),
-    )
-    .await;
-    let res = app
-        .clone()
-        .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    let text = axum::body::to_bytes(res.into_body(), 1 << 20)
-        .await
-        .unwrap();
+    let text = metrics_after_one_query().await.into_bytes();
     let child = std::process::Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(std::process::Stdio::piped())
