@@ -36,14 +36,8 @@ enum Command {
     /// Every problem is reported with its field path and line; exit status 2 if any.
     /// Warnings (e.g. too little headroom) go to stderr and do not fail the check.
     Check {
-        /// The catalog (tenantscale.yaml), YAML or JSON.
-        #[arg(
-            short = 'c',
-            long = "config",
-            value_name = "FILE",
-            env = "TENANTSCALE_CONFIG"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        catalog: CatalogFile,
         /// Print the quota table as one JSON object.
         #[arg(long)]
         json: bool,
@@ -90,23 +84,14 @@ enum Command {
     LlmSim(serve::LlmSimArgs),
     /// Load text or Markdown files into the store for one tenant.
     Ingest {
-        #[arg(
-            short = 'c',
-            long = "config",
-            value_name = "FILE",
-            env = "TENANTSCALE_CONFIG"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        catalog: CatalogFile,
+        /// The tenant (catalog id) that owns the documents.
         #[arg(long)]
         tenant: String,
-        /// sqlite://PATH, or postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE (no TLS)
-        #[arg(
-            long,
-            env = "TENANTSCALE_STORE",
-            hide_env_values = true,
-            default_value = "sqlite://./tenantscale-data/store.db"
-        )]
-        store: String,
+        #[command(flatten)]
+        store: StoreUrl,
+        /// Files to load; each becomes one document, its id the file name (re-ingesting replaces it).
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
@@ -135,6 +120,32 @@ enum HpaCommand {
     },
 }
 
+/// The catalog option shared by the commands that read one.
+#[derive(clap::Args)]
+struct CatalogFile {
+    /// The catalog (tenantscale.yaml), YAML or JSON.
+    #[arg(
+        short = 'c',
+        long = "config",
+        value_name = "FILE",
+        env = "TENANTSCALE_CONFIG"
+    )]
+    config: PathBuf,
+}
+
+/// The store option shared by `serve` and `ingest`.
+#[derive(clap::Args)]
+struct StoreUrl {
+    /// sqlite://PATH, or postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE (no TLS)
+    #[arg(
+        long,
+        env = "TENANTSCALE_STORE",
+        hide_env_values = true,
+        default_value = "sqlite://./tenantscale-data/store.db"
+    )]
+    store: String,
+}
+
 /// An error the user caused (bad file contents): printed as is, exit status 2.
 #[derive(Debug)]
 struct BadInput(String);
@@ -157,18 +168,18 @@ fn main() -> ExitCode {
         )
         .init();
     let result = match cli.command {
-        Command::Check { config, json } => check::run(&config, json),
+        Command::Check { catalog, json } => check::run(&catalog.config, json),
         Command::Hpa {
             command: HpaCommand::Replay { file, explain },
         } => replay::run(&file, explain),
         Command::Serve(args) => serve::run_serve(args),
         Command::LlmSim(args) => serve::run_llm_sim(&args),
         Command::Ingest {
-            config,
+            catalog,
             tenant,
             store,
             paths,
-        } => serve::run_ingest(&config, &tenant, &store, &paths),
+        } => serve::run_ingest(&catalog.config, &tenant, &store.store, &paths),
         Command::Simulate {
             scenario,
             config,

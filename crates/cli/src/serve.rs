@@ -1,6 +1,6 @@
 //! `tenantscale serve` (the RAG pod) and `tenantscale ingest` (load files into the store).
 
-use crate::{BadInput, read_input};
+use crate::{BadInput, CatalogFile, StoreUrl, read_input};
 use anyhow::Context;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -17,23 +17,12 @@ use tenantscale_service::{ServeConfig, serve};
 /// Options of `tenantscale serve`.
 #[derive(clap::Args)]
 pub struct ServeArgs {
-    #[arg(
-        short = 'c',
-        long = "config",
-        value_name = "FILE",
-        env = "TENANTSCALE_CONFIG"
-    )]
-    pub config: PathBuf,
+    #[command(flatten)]
+    pub catalog: CatalogFile,
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: std::net::SocketAddr,
-    /// sqlite://PATH, or postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE (no TLS)
-    #[arg(
-        long,
-        env = "TENANTSCALE_STORE",
-        hide_env_values = true,
-        default_value = "sqlite://./tenantscale-data/store.db"
-    )]
-    pub store: String,
+    #[command(flatten)]
+    pub store: StoreUrl,
     /// Shared secret with the gateway (at least 16 bytes).
     #[arg(long, env = "TENANTSCALE_SECRET", hide_env_values = true)]
     pub secret: Option<String>,
@@ -127,7 +116,7 @@ fn seconds(flag: &str, value: f64) -> anyhow::Result<Duration> {
 }
 
 pub fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
-    let catalog = catalog(&args.config)?;
+    let catalog = catalog(&args.catalog.config)?;
     let auth = match (args.trust_tenant_header, args.secret) {
         (true, _) => TenantAuth::TrustHeader,
         (false, Some(s)) if s.len() >= 16 => TenantAuth::Signed(s.into_bytes()),
@@ -162,7 +151,7 @@ pub fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
             })))
         }
     };
-    let store = open_store(&args.store)?;
+    let store = open_store(&args.store.store)?;
     let slots = catalog.pool.slots_per_pod;
     let pod = Arc::new(Pod::new(
         catalog,
