@@ -47,30 +47,7 @@ enum Command {
     /// Each policy sees the same arrivals (same --seed). Prints a table per policy (latency
     /// percentiles per tenant class, 429s, SLA-breach minutes, reaction to the spike,
     /// replicas, pod-hours and cost), or one JSON object with --json.
-    Simulate {
-        /// The scenario (YAML), e.g. examples/scenarios/media-spike.yaml.
-        #[arg(long, value_name = "FILE")]
-        scenario: PathBuf,
-        /// Catalog to use instead of the scenario's `catalog:`.
-        #[arg(short = 'c', long = "config", value_name = "FILE")]
-        config: Option<PathBuf>,
-        /// Comma-separated: static (sized to the others' peak), static:N, hpa-cpu, hpa-queue,
-        /// tenant-aware, hpa:FILE (an autoscaling/v2 HPA spec on tenantscale's data plane).
-        #[arg(long, default_value = "static,hpa-cpu,hpa-queue,tenant-aware")]
-        policies: String,
-        /// Random seed: the same seed gives the same run.
-        #[arg(long, default_value_t = 42)]
-        seed: u64,
-        /// Print one JSON object instead of tables.
-        #[arg(long)]
-        json: bool,
-        /// Write an HTML report with SVG charts (and report.json) into this directory.
-        #[arg(long, value_name = "DIR")]
-        report: Option<PathBuf>,
-        /// Show a progress bar on stderr.
-        #[arg(long)]
-        progress: bool,
-    },
+    Simulate(simulate::Args),
     /// Run a RAG pod: per-tenant fair queues, retrieval, Prometheus metrics, drain on SIGTERM.
     ///
     /// Tenants come from the gateway: requests carry X-Tenantscale-Tenant, -Timestamp and
@@ -180,23 +157,7 @@ fn main() -> ExitCode {
             store,
             paths,
         } => serve::run_ingest(&catalog.config, &tenant, &store.store, &paths),
-        Command::Simulate {
-            scenario,
-            config,
-            policies,
-            seed,
-            json,
-            report,
-            progress,
-        } => simulate::run(simulate::Args {
-            scenario,
-            config,
-            policies,
-            seed,
-            json,
-            report,
-            progress,
-        }),
+        Command::Simulate(args) => simulate::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

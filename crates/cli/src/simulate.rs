@@ -8,13 +8,29 @@ use tenantscale_core::yaml;
 use tenantscale_sim::{Policy, Scenario, simulate};
 
 /// Options of `tenantscale simulate`.
+#[derive(clap::Args)]
 pub struct Args {
+    /// The scenario (YAML), e.g. examples/scenarios/media-spike.yaml.
+    #[arg(long, value_name = "FILE")]
     pub scenario: PathBuf,
+    /// Catalog to use instead of the scenario's `catalog:`.
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Comma-separated: static (sized to the others' peak), static:N, hpa-cpu, hpa-queue,
+    /// tenant-aware, hpa:FILE (an autoscaling/v2 HPA spec on tenantscale's data plane).
+    #[arg(long, default_value = "static,hpa-cpu,hpa-queue,tenant-aware")]
     pub policies: String,
+    /// Random seed: the same seed gives the same run.
+    #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// Print one JSON object instead of tables.
+    #[arg(long)]
     pub json: bool,
+    /// Write an HTML report with SVG charts (and report.json) into this directory.
+    #[arg(long, value_name = "DIR")]
     pub report: Option<PathBuf>,
+    /// Show a progress bar on stderr.
+    #[arg(long)]
     pub progress: bool,
 }
 

@@ -415,17 +415,7 @@ fn serve_answers_queries_and_drains_without_dropping_any() {
     )
     .unwrap();
     let store = format!("sqlite://{}", dir.join("store.db").display());
-    let o = tenantscale(&[
-        "ingest",
-        "-c",
-        "examples/gcc-platform.yaml",
-        "--tenant",
-        "media-1",
-        "--store",
-        &store,
-        doc.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    ingest(&store, "media-1", &doc);
 
     let pod = Server::serve(&[
         "--store",
@@ -572,6 +562,21 @@ fn fresh_postgres_database(name: &str) -> Option<String> {
     Some(format!("{base}/{db}"))
 }
 
+/// `tenantscale ingest` of `doc` for `tenant` of the demo catalog into `store`.
+fn ingest(store: &str, tenant: &str, doc: &Path) {
+    let o = tenantscale(&[
+        "ingest",
+        "-c",
+        "examples/gcc-platform.yaml",
+        "--tenant",
+        tenant,
+        "--store",
+        store,
+        doc.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
 /// A running `tenantscale` server (`serve` or `llm-sim`): its process, its log (stderr) and
 /// the address it logged ("listen=…").
 struct Server {
@@ -661,17 +666,7 @@ fn serve_on_postgres_keeps_tenants_apart_and_drains() {
         "The finance team closes the quarterly ledger.",
     );
     for (tenant, doc) in [("media-1", &media), ("finance-1", &finance)] {
-        let o = tenantscale(&[
-            "ingest",
-            "-c",
-            "examples/gcc-platform.yaml",
-            "--tenant",
-            tenant,
-            "--store",
-            &store,
-            doc.to_str().unwrap(),
-        ]);
-        assert!(o.status.success(), "{}", stderr(&o));
+        ingest(&store, tenant, doc);
     }
     let pod = Server::serve(&[
         "--store",
