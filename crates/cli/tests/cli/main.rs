@@ -373,7 +373,8 @@ fn simulate_rejects_bad_scenarios_and_policies() {
     );
 }
 
-/// A minimal HTTP/1.1 exchange over a fresh connection: (status, body).
+/// A minimal HTTP/1.1 exchange over a fresh connection, as the seed's clients send it (the
+/// tenant in `X-Tenant-ID`): (status, body).
 fn http(
     addr: &str,
     method: &str,
@@ -381,12 +382,27 @@ fn http(
     tenant: &str,
     body: &str,
 ) -> std::io::Result<(u16, String)> {
+    http_with(addr, method, path, &[("X-Tenant-ID", tenant)], body)
+}
+
+/// [`http`] with any request headers.
+fn http_with(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> std::io::Result<(u16, String)> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr)?;
     s.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    let headers: String = headers
+        .iter()
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
+        .collect();
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nX-Tenant-ID: {tenant}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )?;
     let mut response = String::new();
@@ -778,4 +794,146 @@ pool: {maxReplicas: 4, slotsPerPod: 1, queuePerTenant: 1}\n",
     pod.exit_log();
     llm.child.kill().unwrap();
     llm.child.wait().unwrap();
+}
+
+#[test]
+fn serve_rejects_bad_input_with_a_json_error_and_writes_nothing() {
+    const SECRET: &str = "a-shared-secret-of-the-gateway";
+    let store = format!(
+        "sqlite://{}",
+        std::env::temp_dir()
+            .join(format!("tenantscale-bad-input-{}.db", std::process::id()))
+            .display()
+    );
+    let pod = Server::serve(&[
+        "--store",
+        &store,
+        "--secret",
+        SECRET,
+        "--max-body",
+        "4096",
+        "--warm-up",
+        "0",
+        "--drain-grace",
+        "0",
+    ]);
+    let addr = pod.addr.clone();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let send = |method: &str, path: &str, tenant: &str, at: i64, body: &str| {
+        let signature = tenantscale_core::auth::sign(SECRET.as_bytes(), tenant, method, path, at);
+        let at = at.to_string();
+        let headers = [
+            ("X-Tenantscale-Tenant", tenant),
+            ("X-Tenantscale-Timestamp", at.as_str()),
+            ("X-Tenantscale-Signature", signature.as_str()),
+        ];
+        http_with(&addr, method, path, &headers, body).unwrap()
+    };
+    let expect = |(status, body): (u16, String), want: u16, code: &str| {
+        assert_eq!(status, want, "{body}");
+        let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(body["error"]["code"], code, "{body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
+    };
+    let query = r#"{"query":"replicas"}"#;
+
+    // Authentication: the seed's plain header, a stale signature, a signature for another
+    // tenant, an unknown tenant.
+    let plain = http(&addr, "POST", "/v1/query", "media-1", query).unwrap();
+    expect(plain, 401, "unauthorized");
+    expect(
+        send("POST", "/v1/query", "media-1", now - 60, query),
+        401,
+        "unauthorized",
+    );
+    let signature =
+        tenantscale_core::auth::sign(SECRET.as_bytes(), "media-1", "POST", "/v1/query", now);
+    let at = now.to_string();
+    let forged = http_with(
+        &addr,
+        "POST",
+        "/v1/query",
+        &[
+            ("X-Tenantscale-Tenant", "finance-1"),
+            ("X-Tenantscale-Timestamp", &at),
+            ("X-Tenantscale-Signature", &signature),
+        ],
+        query,
+    )
+    .unwrap();
+    expect(forged, 401, "unauthorized");
+    expect(
+        send("POST", "/v1/query", "nobody-1", now, query),
+        404,
+        "unknown_tenant",
+    );
+
+    // Requests: malformed JSON, unknown field, too long a query, topK out of range, a body
+    // over --max-body.
+    expect(
+        send("POST", "/v1/query", "media-1", now, "{not json"),
+        400,
+        "bad_json",
+    );
+    let unknown_field = r#"{"query":"x","colour":1}"#;
+    expect(
+        send("POST", "/v1/query", "media-1", now, unknown_field),
+        422,
+        "bad_json",
+    );
+    let long = format!(r#"{{"query":"{}"}}"#, "x".repeat(2001));
+    expect(
+        send("POST", "/v1/query", "media-1", now, &long),
+        422,
+        "bad_query",
+    );
+    for top_k in [0, 51] {
+        let body = format!(r#"{{"query":"x","topK":{top_k}}}"#);
+        expect(
+            send("POST", "/v1/query", "media-1", now, &body),
+            422,
+            "bad_top_k",
+        );
+    }
+    let huge = format!(
+        r#"{{"documents":[{{"id":"big","text":"{}"}}]}}"#,
+        "y".repeat(5000)
+    );
+    expect(
+        send("POST", "/v1/documents", "media-1", now, &huge),
+        413,
+        "body_too_large",
+    );
+
+    // A batch with one bad document stores none of it.
+    let batch =
+        r#"{"documents":[{"id":"good","text":"autoscaler replicas"},{"id":"","text":"y"}]}"#;
+    expect(
+        send("POST", "/v1/documents", "media-1", now, batch),
+        422,
+        "bad_document",
+    );
+    let (status, body) = send("POST", "/v1/query", "media-1", now, query);
+    assert_eq!(status, 200, "{body}");
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        body["passages"],
+        serde_json::json!([]),
+        "nothing was half-written"
+    );
+    expect(
+        send("DELETE", "/v1/documents/good", "media-1", now, ""),
+        404,
+        "no_document",
+    );
+
+    pod.terminate();
+    pod.exit_log();
 }
