@@ -12,6 +12,7 @@ use tenantscale_service::llm::{Llm, LlmConfig};
 use tenantscale_service::llm_sim::{self, LlmSimConfig};
 use tenantscale_service::pod::{Pod, PodConfig};
 use tenantscale_service::store::{NewDocument, Store};
+use tenantscale_service::warming_flag::WarmingFlag;
 use tenantscale_service::{ServeConfig, serve};
 
 /// Options of `tenantscale serve`.
@@ -32,6 +33,11 @@ pub struct ServeArgs {
     /// Memory budget of the tenant index cache, bytes.
     #[arg(long, default_value_t = 512 << 20)]
     pub cache_bytes: u64,
+    /// Chunks from which a tenant is searched through an HNSW graph (built in the background
+    /// when its index loads) instead of an exact scan. The default keeps exact search, which
+    /// is never wrong, up to where its p99 nears 5 ms (see README, benchmarks).
+    #[arg(long, default_value_t = 50_000)]
+    pub hnsw_threshold: usize,
     /// Largest request body, bytes.
     #[arg(long, default_value_t = 1 << 20)]
     pub max_body: usize,
@@ -47,6 +53,14 @@ pub struct ServeArgs {
     /// Busiest tenants (by queries recorded in the store over the last hour) to preload.
     #[arg(long, default_value_t = 5)]
     pub preload: usize,
+    /// Redis for the seed's warm-up flag `pod:{POD}:warming_up` (set for the warm-up window,
+    /// deleted when it ends or the pod drains), e.g. redis://127.0.0.1:6379.
+    #[arg(long, env = "TENANTSCALE_REDIS")]
+    pub redis: Option<String>,
+    /// The pod's name in that key; the seed uses the pod IP (Kubernetes: from the downward
+    /// API). Default: the address the pod listens on.
+    #[arg(long, env = "POD_IP")]
+    pub pod_ip: Option<String>,
     /// OpenAI-compatible chat completions URL (plain HTTP) for `generate: true` queries,
     /// e.g. http://127.0.0.1:9000/v1/chat/completions; without it answers are null.
     #[arg(long, env = "TENANTSCALE_LLM_URL")]
@@ -151,6 +165,13 @@ pub fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
             })))
         }
     };
+    let warming_flag = match &args.redis {
+        None => None,
+        Some(url) => Some(
+            WarmingFlag::new(url, args.pod_ip.clone())
+                .map_err(|e| BadInput(format!("--redis {url:?}: {e}")))?,
+        ),
+    };
     let store = open_store(&args.store.store)?;
     let slots = catalog.pool.slots_per_pod;
     let pod = Arc::new(Pod::new(
@@ -159,6 +180,7 @@ pub fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         &PodConfig {
             slots,
             cache_bytes: args.cache_bytes,
+            hnsw_threshold: args.hnsw_threshold,
         },
     ));
     let config = ServeConfig {
@@ -174,6 +196,7 @@ pub fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         drain_timeout: seconds("--drain-timeout", args.drain_timeout)?,
         warm_up: seconds("--warm-up", args.warm_up)?,
         preload: args.preload,
+        warming_flag,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod cache;
 pub mod catalog;
 pub mod fairness;
+pub mod hnsw;
 pub mod quantity;
 pub mod retrieval;
 pub mod routing;

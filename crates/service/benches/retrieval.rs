@@ -71,6 +71,31 @@ fn document(i: usize) -> String {
     words.join(" ") + "."
 }
 
+/// Like [`document`], but from one of 100 topics: 80 % of its words come from the topic's 25,
+/// as a real corpus clusters by subject.
+fn topical_document(i: usize) -> String {
+    let mut x = (i as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03);
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let topic = next() % 100;
+    let mut words = Vec::new();
+    while words.iter().map(|w: &String| w.len() + 1).sum::<usize>() < 600 {
+        let r = next();
+        let pick = if r % 5 == 0 {
+            next()
+        } else {
+            topic * 31 + next() % 25
+        };
+        let w = VOCABULARY[(pick % VOCABULARY.len() as u64) as usize];
+        words.push(format!("{w}{}", (pick / VOCABULARY.len() as u64) % 97));
+    }
+    words.join(" ") + "."
+}
+
 fn plain_top_k(vectors: &[f32], query: &[f32], k: usize) -> Vec<(usize, f32)> {
     let mut best: Vec<(usize, f32)> = Vec::with_capacity(k + 1);
     for (row, v) in vectors.chunks_exact(DIMENSIONS).enumerate() {
@@ -120,7 +145,7 @@ fn main() {
         .collect();
     let (load_p50, load_p99) = percentiles(loads);
     let (chunks, vectors) = store.load("tenant-00").expect("load");
-    let index = TenantIndex { chunks, vectors };
+    let index = TenantIndex::new(chunks, vectors, usize::MAX);
     let bytes = index.bytes() as usize;
 
     let queries: Vec<String> = (0..1000)
@@ -173,6 +198,77 @@ fn main() {
         ours_p50.as_secs_f64() / plain_p50.as_secs_f64()
     );
     std::fs::remove_dir_all(&dir).ok();
+    let topical: Vec<String> = (0..1000)
+        .map(|i| topical_document(i * 7 + 3)[..80].to_string())
+        .collect();
+    beyond_the_threshold("topical corpus", &topical_document, &topical, &time);
+    beyond_the_threshold("no topics (worst case)", &document, &queries, &time);
+}
+
+/// A tenant past the HNSW threshold: graph build time, its memory, and search through it
+/// against the exact scan of the same vectors (ratio and recall@5).
+fn beyond_the_threshold(
+    corpus: &str,
+    document: &dyn Fn(usize) -> String,
+    queries: &[String],
+    time: &dyn Fn(Search) -> (Duration, Duration),
+) {
+    let rows: usize = std::env::var("TENANTSCALE_BENCH_ANN_CHUNKS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50_000);
+    let vectors: Vec<f32> = (0..rows).flat_map(|i| embed(&document(i))).collect();
+    let chunks = (0..rows)
+        .map(|i| tenantscale_service::store::Chunk {
+            document_id: format!("doc-{i:06}"),
+            chunk_id: i as i64,
+            text: String::new(),
+        })
+        .collect();
+    let index = TenantIndex::new(chunks, vectors, 0);
+    let exact_results: Vec<Vec<(usize, f32)>> =
+        queries.iter().map(|q| index.search(q, 5)).collect();
+    let mut exact = Vec::new();
+    for _ in 0..3 {
+        exact.push(time(&|q| index.search(q, 5)));
+    }
+    let started = Instant::now();
+    index.build_graph();
+    let build = started.elapsed();
+    let mut graph = Vec::new();
+    for _ in 0..3 {
+        graph.push(time(&|q| index.search(q, 5)));
+    }
+    let (mut found, mut same_first) = (0, 0);
+    for (q, want) in queries.iter().zip(&exact_results) {
+        let got = index.search(q, 5);
+        found += want
+            .iter()
+            .filter(|w| got.iter().any(|g| g.0 == w.0))
+            .count();
+        same_first += usize::from(got.first().map(|g| g.0) == want.first().map(|w| w.0));
+    }
+    let median = |v: &mut Vec<(Duration, Duration)>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    let (exact_p50, exact_p99) = median(&mut exact);
+    let (graph_p50, graph_p99) = median(&mut graph);
+    println!(
+        "{corpus}, {rows} chunks: HNSW build {} ({} per cached tenant with the graph)",
+        ms(build),
+        mib(index.bytes() as usize)
+    );
+    println!(
+        "  exact scan:  p50 {} p99 {}\n  HNSW graph:  p50 {} p99 {}  (graph/exact p50 {:.3}x, recall@5 {:.3}, same first passage {:.3})",
+        ms(exact_p50),
+        ms(exact_p99),
+        ms(graph_p50),
+        ms(graph_p99),
+        graph_p50.as_secs_f64() / exact_p50.as_secs_f64(),
+        found as f64 / (5 * queries.len()) as f64,
+        same_first as f64 / queries.len() as f64
+    );
 }
 
 fn mib(bytes: usize) -> String {

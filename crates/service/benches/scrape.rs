@@ -35,6 +35,7 @@ fn main() {
         &PodConfig {
             slots: 8,
             cache_bytes: 1 << 20,
+            hnsw_threshold: usize::MAX,
         },
     );
     for t in 0..TENANTS {

@@ -9,6 +9,7 @@ pub mod llm_sim;
 pub mod metrics;
 pub mod pod;
 pub mod store;
+pub mod warming_flag;
 
 use pod::{Pod, PodState};
 use std::future::IntoFuture;
@@ -29,6 +30,8 @@ pub struct ServeConfig {
     pub warm_up: Duration,
     /// Load this many of the busiest tenants' indexes (by recorded volume) at start.
     pub preload: usize,
+    /// Also announce the warm-up in Redis (the seed's `pod:{ip}:warming_up`).
+    pub warming_flag: Option<warming_flag::WarmingFlag>,
 }
 
 /// How often served-query counts are added to the store's tenant volume.
@@ -39,11 +42,23 @@ const VOLUME_FLUSH: Duration = Duration::from_secs(30);
 /// answered (or the drain timeout passes).
 pub async fn serve(pod: Arc<Pod>, config: ServeConfig) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
-    tracing::info!(listen = %listener.local_addr()?, "serving");
     if !config.warm_up.is_zero() {
         pod.begin_warm_up(config.warm_up);
     }
-    tokio::spawn(warm(Arc::clone(&pod), config.preload, config.warm_up));
+    let addr = listener.local_addr()?;
+    let flag = (config.warming_flag.clone()).map(|f| f.or_named_after(addr));
+    if let Some(flag) = &flag
+        && !config.warm_up.is_zero()
+    {
+        flag.set(config.warm_up).await;
+    }
+    tracing::info!(listen = %addr, "serving");
+    tokio::spawn(warm(
+        Arc::clone(&pod),
+        config.preload,
+        config.warm_up,
+        flag.clone(),
+    ));
     tokio::spawn(flush_volume_every(Arc::clone(&pod), VOLUME_FLUSH));
     let app = http::router(Arc::clone(&pod), config.http.clone());
     let drain_pod = Arc::clone(&pod);
@@ -53,6 +68,9 @@ pub async fn serve(pod: Arc<Pod>, config: ServeConfig) -> std::io::Result<()> {
         terminate().await;
         drain_pod.set_state(PodState::Draining);
         tracing::info!("draining: /ready is 503");
+        if let Some(flag) = &flag {
+            flag.clear().await;
+        }
         tokio::time::sleep(config.drain_grace).await;
         tracing::info!("draining: no new connections");
         stopped_accepting.notify_one();
@@ -76,7 +94,12 @@ pub async fn serve(pod: Arc<Pod>, config: ServeConfig) -> std::io::Result<()> {
 }
 
 /// Preloads the busiest tenants, then ends the warm-up window when it is over.
-async fn warm(pod: Arc<Pod>, preload: usize, window: Duration) {
+async fn warm(
+    pod: Arc<Pod>,
+    preload: usize,
+    window: Duration,
+    flag: Option<warming_flag::WarmingFlag>,
+) {
     let until = tokio::time::Instant::now() + window;
     if preload > 0 {
         let started = std::time::Instant::now();
@@ -94,6 +117,9 @@ async fn warm(pod: Arc<Pod>, preload: usize, window: Duration) {
     tokio::time::sleep_until(until).await;
     pod.end_warm_up();
     if pod.state() == PodState::Ready && !window.is_zero() {
+        if let Some(flag) = &flag {
+            flag.clear().await;
+        }
         tracing::info!("warm-up over: ready for full traffic");
     }
 }

@@ -5,11 +5,12 @@ use crate::metrics::Metrics;
 use crate::store::{Chunk, Store};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use tenantscale_core::cache::{Access, TenantCache};
 use tenantscale_core::catalog::Catalog;
 use tenantscale_core::fairness::scheduler::{FairScheduler, TenantSlot};
-use tenantscale_core::retrieval::{embed, top_k};
+use tenantscale_core::hnsw::{Hnsw, HnswParams};
+use tenantscale_core::retrieval::{DIMENSIONS, embed, top_k};
 use tokio::sync::oneshot;
 
 /// Lifecycle states, as `/ready` reports them.
@@ -21,26 +22,72 @@ pub enum PodState {
     Draining = 2,
 }
 
-/// A loaded tenant index: chunks and their vectors.
+/// A loaded tenant index: chunks and their vectors, searched exactly, or through an HNSW graph
+/// once the tenant is large enough for one (see [`PodConfig::hnsw_threshold`]).
 #[derive(Debug)]
 pub struct TenantIndex {
     pub chunks: Vec<Chunk>,
     pub vectors: Vec<f32>,
+    /// Whether this tenant gets a graph (it is at or over the threshold).
+    approximate: bool,
+    /// Set when the background build finishes; until then searches are exact.
+    graph: OnceLock<Hnsw>,
 }
 
+/// How graphs are built, and the search beam: recall@10 ≥ 0.95 in `hnsw`'s tests.
+const GRAPH: HnswParams = HnswParams {
+    m: 16,
+    ef_construction: 100,
+};
+const SEARCH_EF: usize = 128;
+
 impl TenantIndex {
+    /// An index searched exactly until it has at least `hnsw_threshold` chunks.
+    pub fn new(chunks: Vec<Chunk>, vectors: Vec<f32>, hnsw_threshold: usize) -> Self {
+        Self {
+            approximate: chunks.len() >= hnsw_threshold,
+            chunks,
+            vectors,
+            graph: OnceLock::new(),
+        }
+    }
+
+    /// Whether the index wants a graph it does not have yet.
+    pub fn needs_graph(&self) -> bool {
+        self.approximate && self.graph.get().is_none()
+    }
+
+    /// Builds the graph (seconds for a large tenant: run it off the request path).
+    pub fn build_graph(&self) {
+        if self.needs_graph() {
+            let graph = Hnsw::build(&self.vectors, DIMENSIONS, GRAPH);
+            let _ = self.graph.set(graph);
+        }
+    }
+
     /// The `k` chunks most similar to `query`: (row, score), best first. An empty index
     /// answers at once, without embedding the query.
     pub fn search(&self, query: &str, k: usize) -> Vec<(usize, f32)> {
         if self.vectors.is_empty() {
             return Vec::new();
         }
-        top_k(&self.vectors, &embed(query), k)
+        let query = embed(query);
+        match self.graph.get() {
+            Some(graph) => graph.search(&self.vectors, &query, k, SEARCH_EF.max(2 * k)),
+            None => top_k(&self.vectors, &query, k),
+        }
     }
 
-    /// Approximate bytes held in memory.
+    /// Approximate bytes held in memory (with the graph it will have, so the cache budget
+    /// does not grow behind its back).
     pub fn bytes(&self) -> u64 {
+        let graph = if self.approximate {
+            Hnsw::estimated_bytes(self.chunks.len(), GRAPH)
+        } else {
+            0
+        };
         (self.vectors.len() * 4
+            + graph
             + self
                 .chunks
                 .iter()
@@ -67,6 +114,9 @@ struct Slots {
 pub struct PodConfig {
     pub slots: u32,
     pub cache_bytes: u64,
+    /// Tenants with at least this many chunks are searched through an HNSW graph, built in
+    /// the background after their index loads; smaller ones by an exact scan.
+    pub hnsw_threshold: usize,
 }
 
 /// Everything the HTTP handlers share.
@@ -81,6 +131,9 @@ pub struct Pod {
     served: Vec<AtomicU64>,
     /// End of the warm-up window, Unix milliseconds (0: no warm-up).
     warm_until_ms: AtomicU64,
+    hnsw_threshold: usize,
+    /// Held by the one graph build running.
+    graph_builds: Arc<Mutex<()>>,
 }
 
 /// A held worker slot; dropping it frees the slot for the next queued request.
@@ -118,6 +171,8 @@ impl Pod {
             cache: Mutex::new((TenantCache::new(config.cache_bytes), HashMap::new())),
             served: (0..tenants).map(|_| AtomicU64::new(0)).collect(),
             warm_until_ms: AtomicU64::new(0),
+            hnsw_threshold: config.hnsw_threshold,
+            graph_builds: Arc::new(Mutex::new(())),
         }
     }
 
@@ -198,7 +253,7 @@ impl Pod {
         self.metrics.cache(tenant, false);
         let started = std::time::Instant::now();
         let (chunks, vectors) = self.store.load(&self.catalog.tenants[tenant].id)?;
-        let index = Arc::new(TenantIndex { chunks, vectors });
+        let index = Arc::new(TenantIndex::new(chunks, vectors, self.hnsw_threshold));
         let mut c = self.cache.lock().expect("cache lock");
         let (lru, map) = &mut *c;
         let mut evicted = 0;
@@ -209,7 +264,33 @@ impl Pod {
         }
         self.metrics
             .cache_loaded(started.elapsed().as_secs_f64(), evicted);
+        if index.needs_graph() {
+            self.build_graph_in_background(tenant, &index);
+        }
         Ok(index)
+    }
+
+    /// Builds a large tenant's graph on its own thread, one build at a time so builds never
+    /// take more than one core from serving; searches stay exact until it is done.
+    fn build_graph_in_background(&self, tenant: usize, index: &Arc<TenantIndex>) {
+        let (index, builds) = (Arc::clone(index), Arc::clone(&self.graph_builds));
+        let id = self.catalog.tenants[tenant].id.clone();
+        let spawned = std::thread::Builder::new()
+            .name("hnsw-build".into())
+            .spawn(move || {
+                let _one_at_a_time = builds.lock().expect("graph build lock");
+                let started = std::time::Instant::now();
+                index.build_graph();
+                tracing::info!(
+                    tenant = %id,
+                    chunks = index.chunks.len(),
+                    seconds = started.elapsed().as_secs_f64(),
+                    "built the tenant's HNSW graph"
+                );
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "could not start a graph build; searches stay exact");
+        }
     }
 
     /// The tenant's index if it is cached (a hit needs no blocking thread).

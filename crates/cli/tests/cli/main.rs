@@ -937,3 +937,142 @@ fn serve_rejects_bad_input_with_a_json_error_and_writes_nothing() {
     pod.terminate();
     pod.exit_log();
 }
+
+/// A throwaway `redis-server` on a free 127.0.0.1 port, killed on drop. Without the binary the
+/// test is skipped, except under CI (`.ci/run` installs it), where it fails.
+struct RedisServer {
+    child: std::process::Child,
+    url: String,
+}
+
+impl RedisServer {
+    fn start() -> Option<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let spawned = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn();
+        let child = match spawned {
+            Ok(child) => child,
+            Err(e) => {
+                assert!(
+                    std::env::var_os("CI").is_none(),
+                    "CI must install redis-server (see .ci/run): {e}"
+                );
+                eprintln!("skipped: no redis-server ({e})");
+                return None;
+            }
+        };
+        let server = Self {
+            child,
+            url: format!("redis://127.0.0.1:{port}"),
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server did not start"
+            );
+            std::thread::yield_now();
+        }
+        Some(server)
+    }
+
+    fn connection(&self) -> redis::Connection {
+        redis::Client::open(self.url.as_str())
+            .unwrap()
+            .get_connection()
+            .unwrap()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
+}
+
+#[test]
+fn serve_sets_the_seeds_warming_flag_in_redis_for_the_warm_up_window() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let store = format!(
+        "sqlite://{}",
+        std::env::temp_dir()
+            .join(format!("tenantscale-redis-{}.db", std::process::id()))
+            .display()
+    );
+    let mut pod = Server::serve(&[
+        "--store",
+        &store,
+        "--trust-tenant-header",
+        "--redis",
+        &redis.url,
+        "--pod-ip",
+        "10.0.0.7",
+        "--warm-up",
+        "3",
+    ]);
+    let mut conn = redis.connection();
+    let key = "pod:10.0.0.7:warming_up";
+    // The flag is set before the pod reports its address.
+    let (value, ttl): (Option<String>, i64) = redis::pipe()
+        .cmd("GET")
+        .arg(key)
+        .cmd("TTL")
+        .arg(key)
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(value.as_deref(), Some("true"));
+    assert!((1..=3).contains(&ttl), "TTL {ttl}");
+    pod.wait_for("warm-up over");
+    let exists: bool = redis::cmd("EXISTS").arg(key).query(&mut conn).unwrap();
+    assert!(!exists, "the flag is deleted when the window ends");
+    pod.terminate();
+    pod.exit_log();
+
+    // Draining ends a warm-up early, and the flag with it; an unnamed pod is named after its
+    // address.
+    let mut pod = Server::serve(&[
+        "--store",
+        &store,
+        "--trust-tenant-header",
+        "--redis",
+        &redis.url,
+        "--warm-up",
+        "300",
+        "--drain-grace",
+        "0",
+    ]);
+    let key = format!("pod:{}:warming_up", pod.addr);
+    let exists: bool = redis::cmd("EXISTS").arg(&key).query(&mut conn).unwrap();
+    assert!(exists, "{key}");
+    pod.terminate();
+    pod.wait_for("warming flag cleared");
+    pod.exit_log();
+    let exists: bool = redis::cmd("EXISTS").arg(&key).query(&mut conn).unwrap();
+    assert!(!exists, "{key}");
+
+    // Without Redis the pod still serves.
+    drop(redis);
+    let pod = Server::serve(&[
+        "--store",
+        &store,
+        "--trust-tenant-header",
+        "--redis",
+        "redis://127.0.0.1:1",
+    ]);
+    let (status, body) = http(&pod.addr, "GET", "/ready", "media-1", "").unwrap();
+    assert_eq!(status, 200, "{body}");
+    pod.terminate();
+    pod.exit_log();
+}

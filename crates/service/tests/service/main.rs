@@ -24,12 +24,18 @@ pool: {{maxReplicas: 4, slotsPerPod: 1, queuePerTenant: {queue}}}\n"
 }
 
 fn pod(queue: u32, slots: u32) -> Arc<Pod> {
+    pod_searching(queue, slots, usize::MAX)
+}
+
+/// A pod that builds an HNSW graph for tenants of at least `hnsw_threshold` chunks.
+fn pod_searching(queue: u32, slots: u32, hnsw_threshold: usize) -> Arc<Pod> {
     Arc::new(Pod::new(
         catalog(queue),
         Store::in_memory().unwrap(),
         &PodConfig {
             slots,
             cache_bytes: 64 << 20,
+            hnsw_threshold,
         },
     ))
 }
@@ -142,7 +148,20 @@ async fn tenants_see_only_their_own_documents() {
 
 #[tokio::test]
 async fn retrieval_ranks_the_right_passage_first() {
-    let app = router(pod(10, 4), config(TenantAuth::Signed(SECRET.to_vec())));
+    ranks_the_right_passage_first(usize::MAX).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retrieval_through_the_hnsw_graph_ranks_the_right_passage_first() {
+    ranks_the_right_passage_first(1).await;
+}
+
+async fn ranks_the_right_passage_first(hnsw_threshold: usize) {
+    let pod = pod_searching(10, 4, hnsw_threshold);
+    let app = router(
+        Arc::clone(&pod),
+        config(TenantAuth::Signed(SECRET.to_vec())),
+    );
     let docs = [
         (
             "hpa",
@@ -174,6 +193,15 @@ async fn retrieval_ranks_the_right_passage_first() {
         .map(|(id, text)| json!({"id": id, "text": text}))
         .collect();
     ingest(&app, "media-1", Value::Array(list)).await;
+    if hnsw_threshold < docs.len() {
+        // The first search loads the index and starts its graph build; wait for the graph.
+        let index = pod.index(0).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while index.needs_graph() {
+            assert!(std::time::Instant::now() < deadline, "no graph");
+            tokio::task::yield_now().await;
+        }
+    }
     let queries = [
         ("how does the autoscaler change replicas", "hpa"),
         ("cap cpu and memory per namespace", "quota"),
@@ -632,6 +660,7 @@ fn a_full_cache_evicts_the_least_recent_tenant_and_counts_it() {
         &PodConfig {
             slots: 1,
             cache_bytes: 2_000,
+            hnsw_threshold: usize::MAX,
         },
     );
     pod.index(0).unwrap();
