@@ -67,7 +67,7 @@ enum Command {
         #[arg(long)]
         tenant: String,
         #[command(flatten)]
-        store: StoreUrl,
+        store: StoreArgs,
         /// Files to load; each becomes one document, its id the file name (re-ingesting replaces it).
         #[arg(required = true)]
         paths: Vec<PathBuf>,
@@ -110,9 +110,9 @@ struct CatalogFile {
     config: PathBuf,
 }
 
-/// The store option shared by `serve` and `ingest`.
+/// The store and embedder options shared by `serve` and `ingest`.
 #[derive(clap::Args)]
-struct StoreUrl {
+struct StoreArgs {
     /// sqlite://PATH, or postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE (no TLS)
     #[arg(
         long,
@@ -121,6 +121,10 @@ struct StoreUrl {
         default_value = "sqlite://./tenantscale-data/store.db"
     )]
     store: String,
+    /// `hashed` (built in: lexical, no files) or `minilm:DIR` (all-MiniLM-L6-v2 from local
+    /// files, in builds with `--features minilm`). A store keeps the embedder it began with.
+    #[arg(long, env = "TENANTSCALE_EMBEDDER", default_value = "hashed")]
+    embedder: String,
 }
 
 /// An error the user caused (bad file contents): printed as is, exit status 2.
@@ -156,7 +160,7 @@ fn main() -> ExitCode {
             tenant,
             store,
             paths,
-        } => serve::run_ingest(&catalog.config, &tenant, &store.store, &paths),
+        } => serve::run_ingest(&catalog.config, &tenant, &store, &paths),
         Command::Simulate(args) => simulate::run(args),
     };
     match result {

@@ -1,17 +1,18 @@
 //! `tenantscale serve` (the RAG pod) and `tenantscale ingest` (load files into the store).
 
-use crate::{BadInput, CatalogFile, StoreUrl, read_input};
+use crate::{BadInput, CatalogFile, StoreArgs, read_input};
 use anyhow::Context;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tenantscale_core::catalog::Catalog;
+use tenantscale_service::embedder::Embedder;
 use tenantscale_service::http::{HttpConfig, TenantAuth};
 use tenantscale_service::llm::{Llm, LlmConfig};
 use tenantscale_service::llm_sim::{self, LlmSimConfig};
 use tenantscale_service::pod::{Pod, PodConfig};
-use tenantscale_service::store::{NewDocument, Store};
+use tenantscale_service::store::{NewDocument, Store, StoreError};
 use tenantscale_service::warming_flag::WarmingFlag;
 use tenantscale_service::{ServeConfig, serve};
 
@@ -23,7 +24,7 @@ pub struct ServeArgs {
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: std::net::SocketAddr,
     #[command(flatten)]
-    pub store: StoreUrl,
+    pub store: StoreArgs,
     /// Shared secret with the gateway (at least 16 bytes).
     #[arg(long, env = "TENANTSCALE_SECRET", hide_env_values = true)]
     pub secret: Option<String>,
@@ -103,7 +104,18 @@ fn catalog(path: &Path) -> anyhow::Result<Catalog> {
 }
 
 /// Opens `sqlite://PATH` (creating its directory) or connects to `postgres://…`.
-fn open_store(url: &str) -> anyhow::Result<Store> {
+/// The store, checked to hold the vectors of the embedder asked for, and that embedder.
+fn open_store(args: &StoreArgs) -> anyhow::Result<(Store, Arc<Embedder>)> {
+    let embedder = Embedder::from_spec(&args.embedder).map_err(|e| BadInput(e.to_string()))?;
+    let store = open_store_at(&args.store)?;
+    match store.claim_embedder(embedder.name()) {
+        Err(e @ StoreError::EmbedderMismatch { .. }) => Err(BadInput(e.to_string()).into()),
+        Err(e) => Err(e).context("cannot read the store's embedder"),
+        Ok(()) => Ok((store, Arc::new(embedder))),
+    }
+}
+
+fn open_store_at(url: &str) -> anyhow::Result<Store> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         // The URL may hold a password: name only the scheme in errors.
         return Store::connect_postgres(url).context("cannot open the Postgres store (--store)");
@@ -172,7 +184,8 @@ pub fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
                 .map_err(|e| BadInput(format!("--redis {url:?}: {e}")))?,
         ),
     };
-    let store = open_store(&args.store.store)?;
+    let (store, embedder) = open_store(&args.store)?;
+    tracing::info!(embedder = embedder.name(), "store open");
     let slots = catalog.pool.slots_per_pod;
     let pod = Arc::new(Pod::new(
         catalog,
@@ -181,6 +194,7 @@ pub fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
             slots,
             cache_bytes: args.cache_bytes,
             hnsw_threshold: args.hnsw_threshold,
+            embedder,
         },
     ));
     let config = ServeConfig {
@@ -208,7 +222,7 @@ pub fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
 pub fn run_ingest(
     config: &Path,
     tenant: &str,
-    store: &str,
+    store: &StoreArgs,
     paths: &[PathBuf],
 ) -> anyhow::Result<()> {
     let catalog = catalog(config)?;
@@ -232,7 +246,8 @@ pub fn run_ingest(
             metadata: serde_json::json!({"path": p.display().to_string()}),
         });
     }
-    let chunks = open_store(store)?.ingest(tenant, &docs)?;
+    let (store, embedder) = open_store(store)?;
+    let chunks = store.ingest(tenant, &docs, &embedder)?;
     println!(
         "ingested {} documents ({chunks} chunks) for {tenant}",
         docs.len()

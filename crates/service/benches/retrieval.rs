@@ -7,6 +7,7 @@
 
 use std::time::{Duration, Instant};
 use tenantscale_core::retrieval::{DIMENSIONS, embed};
+use tenantscale_service::embedder::Embedder;
 use tenantscale_service::pod::TenantIndex;
 use tenantscale_service::store::{NewDocument, Store};
 
@@ -131,7 +132,9 @@ fn main() {
         })
         .collect();
     let started = Instant::now();
-    let written = store.ingest("tenant-00", &docs).expect("ingest");
+    let written = store
+        .ingest("tenant-00", &docs, &Embedder::Hashed)
+        .expect("ingest");
     println!("ingest: {written} chunks in {}", ms(started.elapsed()));
 
     let loads: Vec<Duration> = (0..20)
@@ -167,7 +170,9 @@ fn main() {
     let mut ours = Vec::new();
     let mut plain = Vec::new();
     for _ in 0..3 {
-        ours.push(time(&|q| index.search(q, 5)));
+        ours.push(time(&|q| {
+            index.search(&Embedder::Hashed, q, 5).expect("search")
+        }));
         plain.push(time(&|q| plain_top_k(&index.vectors, &embed(q), 5)));
     }
     let median = |v: &mut Vec<(Duration, Duration)>| {
@@ -203,6 +208,50 @@ fn main() {
         .collect();
     beyond_the_threshold("topical corpus", &topical_document, &topical, &time);
     beyond_the_threshold("no topics (worst case)", &document, &queries, &time);
+    #[cfg(feature = "minilm")]
+    minilm(&queries);
+}
+
+/// The MiniLM embedder's cost (`--features minilm`, `TENANTSCALE_MINILM_DIR`): one query at a
+/// time, as the pod embeds them, against the built-in embedder; and chunks per second at ingest.
+#[cfg(feature = "minilm")]
+fn minilm(queries: &[String]) {
+    let Ok(dir) = std::env::var("TENANTSCALE_MINILM_DIR") else {
+        println!("MiniLM: skipped (set TENANTSCALE_MINILM_DIR)");
+        return;
+    };
+    let started = Instant::now();
+    let model = Embedder::from_spec(&format!("minilm:{dir}")).expect("model");
+    println!("MiniLM: loaded in {}", ms(started.elapsed()));
+    let per_query = |embedder: &Embedder| {
+        let samples = queries[..200]
+            .iter()
+            .map(|q| {
+                let t = Instant::now();
+                std::hint::black_box(embedder.embed(q).expect("embed"));
+                t.elapsed()
+            })
+            .collect();
+        percentiles(samples)
+    };
+    let (model_p50, model_p99) = per_query(&model);
+    let (hashed_p50, hashed_p99) = per_query(&Embedder::Hashed);
+    println!(
+        "  query embedding: MiniLM p50 {} p99 {}; built-in p50 {} p99 {} (MiniLM/built-in p50 {:.0}x)",
+        ms(model_p50),
+        ms(model_p99),
+        ms(hashed_p50),
+        ms(hashed_p99),
+        model_p50.as_secs_f64() / hashed_p50.as_secs_f64()
+    );
+    let chunks: Vec<String> = (0..256).map(document).collect();
+    let texts: Vec<&str> = chunks.iter().map(String::as_str).collect();
+    let t = Instant::now();
+    model.embed_all(&texts).expect("embed");
+    println!(
+        "  ingest: {:.0} chunks/s (256 chunks of ~600 characters, batches of 32)",
+        texts.len() as f64 / t.elapsed().as_secs_f64()
+    );
 }
 
 /// A tenant past the HNSW threshold: graph build time, its memory, and search through it
@@ -226,22 +275,28 @@ fn beyond_the_threshold(
         })
         .collect();
     let index = TenantIndex::new(chunks, vectors, 0);
-    let exact_results: Vec<Vec<(usize, f32)>> =
-        queries.iter().map(|q| index.search(q, 5)).collect();
+    let exact_results: Vec<Vec<(usize, f32)>> = queries
+        .iter()
+        .map(|q| index.search(&Embedder::Hashed, q, 5).expect("search"))
+        .collect();
     let mut exact = Vec::new();
     for _ in 0..3 {
-        exact.push(time(&|q| index.search(q, 5)));
+        exact.push(time(&|q| {
+            index.search(&Embedder::Hashed, q, 5).expect("search")
+        }));
     }
     let started = Instant::now();
     index.build_graph();
     let build = started.elapsed();
     let mut graph = Vec::new();
     for _ in 0..3 {
-        graph.push(time(&|q| index.search(q, 5)));
+        graph.push(time(&|q| {
+            index.search(&Embedder::Hashed, q, 5).expect("search")
+        }));
     }
     let (mut found, mut same_first) = (0, 0);
     for (q, want) in queries.iter().zip(&exact_results) {
-        let got = index.search(q, 5);
+        let got = index.search(&Embedder::Hashed, q, 5).expect("search");
         found += want
             .iter()
             .filter(|w| got.iter().any(|g| g.0 == w.0))

@@ -36,6 +36,7 @@ fn main() {
             slots: 8,
             cache_bytes: 1 << 20,
             hnsw_threshold: usize::MAX,
+            embedder: std::sync::Arc::new(tenantscale_service::embedder::Embedder::Hashed),
         },
     );
     for t in 0..TENANTS {

@@ -258,8 +258,20 @@ async fn query(
                 })?
         }
     };
-    let passages: Vec<Passage> = index
-        .search(&req.query, req.top_k)
+    let embedder = Arc::clone(&pod.embedder);
+    let hits = if embedder.is_slow() {
+        // A model takes milliseconds of CPU per query: not on an async thread.
+        let (index, query, k) = (Arc::clone(&index), req.query.clone(), req.top_k);
+        tokio::task::spawn_blocking(move || index.search(&embedder, &query, k))
+            .await
+            .map_err(|e| {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+            })?
+    } else {
+        index.search(&embedder, &req.query, req.top_k)
+    }
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "embedder", e.to_string()))?;
+    let passages: Vec<Passage> = hits
         .into_iter()
         .map(|(row, score)| {
             let c = &index.chunks[row];
@@ -350,7 +362,7 @@ async fn ingest(
     let tenant_id = pod.catalog.tenants[t].id.clone();
     let count = req.documents.len();
     let chunks = tokio::task::spawn_blocking(move || {
-        let written = pod.store.ingest(&tenant_id, &req.documents);
+        let written = pod.store.ingest(&tenant_id, &req.documents, &pod.embedder);
         pod.invalidate(t);
         written
     })

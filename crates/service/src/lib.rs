@@ -3,6 +3,7 @@
 //! `tenantscale-core`, a per-pod LRU of tenant indexes loaded from the store, Prometheus
 //! metrics, and a drain on SIGTERM that finishes every admitted query.
 
+pub mod embedder;
 pub mod http;
 pub mod llm;
 pub mod llm_sim;

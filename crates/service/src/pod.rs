@@ -1,6 +1,7 @@
 //! The pod's shared state: fair admission to worker slots, the tenant index cache, the store,
 //! metrics and the lifecycle (warming → ready → draining).
 
+use crate::embedder::{Embedder, EmbedderError};
 use crate::metrics::Metrics;
 use crate::store::{Chunk, Store};
 use std::collections::HashMap;
@@ -10,7 +11,7 @@ use tenantscale_core::cache::{Access, TenantCache};
 use tenantscale_core::catalog::Catalog;
 use tenantscale_core::fairness::scheduler::{FairScheduler, TenantSlot};
 use tenantscale_core::hnsw::{Hnsw, HnswParams};
-use tenantscale_core::retrieval::{DIMENSIONS, embed, top_k};
+use tenantscale_core::retrieval::{DIMENSIONS, top_k};
 use tokio::sync::oneshot;
 
 /// Lifecycle states, as `/ready` reports them.
@@ -65,17 +66,22 @@ impl TenantIndex {
         }
     }
 
-    /// The `k` chunks most similar to `query`: (row, score), best first. An empty index
-    /// answers at once, without embedding the query.
-    pub fn search(&self, query: &str, k: usize) -> Vec<(usize, f32)> {
+    /// The `k` chunks most similar to `query` (embedded by `embedder`, which wrote the
+    /// vectors): (row, score), best first. An empty index answers at once, without embedding.
+    pub fn search(
+        &self,
+        embedder: &Embedder,
+        query: &str,
+        k: usize,
+    ) -> Result<Vec<(usize, f32)>, EmbedderError> {
         if self.vectors.is_empty() {
-            return Vec::new();
+            return Ok(Vec::new());
         }
-        let query = embed(query);
-        match self.graph.get() {
+        let query = embedder.embed(query)?;
+        Ok(match self.graph.get() {
             Some(graph) => graph.search(&self.vectors, &query, k, SEARCH_EF.max(2 * k)),
             None => top_k(&self.vectors, &query, k),
-        }
+        })
     }
 
     /// Approximate bytes held in memory (with the graph it will have, so the cache budget
@@ -117,12 +123,15 @@ pub struct PodConfig {
     /// Tenants with at least this many chunks are searched through an HNSW graph, built in
     /// the background after their index loads; smaller ones by an exact scan.
     pub hnsw_threshold: usize,
+    /// What embeds queries (the store's vectors were written by the same one).
+    pub embedder: Arc<Embedder>,
 }
 
 /// Everything the HTTP handlers share.
 pub struct Pod {
     pub catalog: Catalog,
     pub store: Store,
+    pub embedder: Arc<Embedder>,
     pub metrics: Metrics,
     state: AtomicU8,
     slots: Mutex<Slots>,
@@ -162,6 +171,7 @@ impl Pod {
         Self {
             catalog,
             store,
+            embedder: Arc::clone(&config.embedder),
             metrics,
             state: AtomicU8::new(PodState::Ready as u8),
             slots: Mutex::new(Slots {

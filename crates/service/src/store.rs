@@ -3,9 +3,10 @@
 //! by tenant id; writes are transactions, so an error leaves nothing half-written, and a commit
 //! returns only once the write is durable (SQLite `synchronous=FULL`, Postgres's default).
 
+use crate::embedder::{Embedder, EmbedderError};
 use std::path::Path;
 use std::sync::Mutex;
-use tenantscale_core::retrieval::{DIMENSIONS, chunk, embed};
+use tenantscale_core::retrieval::{DIMENSIONS, chunk};
 
 /// A stored chunk of a tenant's document.
 #[derive(Debug, Clone, PartialEq)]
@@ -32,6 +33,13 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("store: {0}")]
     Postgres(#[from] postgres::Error),
+    #[error(transparent)]
+    Embedder(#[from] EmbedderError),
+    #[error(
+        "the store's vectors were written by the {stored} embedder, not {requested}: use \
+         --embedder accordingly, or a new store"
+    )]
+    EmbedderMismatch { stored: String, requested: String },
 }
 
 /// The store: one connection behind a lock (the pod calls it from blocking threads only).
@@ -63,7 +71,8 @@ fn schema(integer: &str, bytes: &str) -> String {
              PRIMARY KEY (tenant_id, document_id, chunk_id));
          CREATE TABLE IF NOT EXISTS tenant_volume (
              tenant_id TEXT NOT NULL, hour {integer} NOT NULL, queries {integer} NOT NULL,
-             PRIMARY KEY (tenant_id, hour));"
+             PRIMARY KEY (tenant_id, hour));
+         CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
     )
 }
 
@@ -85,6 +94,11 @@ mod sql {
     pub const TOP_TENANTS: &str = "SELECT tenant_id FROM tenant_volume WHERE hour >= ?1
         GROUP BY tenant_id ORDER BY SUM(queries) DESC, tenant_id LIMIT ?2";
 
+    pub const EMBEDDER: &str = "SELECT value FROM settings WHERE key = 'embedder'";
+    pub const ANY_CHUNK: &str = "SELECT EXISTS (SELECT 1 FROM chunks)";
+    pub const CLAIM_EMBEDDER: &str = "INSERT INTO settings (key, value) VALUES ('embedder', ?1)
+        ON CONFLICT (key) DO NOTHING";
+
     pub fn pg(statement: &str) -> String {
         statement.replace('?', "$")
     }
@@ -93,14 +107,15 @@ mod sql {
 /// A chunk ready to write: its text and its vector as little-endian f32 bytes.
 type EmbeddedChunk = (String, Vec<u8>);
 
-fn embedded_chunks(text: &str) -> Vec<EmbeddedChunk> {
-    chunk(text, CHUNK_TARGET)
+fn embedded_chunks(text: &str, embedder: &Embedder) -> Result<Vec<EmbeddedChunk>, EmbedderError> {
+    let chunks = chunk(text, CHUNK_TARGET);
+    let texts: Vec<&str> = chunks.iter().map(String::as_str).collect();
+    let vectors = embedder.embed_all(&texts)?;
+    Ok(chunks
         .into_iter()
-        .map(|c| {
-            let vector = embed(&c).iter().flat_map(|x| x.to_le_bytes()).collect();
-            (c, vector)
-        })
-        .collect()
+        .zip(vectors)
+        .map(|(c, v)| (c, v.iter().flat_map(|x| x.to_le_bytes()).collect()))
+        .collect())
 }
 
 /// Appends a stored vector; false (skipped) if it has the wrong width.
@@ -165,14 +180,61 @@ impl Store {
         Ok(f(&mut client)?)
     }
 
+    /// Records `embedder` as the one whose vectors this store holds, or checks that it is:
+    /// vectors of different embedders cannot be compared. A store with chunks but no record
+    /// predates the record, when the hashed embedder was the only one.
+    pub fn claim_embedder(&self, embedder: &str) -> Result<(), StoreError> {
+        const BEFORE_THE_RECORD: &str = "hashed-ngrams-384";
+        let stored: String = match &self.backend {
+            Backend::Sqlite(db) => {
+                let mut db = db.lock().expect("store lock");
+                let tx = db.transaction()?;
+                let any: bool = tx.query_row(sql::ANY_CHUNK, [], |r| r.get(0))?;
+                let claim = if any { BEFORE_THE_RECORD } else { embedder };
+                tx.execute(sql::CLAIM_EMBEDDER, [claim])?;
+                let stored = tx.query_row(sql::EMBEDDER, [], |r| r.get(0))?;
+                tx.commit()?;
+                stored
+            }
+            Backend::Postgres { url, client } => Self::with_postgres(url, client, |c| {
+                let mut tx = c.transaction()?;
+                let any: bool = tx.query_one(sql::ANY_CHUNK, &[])?.get(0);
+                let claim = if any { BEFORE_THE_RECORD } else { embedder };
+                tx.execute(&sql::pg(sql::CLAIM_EMBEDDER), &[&claim])?;
+                let stored = tx.query_one(sql::EMBEDDER, &[])?.get(0);
+                tx.commit()?;
+                Ok(stored)
+            })?,
+        };
+        if stored == embedder {
+            Ok(())
+        } else {
+            Err(StoreError::EmbedderMismatch {
+                stored,
+                requested: embedder.to_string(),
+            })
+        }
+    }
+
     /// Stores `docs` for `tenant`, replacing documents with the same id; returns the number of
     /// chunks written. All or nothing.
-    pub fn ingest(&self, tenant: &str, docs: &[NewDocument]) -> Result<usize, StoreError> {
+    pub fn ingest(
+        &self,
+        tenant: &str,
+        docs: &[NewDocument],
+        embedder: &Embedder,
+    ) -> Result<usize, StoreError> {
         // Embed before taking the lock: it is the slow part.
         let prepared: Vec<(&NewDocument, String, Vec<EmbeddedChunk>)> = docs
             .iter()
-            .map(|d| (d, d.metadata.to_string(), embedded_chunks(&d.text)))
-            .collect();
+            .map(|d| {
+                Ok((
+                    d,
+                    d.metadata.to_string(),
+                    embedded_chunks(&d.text, embedder)?,
+                ))
+            })
+            .collect::<Result<_, EmbedderError>>()?;
         let written = prepared.iter().map(|(_, _, c)| c.len()).sum();
         match &self.backend {
             Backend::Sqlite(db) => {

@@ -607,6 +607,8 @@ impl Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tenantscale"))
             .args(args)
             .current_dir(root())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
@@ -665,6 +667,16 @@ impl Server {
         std::io::Read::read_to_string(&mut self.log, &mut rest).unwrap();
         assert!(status.success(), "exit {status:?}: {rest}");
         rest
+    }
+}
+
+/// A failed test must not leave its server running (holding ports and the test's output).
+impl Drop for Server {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            self.child.kill().ok();
+            self.child.wait().ok();
+        }
     }
 }
 
@@ -1073,6 +1085,129 @@ fn serve_sets_the_seeds_warming_flag_in_redis_for_the_warm_up_window() {
     ]);
     let (status, body) = http(&pod.addr, "GET", "/ready", "media-1", "").unwrap();
     assert_eq!(status, 200, "{body}");
+    pod.terminate();
+    pod.exit_log();
+}
+
+#[test]
+fn ingest_and_serve_refuse_an_unknown_or_unbuilt_embedder() {
+    let doc = temp_file("embedder.md", "Replicas follow demand.");
+    let store = format!(
+        "sqlite://{}",
+        std::env::temp_dir()
+            .join(format!("tenantscale-embedder-{}.db", std::process::id()))
+            .display()
+    );
+    let ingest_with = |embedder: &str| {
+        tenantscale(&[
+            "ingest",
+            "-c",
+            "examples/gcc-platform.yaml",
+            "--tenant",
+            "media-1",
+            "--store",
+            &store,
+            "--embedder",
+            embedder,
+            doc.to_str().unwrap(),
+        ])
+    };
+    let o = ingest_with("word2vec");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains(r#"--embedder "word2vec": expected `hashed` or `minilm:DIR`"#),
+        "{}",
+        stderr(&o)
+    );
+    let o = ingest_with("minilm:/nowhere");
+    assert_eq!(o.status.code(), Some(2));
+    let expected = if cfg!(feature = "minilm") {
+        "MiniLM model in /nowhere: config.json"
+    } else {
+        "this build has no MiniLM; build with `--features minilm`"
+    };
+    assert!(stderr(&o).contains(expected), "{}", stderr(&o));
+    assert!(ingest_with("hashed").status.success());
+}
+
+/// The real model end to end (`--features minilm` and `TENANTSCALE_MINILM_DIR`, see the
+/// service tests): ingest with it, serve with it, find a passage by meaning over HTTP; a
+/// store written by one embedder refuses the other.
+#[cfg(feature = "minilm")]
+#[test]
+fn minilm_serves_passages_by_meaning_and_the_store_keeps_its_embedder() {
+    let Ok(dir) = std::env::var("TENANTSCALE_MINILM_DIR") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must set TENANTSCALE_MINILM_DIR"
+        );
+        eprintln!("skipped: set TENANTSCALE_MINILM_DIR");
+        return;
+    };
+    let embedder = format!("minilm:{dir}");
+    let store = format!(
+        "sqlite://{}",
+        std::env::temp_dir()
+            .join(format!("tenantscale-minilm-{}.db", std::process::id()))
+            .display()
+    );
+    let car = temp_file(
+        "car.md",
+        "The automobile needs new tyres and an oil change.",
+    );
+    let rain = temp_file(
+        "rain.md",
+        "Heavy rain and strong winds are expected tomorrow.",
+    );
+    for doc in [&car, &rain] {
+        let o = tenantscale(&[
+            "ingest",
+            "-c",
+            "examples/gcc-platform.yaml",
+            "--tenant",
+            "media-1",
+            "--store",
+            &store,
+            "--embedder",
+            &embedder,
+            doc.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let hashed = tenantscale(&[
+        "ingest",
+        "-c",
+        "examples/gcc-platform.yaml",
+        "--tenant",
+        "media-1",
+        "--store",
+        &store,
+        car.to_str().unwrap(),
+    ]);
+    assert_eq!(hashed.status.code(), Some(2));
+    assert!(
+        stderr(&hashed).contains("written by the all-MiniLM-L6-v2 embedder"),
+        "{}",
+        stderr(&hashed)
+    );
+
+    let pod = Server::serve(&[
+        "--store",
+        &store,
+        "--embedder",
+        &embedder,
+        "--trust-tenant-header",
+    ]);
+    let (status, body) = http(
+        &pod.addr,
+        "POST",
+        "/v1/query",
+        "media-1",
+        r#"{"query":"my car has to be serviced","topK":1}"#,
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(r#"car.md","chunkId""#), "{body}");
     pod.terminate();
     pod.exit_log();
 }

