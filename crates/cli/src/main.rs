@@ -4,6 +4,7 @@
 //! `tenantscale-core`.
 
 mod check;
+mod gateway;
 mod replay;
 mod serve;
 mod simulate;
@@ -54,6 +55,14 @@ enum Command {
     /// -Signature (HMAC-SHA256 under --secret); anything else is 401. Logs its address on
     /// stderr ("serving listen=…").
     Serve(serve::ServeArgs),
+    /// Run the tenant-aware gateway in front of the pods.
+    ///
+    /// Clients send `Authorization: Bearer <API key>` (keys are stored as SHA-256 in the
+    /// catalog). Each request is admitted (tier rate limit, the tenant's share of the live
+    /// pool; 429 with Retry-After otherwise), routed to its tenant's pods (bounded loads,
+    /// slow start for warming pods, none to draining ones), signed for the pod and proxied.
+    /// GET /metrics, /health and /ready are the gateway's own. Logs "gateway serving listen=…".
+    Gateway(gateway::GatewayArgs),
     /// Serve an OpenAI-compatible chat API that only waits: a TEST DOUBLE for a paid LLM.
     ///
     /// It answers with words lifted from the prompt after --latency-ms plus one token per
@@ -154,6 +163,7 @@ fn main() -> ExitCode {
             command: HpaCommand::Replay { file, explain },
         } => replay::run(&file, explain),
         Command::Serve(args) => serve::run_serve(args),
+        Command::Gateway(args) => gateway::run(args),
         Command::LlmSim(args) => serve::run_llm_sim(&args),
         Command::Ingest {
             catalog,

@@ -93,7 +93,7 @@ pub struct LlmSimArgs {
     pub max_tokens: usize,
 }
 
-fn catalog(path: &Path) -> anyhow::Result<Catalog> {
+pub fn catalog(path: &Path) -> anyhow::Result<Catalog> {
     let text = read_input(path)?;
     let loaded = Catalog::parse(&text)
         .map_err(|e| BadInput(format!("{}: invalid catalog\n{e}", path.display())))?;

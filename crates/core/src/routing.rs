@@ -149,7 +149,8 @@ impl Router {
         let ranking = &mut self.rankings[tenant];
         ranking.clear();
         ranking.extend(
-            (0..pods.len() as u32).filter(|i| pods[*i as usize].state != PodState::Draining),
+            (0..pods.len() as u32)
+                .filter(|i| matches!(pods[*i as usize].state, PodState::Ready { .. })),
         );
         ranking.sort_unstable_by_key(|i| std::cmp::Reverse(mix(tk ^ pods[*i as usize].key)));
         self.ranked_generation[tenant] = self.generation;
@@ -230,7 +231,7 @@ impl Router {
             .count()
     }
 
-    /// The tenant's pod ranking, best first (draining pods excluded).
+    /// The tenant's pod ranking, best first (draining and removed pods excluded).
     pub fn ranking(&mut self, tenant: usize) -> &[u32] {
         self.rank(tenant);
         &self.rankings[tenant]

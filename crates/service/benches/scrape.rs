@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 use tenantscale_core::catalog::Catalog;
-use tenantscale_service::metrics::to_prometheus_text;
+use tenantscale_core::text::to_prometheus_text;
 use tenantscale_service::pod::{Pod, PodConfig};
 use tenantscale_service::store::Store;
 

@@ -422,7 +422,7 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
         )
             .into_response()
     } else {
-        let text = crate::metrics::to_prometheus_text(&body);
+        let text = tenantscale_core::text::to_prometheus_text(&body);
         (
             [(
                 header::CONTENT_TYPE,

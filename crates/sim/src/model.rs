@@ -19,7 +19,7 @@ use crate::stats::{ClassStats, Histogram, Minutes, Series};
 use std::cmp::Reverse;
 use std::collections::VecDeque;
 use tenantscale_core::cache::{Access, TenantCache};
-use tenantscale_core::fairness::admission::{Admission, Gcra, TenantLimits};
+use tenantscale_core::fairness::admission::{Admission, TenantLimits};
 use tenantscale_core::fairness::scheduler::{FairScheduler, TenantSlot};
 use tenantscale_core::routing::{Router, RouterConfig, stable_hash};
 
@@ -281,14 +281,7 @@ impl<'s> Engine<'s> {
         let n = cat.tenants.len();
         let plane = policy.plane();
         let slot_template = TenantSlot::for_catalog(cat);
-        let limits: Vec<TenantLimits> = cat
-            .tenants
-            .iter()
-            .map(|t| TenantLimits {
-                rate: t.rate_limit.map(|r| Gcra::new(r.rps, r.burst)),
-                max_share: t.max_share,
-            })
-            .collect();
+        let limits = TenantLimits::for_catalog(cat);
         let seconds = sc.duration.ceil() as usize + 1;
         let multipliers: Vec<Vec<f32>> = sc
             .classes

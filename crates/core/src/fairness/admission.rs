@@ -63,6 +63,20 @@ pub struct TenantLimits {
     pub max_share: f64,
 }
 
+impl TenantLimits {
+    /// Each catalog tenant's limits, in catalog order.
+    pub fn for_catalog(catalog: &crate::catalog::Catalog) -> Vec<Self> {
+        catalog
+            .tenants
+            .iter()
+            .map(|t| Self {
+                rate: t.rate_limit.map(|r| Gcra::new(r.rps, r.burst)),
+                max_share: t.max_share,
+            })
+            .collect()
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct TenantState {
     limits: TenantLimits,

@@ -32,6 +32,55 @@ proptest! {
         }
     }
 
+    /// Any mix of arrivals and completions: the pod a request lands on holds at most
+    /// `ceil(c × total / pods)` right after it.
+    #[test]
+    fn bounded_load_holds_for_any_load_vector(
+        pods in 1..12usize,
+        ops in prop::collection::vec((0..52usize, any::<bool>()), 1..1500),
+    ) {
+        let mut r = warm_router(pods, 52);
+        let mut outstanding: Vec<usize> = Vec::new();
+        for (t, arrive) in ops {
+            if arrive || outstanding.is_empty() {
+                let p = r.route(t, 0.0).unwrap();
+                outstanding.push(p);
+                let bound = (1.25 * outstanding.len() as f64 / pods as f64).ceil() as u32;
+                prop_assert!(r.load(p) <= bound, "pod {p} holds {} > {bound}", r.load(p));
+            } else {
+                r.release(outstanding.swap_remove(t % outstanding.len()));
+            }
+        }
+    }
+
+    /// Draining or removing a pod changes the first choice of that pod's tenants only, and
+    /// they move to their old second choice.
+    #[test]
+    fn removing_a_pod_moves_only_its_tenants(pods in 2..16usize, gone in 0..16usize, drain in any::<bool>()) {
+        let gone = gone % pods;
+        let tenants = 500;
+        let mut r = warm_router(pods, tenants);
+        let before: Vec<(u32, u32)> = (0..tenants).map(|t| (r.ranking(t)[0], r.ranking(t)[1])).collect();
+        if drain { r.drain(gone) } else { r.remove(gone) }
+        for (t, (first, second)) in before.into_iter().enumerate() {
+            let now = r.ranking(t)[0];
+            let expected = if first as usize == gone { second } else { first };
+            prop_assert_eq!(now, expected, "tenant {}", t);
+            prop_assert!(!r.ranking(t).contains(&(gone as u32)));
+        }
+    }
+
+    /// A warming pod's weight never falls as time passes, and stays in [min_weight, 1].
+    #[test]
+    fn slow_start_weight_is_monotone_in_time(since in -100.0..100.0f64, a in -100.0..300.0f64, b in -100.0..300.0f64) {
+        let mut r = warm_router(0, 1);
+        let p = r.add_pod(1, since);
+        let (early, late) = if a <= b { (a, b) } else { (b, a) };
+        let (we, wl) = (r.weight(p, early), r.weight(p, late));
+        prop_assert!(we <= wl, "{we} at {early} > {wl} at {late}");
+        prop_assert!((0.1..=1.0).contains(&we) && (0.1..=1.0).contains(&wl));
+    }
+
     #[test]
     fn adding_a_pod_moves_about_one_nth_of_tenants(pods in 2..16usize) {
         let tenants = 2000;
@@ -159,4 +208,7 @@ fn draining_pods_take_nothing_and_leave_cleanly() {
     r.release(p);
     r.remove(p);
     assert_eq!(r.ready_pods(), 2);
+    for t in 0..10 {
+        assert_ne!(r.route(t, 0.0), Some(p), "no request to a removed pod");
+    }
 }

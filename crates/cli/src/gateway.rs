@@ -1,0 +1,128 @@
+//! `tenantscale gateway`: flags → [`GatewayConfig`].
+
+use crate::{BadInput, CatalogFile};
+use std::time::Duration;
+use tenantscale_core::routing::RouterConfig;
+use tenantscale_gateway::{GatewayConfig, Timeouts};
+
+#[derive(clap::Args)]
+pub struct GatewayArgs {
+    #[command(flatten)]
+    pub catalog: CatalogFile,
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    pub listen: std::net::SocketAddr,
+    /// The pods, HOST:PORT,… (their /ready is polled every second).
+    #[arg(long, alias = "upstreams", value_delimiter = ',', required = true)]
+    pub pods: Vec<String>,
+    /// Shared secret with the pods (at least 16 bytes): the gateway signs each request's tenant.
+    #[arg(long, env = "TENANTSCALE_SECRET", hide_env_values = true)]
+    pub secret: Option<String>,
+    /// Take the tenant from the seed's X-Tenant-ID instead of an API key (only behind an
+    /// ingress that authenticates).
+    #[arg(long)]
+    pub trust_tenant_header: bool,
+    /// Worker threads (default: the CPUs this process may use).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Largest request body, bytes.
+    #[arg(long, default_value_t = 1 << 20)]
+    pub max_body: usize,
+    /// Load bound: no pod above this factor × its fair share of the outstanding requests.
+    #[arg(long, default_value_t = 1.25)]
+    pub balance_factor: f64,
+    /// Seconds over which a new (warming) pod's share ramps to full.
+    #[arg(long, default_value_t = 300.0)]
+    pub slow_start: f64,
+    /// Share of a full pod's weight a new pod starts with.
+    #[arg(long, default_value_t = 0.1)]
+    pub slow_start_floor: f64,
+    /// Seconds to open a connection to a pod.
+    #[arg(long, default_value_t = 2.0)]
+    pub connect_timeout: f64,
+    /// Seconds for a pod's response headers (then 504).
+    #[arg(long, default_value_t = 60.0)]
+    pub response_timeout: f64,
+}
+
+fn seconds(flag: &str, value: f64) -> Result<Duration, BadInput> {
+    if !(value > 0.0 && value <= 86_400.0) {
+        return Err(BadInput(format!(
+            "{flag} {value}: expected more than 0 and at most 86400 seconds"
+        )));
+    }
+    Ok(Duration::from_secs_f64(value))
+}
+
+pub fn run(args: GatewayArgs) -> anyhow::Result<()> {
+    let catalog = crate::serve::catalog(&args.catalog.config)?;
+    let secret = match args.secret {
+        Some(s) if s.len() >= 16 => s.into_bytes(),
+        Some(_) => return Err(BadInput("--secret: use at least 16 bytes".into()).into()),
+        None => {
+            return Err(BadInput(
+                "the gateway signs each request for the pods: give --secret (or TENANTSCALE_SECRET), the same as theirs"
+                    .into(),
+            )
+            .into());
+        }
+    };
+    for pod in &args.pods {
+        let valid = pod
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+        if !valid {
+            return Err(BadInput(format!("--pods {pod:?}: expected HOST:PORT")).into());
+        }
+    }
+    if !(1.0..=10.0).contains(&args.balance_factor) {
+        return Err(BadInput(format!(
+            "--balance-factor {}: expected 1 to 10",
+            args.balance_factor
+        ))
+        .into());
+    }
+    if !(0.0..=86_400.0).contains(&args.slow_start) {
+        return Err(BadInput(format!(
+            "--slow-start {}: expected 0 to 86400 seconds",
+            args.slow_start
+        ))
+        .into());
+    }
+    if !(args.slow_start_floor > 0.0 && args.slow_start_floor <= 1.0) {
+        return Err(BadInput(format!(
+            "--slow-start-floor {}: expected more than 0 and at most 1",
+            args.slow_start_floor
+        ))
+        .into());
+    }
+    if args.threads == Some(0) {
+        return Err(BadInput("--threads 0: expected at least 1".into()).into());
+    }
+    let config = GatewayConfig {
+        listen: args.listen,
+        pods: args.pods,
+        secret,
+        trust_tenant_header: args.trust_tenant_header,
+        max_body: args.max_body,
+        timeouts: Timeouts {
+            connect: seconds("--connect-timeout", args.connect_timeout)?,
+            response: seconds("--response-timeout", args.response_timeout)?,
+            ..Timeouts::default()
+        },
+        router: RouterConfig {
+            c: args.balance_factor,
+            warmup_seconds: args.slow_start,
+            min_weight: args.slow_start_floor,
+        },
+        share_retry_after: 1.0,
+    };
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = args.threads {
+        runtime.worker_threads(n);
+    }
+    runtime
+        .enable_all()
+        .build()?
+        .block_on(tenantscale_gateway::run(catalog, config))?;
+    Ok(())
+}

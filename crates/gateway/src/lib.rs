@@ -1,0 +1,256 @@
+//! The tenantscale gateway (`tenantscale gateway`): a reverse proxy in front of the pod pool that
+//! authenticates tenants (API keys, stored as SHA-256 in the catalog), admits them fairly
+//! (GCRA rate limit and an in-flight cap of `maxShare ×` the live pool, from
+//! `tenantscale-core`), routes each tenant to the pods that hold its index (rendezvous hashing
+//! with bounded loads and slow start, also from core), signs the tenant for the pod, and keeps
+//! away from draining, unreachable and failing pods.
+//!
+//! Requests are read whole (up to `max_body`) before they are sent on: a request refused by a
+//! limit never reaches a pod, and one whose pod refused the connection can be sent to another.
+//! Responses stream through.
+
+pub mod metrics;
+pub mod pods;
+mod proxy;
+
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use metrics::Metrics;
+use pods::{Observed, POLL_EVERY, POLL_TIMEOUT, Pool};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tenantscale_core::catalog::Catalog;
+use tenantscale_core::fairness::admission::{Admission, TenantLimits};
+use tenantscale_core::routing::{Router, RouterConfig, stable_hash};
+
+/// How to run a gateway.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    pub listen: SocketAddr,
+    /// Pods as `host:port`.
+    pub pods: Vec<String>,
+    /// Shared secret with the pods, for `X-Tenantscale-Signature`.
+    pub secret: Vec<u8>,
+    /// Take the tenant from the seed's `X-Tenant-ID` (behind an authenticating ingress).
+    pub trust_tenant_header: bool,
+    pub max_body: usize,
+    pub timeouts: Timeouts,
+    pub router: RouterConfig,
+    /// Seconds a client waits after a share-cap refusal (about one service time).
+    pub share_retry_after: f64,
+}
+
+/// Time limits of each stage.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// A client's request headers.
+    pub header_read: Duration,
+    /// A client's request body.
+    pub body_read: Duration,
+    /// Opening a connection to a pod.
+    pub connect: Duration,
+    /// A pod's response headers.
+    pub response: Duration,
+    /// Open connections finishing after a shutdown signal.
+    pub shutdown: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            header_read: Duration::from_secs(10),
+            body_read: Duration::from_secs(30),
+            connect: Duration::from_secs(2),
+            response: Duration::from_secs(60),
+            shutdown: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Routing and admission state, behind one lock: both are a few arithmetic operations.
+pub(crate) struct State {
+    pub pool: Pool,
+    pub admission: Admission,
+}
+
+pub(crate) struct Gateway {
+    pub catalog: Catalog,
+    pub config: GatewayConfig,
+    /// SHA-256 of each API key → tenant. The presented key is hashed before the lookup, so
+    /// timing can only tell an attacker about digest bits they cannot steer.
+    pub api_keys: HashMap<[u8; 32], usize>,
+    pub tenant_ids: HashMap<String, usize>,
+    pub state: Mutex<State>,
+    pub client: proxy::Client,
+    pub metrics: Metrics,
+    started: Instant,
+}
+
+impl Gateway {
+    fn new(catalog: Catalog, config: GatewayConfig) -> Self {
+        let tenant_keys = catalog
+            .tenants
+            .iter()
+            .map(|t| stable_hash(t.id.as_bytes()))
+            .collect();
+        let router = Router::new(config.router, tenant_keys);
+        let pool = Pool::new(router, config.router.warmup_seconds, &config.pods);
+        let admission = Admission::new(
+            &TenantLimits::for_catalog(&catalog),
+            config.share_retry_after,
+        );
+        Self {
+            api_keys: catalog
+                .tenants
+                .iter()
+                .enumerate()
+                .filter_map(|(i, t)| Some((t.api_key_sha256?, i)))
+                .collect(),
+            tenant_ids: catalog
+                .tenants
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (t.id.clone(), i))
+                .collect(),
+            metrics: Metrics::new(&catalog),
+            state: Mutex::new(State { pool, admission }),
+            client: proxy::client(config.timeouts.connect),
+            catalog,
+            config,
+            started: Instant::now(),
+        }
+    }
+
+    /// Seconds since the gateway started: the router's and the limiter's clock.
+    pub fn now(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
+    }
+
+    pub fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().expect("gateway state lock")
+    }
+}
+
+/// Serves until SIGTERM or Ctrl-C, then stops accepting and lets open connections finish
+/// (up to the shutdown timeout).
+pub async fn run(catalog: Catalog, config: GatewayConfig) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    let gateway = Arc::new(Gateway::new(catalog, config));
+    // Know the pods before taking traffic.
+    poll_pods(&gateway).await;
+    let ready = gateway.state().pool.router.ready_pods();
+    tracing::info!(
+        listen = %listener.local_addr()?,
+        pods = gateway.config.pods.len(),
+        ready,
+        "gateway serving"
+    );
+    let poller = tokio::spawn(poll_pods_forever(Arc::clone(&gateway)));
+
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(gateway.config.timeouts.header_read)
+        .keep_alive(true);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of file descriptors and the like: pause instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let gateway = Arc::clone(&gateway);
+                let service = hyper::service::service_fn(move |req| {
+                    proxy::handle(Arc::clone(&gateway), req, peer)
+                });
+                let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    poller.abort();
+    tracing::info!("shutting down: no new connections; finishing open ones");
+    if tokio::time::timeout(gateway.config.timeouts.shutdown, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("shutdown timeout: closing the connections left");
+    }
+    tracing::info!("gateway stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+async fn poll_pods_forever(gateway: Arc<Gateway>) {
+    let mut ticks = tokio::time::interval(POLL_EVERY);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        poll_pods(&gateway).await;
+    }
+}
+
+/// Asks every pod's `/ready` at once and applies the answers.
+async fn poll_pods(gateway: &Arc<Gateway>) {
+    let probes: Vec<_> = gateway
+        .config
+        .pods
+        .iter()
+        .map(|addr| tokio::spawn(proxy::probe_ready(gateway.client.clone(), addr.clone())))
+        .collect();
+    let mut answers = Vec::with_capacity(probes.len());
+    for probe in probes {
+        answers.push(probe.await.unwrap_or(None));
+    }
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let now = gateway.now();
+    let mut state = gateway.state();
+    for (i, answer) in answers.into_iter().enumerate() {
+        let observed = match answer {
+            Some((status, body)) => Observed::from_ready(status, &body, now_ms),
+            None => Observed::Unreachable,
+        };
+        let before = state.pool.upstreams[i].observed;
+        if std::mem::discriminant(&before) != std::mem::discriminant(&observed) {
+            tracing::info!(pod = %state.pool.upstreams[i].addr, ?observed, "pod state");
+        }
+        state.pool.observe(i, observed, now);
+    }
+    state.pool.tick(now);
+}
+
+/// `/ready` answers are small; anything longer is not ours.
+const MAX_READY_BODY: usize = 4096;
+const _: () = assert!(POLL_TIMEOUT.as_millis() < POLL_EVERY.as_millis());

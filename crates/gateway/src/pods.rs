@@ -1,0 +1,265 @@
+//! The pods the gateway knows, what their `/ready` says, and how that feeds the router: a
+//! `ready` pod routes at full weight, a `warming` pod ramps (slow start) until its reported
+//! `warmUntil`, a `draining`, unreachable or ejected pod gets no new requests at once.
+
+use crate::metrics::PodLabel;
+use std::time::Duration;
+use tenantscale_core::routing::{Router, stable_hash};
+
+/// What a pod's last `/ready` answer (or its absence) said.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Observed {
+    /// 200 `{"state": "ready"}`, or any other 200 (a plain backend).
+    Ready,
+    /// 200 `{"state": "warming", "warmUntil": <Unix ms>}`: ramp for this many more seconds.
+    Warming { remaining: f64 },
+    /// 503: draining (or not ready).
+    Draining,
+    /// No answer.
+    Unreachable,
+}
+
+impl Observed {
+    /// Reads a `/ready` answer; `remaining` is computed against `now_unix_ms`.
+    pub fn from_ready(status: u16, body: &[u8], now_unix_ms: u64) -> Self {
+        if status != 200 {
+            return Self::Draining;
+        }
+        let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+        match (v["state"].as_str(), v["warmUntil"].as_u64()) {
+            (Some("warming"), Some(until)) => Self::Warming {
+                remaining: until.saturating_sub(now_unix_ms) as f64 / 1000.0,
+            },
+            _ => Self::Ready,
+        }
+    }
+}
+
+/// One configured pod.
+#[derive(Debug)]
+pub struct Upstream {
+    /// `host:port`.
+    pub addr: String,
+    pub label: PodLabel,
+    /// Its index in the router while it takes requests.
+    pub route: Option<usize>,
+    pub observed: Observed,
+    /// Failures (connect, 5xx) in a row; reset by a success.
+    pub failures: u32,
+    /// Out of rotation until this gateway time (seconds) after too many failures.
+    pub ejected_until: f64,
+}
+
+/// Failures in a row that eject a pod, and for how long.
+pub const EJECT_AFTER_FAILURES: u32 = 5;
+pub const EJECTION_SECONDS: f64 = 10.0;
+
+/// The router and the pods behind its indices.
+pub struct Pool {
+    pub router: Router,
+    pub upstreams: Vec<Upstream>,
+    /// Router index → position in `upstreams` (router indices are never reused).
+    by_route: Vec<usize>,
+    /// Slow-start window of the router, seconds.
+    warmup: f64,
+}
+
+impl Pool {
+    pub fn new(router: Router, warmup: f64, addrs: &[String]) -> Self {
+        Self {
+            router,
+            upstreams: addrs
+                .iter()
+                .map(|a| Upstream {
+                    addr: a.clone(),
+                    label: PodLabel { pod: a.clone() },
+                    route: None,
+                    observed: Observed::Unreachable,
+                    failures: 0,
+                    ejected_until: f64::NEG_INFINITY,
+                })
+                .collect(),
+            by_route: Vec::new(),
+            warmup,
+        }
+    }
+
+    /// The pod behind router index `route`.
+    pub fn upstream(&self, route: usize) -> &Upstream {
+        &self.upstreams[self.by_route[route]]
+    }
+
+    fn upstream_mut(&mut self, route: usize) -> &mut Upstream {
+        &mut self.upstreams[self.by_route[route]]
+    }
+
+    /// Applies a `/ready` observation of pod `i` at gateway time `now`.
+    pub fn observe(&mut self, i: usize, observed: Observed, now: f64) {
+        self.upstreams[i].observed = observed;
+        self.update(i, now);
+    }
+
+    /// Puts pod `i` in or out of rotation as its state and ejection say.
+    fn update(&mut self, i: usize, now: f64) {
+        let up = &self.upstreams[i];
+        let wanted = now >= up.ejected_until
+            && matches!(up.observed, Observed::Ready | Observed::Warming { .. });
+        match (up.route, wanted) {
+            (None, true) => {
+                // A warming pod reaches full weight when its own warm-up ends.
+                let since = match up.observed {
+                    Observed::Warming { remaining } => {
+                        now + remaining.min(self.warmup) - self.warmup
+                    }
+                    _ => now - self.warmup,
+                };
+                let route = self.router.add_pod(stable_hash(up.addr.as_bytes()), since);
+                debug_assert_eq!(route, self.by_route.len());
+                self.by_route.push(i);
+                self.upstreams[i].route = Some(route);
+            }
+            (Some(route), false) => {
+                self.router.drain(route);
+                self.upstreams[i].route = None;
+            }
+            _ => {}
+        }
+    }
+
+    /// A pod refused the connection: it is gone until `/ready` answers again.
+    pub fn connect_failed(&mut self, route: usize, now: f64) -> bool {
+        let i = self.by_route[route];
+        let was_routed = self.upstreams[i].route == Some(route);
+        self.upstreams[i].observed = Observed::Unreachable;
+        self.update(i, now);
+        was_routed
+    }
+
+    /// Counts a 5xx or a broken exchange; true if that ejected the pod.
+    pub fn failed(&mut self, route: usize, now: f64) -> bool {
+        let up = self.upstream_mut(route);
+        up.failures += 1;
+        if up.failures < EJECT_AFTER_FAILURES || up.route != Some(route) {
+            return false;
+        }
+        up.failures = 0;
+        up.ejected_until = now + EJECTION_SECONDS;
+        let i = self.by_route[route];
+        self.update(i, now);
+        true
+    }
+
+    pub fn succeeded(&mut self, route: usize) {
+        self.upstream_mut(route).failures = 0;
+    }
+
+    /// Ends ejections whose time is up.
+    pub fn tick(&mut self, now: f64) {
+        for i in 0..self.upstreams.len() {
+            if self.upstreams[i].route.is_none() {
+                self.update(i, now);
+            }
+        }
+    }
+
+    /// Each pod's state name for metrics.
+    pub fn states(&self, now: f64) -> Vec<&'static str> {
+        self.upstreams
+            .iter()
+            .map(|u| match u.observed {
+                _ if now < u.ejected_until => "ejected",
+                Observed::Ready => "ready",
+                Observed::Warming { .. } => "warming",
+                Observed::Draining => "draining",
+                Observed::Unreachable => "unreachable",
+            })
+            .collect()
+    }
+
+    /// Outstanding requests per pod (the current route of each, if any).
+    pub fn loads(&self) -> Vec<(PodLabel, u32)> {
+        self.upstreams
+            .iter()
+            .map(|u| (u.label.clone(), u.route.map_or(0, |r| self.router.load(r))))
+            .collect()
+    }
+}
+
+/// How often `/ready` is polled and how long one poll may take.
+pub const POLL_EVERY: Duration = Duration::from_secs(1);
+pub const POLL_TIMEOUT: Duration = Duration::from_millis(800);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tenantscale_core::routing::RouterConfig;
+
+    fn pool() -> Pool {
+        let router = Router::new(RouterConfig::default(), vec![1, 2, 3]);
+        Pool::new(router, 60.0, &["a:1".into(), "b:1".into()])
+    }
+
+    #[test]
+    fn ready_answers_are_read_leniently() {
+        let warming = br#"{"state":"warming","warmUntil":31000}"#;
+        assert_eq!(
+            Observed::from_ready(200, warming, 1000),
+            Observed::Warming { remaining: 30.0 }
+        );
+        assert_eq!(Observed::from_ready(200, b"ok", 0), Observed::Ready);
+        assert_eq!(
+            Observed::from_ready(200, br#"{"state":"ready"}"#, 0),
+            Observed::Ready
+        );
+        assert_eq!(Observed::from_ready(503, b"", 0), Observed::Draining);
+    }
+
+    #[test]
+    fn pods_enter_and_leave_rotation_with_their_state() {
+        let mut p = pool();
+        p.observe(0, Observed::Ready, 0.0);
+        p.observe(1, Observed::Warming { remaining: 30.0 }, 0.0);
+        let (a, b) = (p.upstreams[0].route.unwrap(), p.upstreams[1].route.unwrap());
+        assert_eq!(p.router.weight(a, 0.0), 1.0);
+        // Half of its 60 s window is left: it starts at half weight and is full in 30 s.
+        assert!((p.router.weight(b, 0.0) - 0.5).abs() < 1e-9);
+        assert_eq!(p.router.weight(b, 30.0), 1.0);
+        p.observe(0, Observed::Draining, 1.0);
+        assert_eq!(p.upstreams[0].route, None);
+        assert_eq!(p.router.weight(a, 1.0), 0.0);
+        p.observe(0, Observed::Ready, 2.0);
+        let again = p.upstreams[0].route.unwrap();
+        assert_ne!(again, a, "a returning pod gets a new router index");
+        assert_eq!(p.upstream(again).addr, "a:1");
+    }
+
+    #[test]
+    fn repeated_failures_eject_a_pod_for_a_while() {
+        let mut p = pool();
+        p.observe(0, Observed::Ready, 0.0);
+        let r = p.upstreams[0].route.unwrap();
+        for _ in 1..EJECT_AFTER_FAILURES {
+            assert!(!p.failed(r, 0.0));
+        }
+        p.succeeded(r);
+        for _ in 1..EJECT_AFTER_FAILURES {
+            assert!(!p.failed(r, 0.0));
+        }
+        assert!(p.failed(r, 0.0), "the fifth failure in a row ejects");
+        assert_eq!(p.states(0.0)[0], "ejected");
+        p.observe(0, Observed::Ready, 1.0);
+        assert_eq!(p.upstreams[0].route, None, "still ejected");
+        p.tick(EJECTION_SECONDS + 0.1);
+        assert!(p.upstreams[0].route.is_some(), "back after the ejection");
+    }
+
+    #[test]
+    fn a_refused_connection_takes_the_pod_out_at_once() {
+        let mut p = pool();
+        p.observe(0, Observed::Ready, 0.0);
+        let r = p.upstreams[0].route.unwrap();
+        assert!(p.connect_failed(r, 0.5));
+        assert_eq!(p.upstreams[0].route, None);
+        assert!(!p.connect_failed(r, 0.6), "already out");
+    }
+}

@@ -1,0 +1,517 @@
+//! One request through the gateway: its own endpoints, or authenticate → read the body →
+//! admit → route → sign → send (one retry elsewhere when that is safe) → stream the answer.
+
+use crate::metrics::Refusal;
+use crate::{Gateway, MAX_READY_BODY};
+use http_body_util::{BodyExt, Either, Full, Limited};
+use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::http::request::Parts;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use sha2::{Digest, Sha256};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tenantscale_core::auth;
+use tenantscale_core::fairness::admission::Limit;
+
+pub type Client = hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>;
+
+/// The pooled keep-alive client to the pods.
+pub fn client(connect_timeout: Duration) -> Client {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(connect_timeout));
+    connector.set_nodelay(true);
+    hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(1024)
+        .pool_timer(TokioTimer::new())
+        .build(connector)
+}
+
+type ResponseBody = Either<Full<Bytes>, Tracked>;
+
+/// An error answer, boxed: it is the rare path, and keeps `Result`s small.
+type ErrorResponse = Box<Response<ResponseBody>>;
+
+/// GET `http://addr/ready`: (status, body), or `None` if the pod did not answer in time.
+pub async fn probe_ready(client: Client, addr: String) -> Option<(u16, Vec<u8>)> {
+    let req = Request::get(format!("http://{addr}/ready"))
+        .body(Full::default())
+        .ok()?;
+    let exchange = async {
+        let res = client.request(req).await.ok()?;
+        let status = res.status().as_u16();
+        let body = Limited::new(res.into_body(), MAX_READY_BODY)
+            .collect()
+            .await
+            .ok()?;
+        Some((status, body.to_bytes().to_vec()))
+    };
+    tokio::time::timeout(crate::pods::POLL_TIMEOUT, exchange)
+        .await
+        .ok()
+        .flatten()
+}
+
+fn json(status: StatusCode, body: serde_json::Value) -> Response<ResponseBody> {
+    let mut res = Response::new(Either::Left(Full::new(Bytes::from(body.to_string()))));
+    *res.status_mut() = status;
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    res
+}
+
+fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response<ResponseBody> {
+    json(
+        status,
+        serde_json::json!({"error": {"code": code, "message": message.into()}}),
+    )
+}
+
+/// The gateway's answer to one request (never an `Err`: failures are HTTP errors).
+pub async fn handle(
+    gateway: Arc<Gateway>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Result<Response<ResponseBody>, Infallible> {
+    let path = req.uri().path();
+    if req.method() == Method::GET {
+        match path {
+            "/metrics" => return Ok(metrics(&gateway)),
+            "/health" => return Ok(json(StatusCode::OK, serde_json::json!({"status": "ok"}))),
+            "/ready" => return Ok(ready(&gateway)),
+            _ => {}
+        }
+    }
+    if !(path.starts_with("/v1/") || path == "/query") {
+        return Ok(error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no route {path}: the gateway serves /v1/… (and the seed's /query)"),
+        ));
+    }
+    Ok(forward(gateway, req, peer)
+        .await
+        .unwrap_or_else(|response| *response))
+}
+
+fn metrics(gateway: &Gateway) -> Response<ResponseBody> {
+    let (loads, states) = {
+        let s = gateway.state();
+        (s.pool.loads(), s.pool.states(gateway.now()))
+    };
+    let mut res = Response::new(Either::Left(Full::new(Bytes::from(
+        gateway.metrics.encode(&loads, &states),
+    ))));
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    res
+}
+
+fn ready(gateway: &Gateway) -> Response<ResponseBody> {
+    let pods = gateway.state().pool.router.ready_pods();
+    let status = if pods > 0 {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    json(
+        status,
+        serde_json::json!({"state": if pods > 0 { "ready" } else { "no_pods" }, "pods": pods}),
+    )
+}
+
+/// The tenant a request is for, from its API key (or, trusted, its `X-Tenant-ID`).
+fn authenticate(gateway: &Gateway, headers: &HeaderMap) -> Result<usize, ErrorResponse> {
+    let refuse = |message: &str| {
+        gateway.metrics.unauthorized.inc();
+        let mut res = error(StatusCode::UNAUTHORIZED, "unauthorized", message);
+        res.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        res
+    };
+    if gateway.config.trust_tenant_header {
+        let Some(id) = headers.get("x-tenant-id").and_then(|v| v.to_str().ok()) else {
+            return Err(Box::new(refuse("missing X-Tenant-ID header")));
+        };
+        return gateway.tenant_ids.get(id).copied().ok_or_else(|| {
+            Box::new(error(
+                StatusCode::NOT_FOUND,
+                "unknown_tenant",
+                format!("no tenant {id:?}"),
+            ))
+        });
+    }
+    let Some(key) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return Err(Box::new(refuse("missing Authorization: Bearer <API key>")));
+    };
+    let digest: [u8; 32] = Sha256::digest(key.trim().as_bytes()).into();
+    gateway
+        .api_keys
+        .get(&digest)
+        .copied()
+        .ok_or_else(|| Box::new(refuse("unknown API key")))
+}
+
+/// Everything after the gateway's own endpoints; `Err` is an error response.
+async fn forward(
+    gateway: Arc<Gateway>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Result<Response<ResponseBody>, ErrorResponse> {
+    let started = Instant::now();
+    let tenant = authenticate(&gateway, req.headers())?;
+    let (parts, body) = req.into_parts();
+    let body = read_body(&gateway, &parts, body).await?;
+
+    let mut admitted = admit(&gateway, tenant, started)?;
+    let retry_safe = idempotent(&parts.method, parts.uri.path());
+    let mut retried = false;
+    loop {
+        let addr = gateway.state().pool.upstream(admitted.route).addr.clone();
+        let upstream = upstream_request(&gateway, &parts, tenant, &addr, body.clone(), peer);
+        let sent = tokio::time::timeout(
+            gateway.config.timeouts.response,
+            gateway.client.request(upstream),
+        )
+        .await;
+        let label = gateway.state().pool.upstream(admitted.route).label.clone();
+        let failure = match sent {
+            Ok(Ok(res)) => {
+                let now = gateway.now();
+                let mut s = gateway.state();
+                if res.status().is_server_error() {
+                    drop(s);
+                    gateway.metrics.upstream_error(&label, "5xx");
+                    if gateway.state().pool.failed(admitted.route, now) {
+                        gateway.metrics.ejected(&label);
+                        tracing::warn!(pod = %addr, "ejected after failures in a row");
+                    }
+                } else {
+                    s.pool.succeeded(admitted.route);
+                }
+                return Ok(respond(res, admitted));
+            }
+            Ok(Err(e)) => e,
+            Err(_) => {
+                gateway.metrics.upstream_error(&label, "timeout");
+                if gateway.state().pool.failed(admitted.route, gateway.now()) {
+                    gateway.metrics.ejected(&label);
+                }
+                return Err(Box::new(error(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "upstream_timeout",
+                    format!(
+                        "the pod did not answer within {} s",
+                        gateway.config.timeouts.response.as_secs_f64()
+                    ),
+                )));
+            }
+        };
+        // The pod refused the connection or broke it: out of rotation until its /ready
+        // answers again (a killed pod must not get the retry).
+        let connect = failure.is_connect();
+        gateway
+            .metrics
+            .upstream_error(&label, if connect { "connect" } else { "reset" });
+        if gateway
+            .state()
+            .pool
+            .connect_failed(admitted.route, gateway.now())
+        {
+            gateway.metrics.ejected(&label);
+            tracing::warn!(pod = %addr, error = %failure, "pod out of rotation");
+        }
+        if retried || !(connect || retry_safe) {
+            return Err(Box::new(error(
+                StatusCode::BAD_GATEWAY,
+                "upstream_error",
+                format!("the pod failed: {failure}"),
+            )));
+        }
+        retried = true;
+        gateway.metrics.retries.inc();
+        let mut s = gateway.state();
+        s.pool.router.release(admitted.route);
+        let Some(route) = s.pool.router.route(tenant, gateway.now()) else {
+            admitted.routed = false;
+            drop(s);
+            return Err(Box::new(no_pod(&gateway, tenant)));
+        };
+        admitted.route = route;
+        drop(s);
+        gateway
+            .metrics
+            .routed(&gateway.state().pool.upstream(route).label);
+    }
+}
+
+/// The whole request body, within the size and time limits.
+async fn read_body(
+    gateway: &Gateway,
+    parts: &Parts,
+    body: Incoming,
+) -> Result<Bytes, ErrorResponse> {
+    let max = gateway.config.max_body;
+    let too_large = || {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the body is over {max} bytes"),
+        )
+    };
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return Err(Box::new(too_large()));
+    }
+    match tokio::time::timeout(
+        gateway.config.timeouts.body_read,
+        Limited::new(body, max).collect(),
+    )
+    .await
+    {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(Box::new(too_large())),
+        Ok(Err(e)) => Err(Box::new(error(
+            StatusCode::BAD_REQUEST,
+            "bad_body",
+            format!("reading the body: {e}"),
+        ))),
+        Err(_) => Err(Box::new(error(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            "the body took too long to arrive",
+        ))),
+    }
+}
+
+fn no_pod(gateway: &Gateway, tenant: usize) -> Response<ResponseBody> {
+    gateway.metrics.refused(tenant, Refusal::NoPod);
+    let mut res = error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "no_pod",
+        "no pod is ready to take requests",
+    );
+    res.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    res
+}
+
+/// Admission and the first routing decision, under the state lock.
+fn admit(
+    gateway: &Arc<Gateway>,
+    tenant: usize,
+    started: Instant,
+) -> Result<Admitted, ErrorResponse> {
+    let now = gateway.now();
+    let mut s = gateway.state();
+    let live_slots = s.pool.router.ready_pods() as u32 * gateway.catalog.pool.slots_per_pod;
+    if let Err(rejection) = s.admission.admit(tenant, now, live_slots) {
+        let cap = s.admission.cap(tenant, live_slots);
+        drop(s);
+        let (why, message) = match rejection.limit {
+            Limit::RateLimit => (Refusal::RateLimit, "over the tier's rate limit".to_string()),
+            _ => (
+                Refusal::ShareCap,
+                format!("{cap} requests in flight: the tenant's share of the pool"),
+            ),
+        };
+        gateway.metrics.refused(tenant, why);
+        let mut res = json(
+            StatusCode::TOO_MANY_REQUESTS,
+            serde_json::json!({"error": {
+                "code": why.code(),
+                "message": message,
+                "retryAfter": rejection.retry_after,
+            }}),
+        );
+        // Whole seconds, rounded up: a client retrying earlier would be refused again.
+        let seconds = (rejection.retry_after.ceil() as u64).max(1);
+        res.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        return Err(Box::new(res));
+    }
+    let Some(route) = s.pool.router.route(tenant, now) else {
+        s.admission.release(tenant);
+        drop(s);
+        return Err(Box::new(no_pod(gateway, tenant)));
+    };
+    let first_choice = s.pool.router.ranking(tenant).first() == Some(&(route as u32));
+    let label = s.pool.upstream(route).label.clone();
+    drop(s);
+    gateway.metrics.admitted(tenant);
+    gateway.metrics.routed(&label);
+    if first_choice {
+        gateway.metrics.first_choice.inc();
+    }
+    Ok(Admitted {
+        gateway: Arc::clone(gateway),
+        tenant,
+        route,
+        routed: true,
+        started,
+    })
+}
+
+/// Requests that may be sent twice: the read-only and replace-by-id methods, and the pod
+/// API's POSTs, which are a query (read-only) and an ingest that replaces documents by id.
+fn idempotent(method: &Method, path: &str) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE
+    ) || (*method == Method::POST && matches!(path, "/v1/query" | "/query" | "/v1/documents"))
+}
+
+/// Hop-by-hop headers, and the ones only the gateway may set for a pod.
+fn forwarded(name: &HeaderName) -> bool {
+    !matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "host"
+            | "authorization"
+            | "x-forwarded-for"
+            | "x-tenant-id"
+            | "x-tenantscale-tenant"
+            | "x-tenantscale-timestamp"
+            | "x-tenantscale-signature"
+    )
+}
+
+fn upstream_request(
+    gateway: &Gateway,
+    parts: &Parts,
+    tenant: usize,
+    addr: &str,
+    body: Bytes,
+    peer: SocketAddr,
+) -> Request<Full<Bytes>> {
+    let path = parts.uri.path();
+    let path_and_query = parts.uri.path_and_query().map_or(path, |p| p.as_str());
+    let mut req = Request::new(Full::new(body));
+    *req.method_mut() = parts.method.clone();
+    *req.uri_mut() = format!("http://{addr}{path_and_query}")
+        .parse()
+        .expect("a host:port and a path that parsed before");
+    let headers = req.headers_mut();
+    for (name, value) in &parts.headers {
+        if forwarded(name) {
+            headers.append(name, value.clone());
+        }
+    }
+    let client_ip = peer.ip().to_string();
+    let forwarded_for = match parts
+        .headers
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(chain) => format!("{chain}, {client_ip}"),
+        None => client_ip,
+    };
+    let id = &gateway.catalog.tenants[tenant].id;
+    let timestamp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let signature = auth::sign(
+        &gateway.config.secret,
+        id,
+        parts.method.as_str(),
+        path,
+        timestamp,
+    );
+    let value = |s: String| HeaderValue::try_from(s).expect("ASCII header value");
+    headers.insert("x-forwarded-for", value(forwarded_for));
+    headers.insert("x-tenant-id", value(id.clone()));
+    headers.insert("x-tenantscale-tenant", value(id.clone()));
+    headers.insert("x-tenantscale-timestamp", HeaderValue::from(timestamp));
+    headers.insert("x-tenantscale-signature", value(signature));
+    req
+}
+
+fn respond(res: Response<Incoming>, admitted: Admitted) -> Response<ResponseBody> {
+    let (mut parts, body) = res.into_parts();
+    for name in ["connection", "keep-alive", "transfer-encoding", "upgrade"] {
+        parts.headers.remove(name);
+    }
+    Response::from_parts(
+        parts,
+        Either::Right(Tracked {
+            inner: body,
+            _admitted: admitted,
+        }),
+    )
+}
+
+/// An admitted request until its response is complete: its in-flight place in admission and
+/// its load on a pod are released when it is dropped, however the exchange ends.
+struct Admitted {
+    gateway: Arc<Gateway>,
+    tenant: usize,
+    route: usize,
+    /// Whether `route` still counts this request.
+    routed: bool,
+    started: Instant,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        let mut s = self.gateway.state();
+        s.admission.release(self.tenant);
+        if self.routed {
+            s.pool.router.release(self.route);
+        }
+        drop(s);
+        self.gateway
+            .metrics
+            .finished(self.tenant, self.started.elapsed().as_secs_f64());
+    }
+}
+
+/// A pod's response body, streamed to the client, holding the request's admission.
+pub struct Tracked {
+    inner: Incoming,
+    _admitted: Admitted,
+}
+
+impl Body for Tracked {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
