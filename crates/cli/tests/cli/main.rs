@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+mod gateway;
+
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
@@ -619,7 +621,8 @@ impl Server {
             addr: String::new(),
         };
         let line = server.wait_for("listen=");
-        server.addr = line.split_once("listen=").unwrap().1.trim().to_string();
+        let after = line.split_once("listen=").unwrap().1;
+        server.addr = after.split_whitespace().next().unwrap().to_string();
         server
     }
 

@@ -1,0 +1,397 @@
+//! The gateway in front of real pods (`tenantscale serve`) and `llm-sim` (the test double for
+//! a paid LLM, so a query can take a set time): affinity, bounded loads, the share cap, slow
+//! start, draining and killed pods.
+
+use super::{Server, http_with};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+const SECRET: &str = "gateway-test-secret-0123";
+const CATALOG: &str = "examples/gcc-platform.yaml";
+
+/// llm-sim, pods and a gateway over them (each killed on drop if still running).
+struct Stack {
+    _llm: Server,
+    pods: Vec<Server>,
+    gateway: Server,
+}
+
+impl Stack {
+    /// `warm_up[i]` is pod i's warm-up window (0: ready at once); each answer that generates
+    /// takes `llm_ms`.
+    fn start(warm_up: &[u32], llm_ms: u32, gateway_args: &[&str]) -> Self {
+        let llm = Server::start(&[
+            "llm-sim",
+            "--listen",
+            "127.0.0.1:0",
+            "--latency-ms",
+            &llm_ms.to_string(),
+        ]);
+        let store = format!("sqlite://{}", super::temp_file("gateway.db", "").display());
+        let llm_url = format!("http://{}/v1/chat/completions", llm.addr);
+        let pods: Vec<Server> = warm_up
+            .iter()
+            .map(|w| Self::pod(&store, &llm_url, *w))
+            .collect();
+        let list: Vec<&str> = pods.iter().map(|p| p.addr.as_str()).collect();
+        let list = list.join(",");
+        let mut args = vec![
+            "gateway",
+            "-c",
+            CATALOG,
+            "--listen",
+            "127.0.0.1:0",
+            "--secret",
+            SECRET,
+            "--pods",
+            &list,
+        ];
+        args.extend_from_slice(gateway_args);
+        let gateway = Server::start(&args);
+        Self {
+            _llm: llm,
+            pods,
+            gateway,
+        }
+    }
+
+    fn pod(store: &str, llm_url: &str, warm_up: u32) -> Server {
+        Server::start(&[
+            "serve",
+            "-c",
+            CATALOG,
+            "--listen",
+            "127.0.0.1:0",
+            "--store",
+            store,
+            "--secret",
+            SECRET,
+            "--llm-url",
+            llm_url,
+            "--warm-up",
+            &warm_up.to_string(),
+            "--drain-grace",
+            "3",
+        ])
+    }
+
+    /// A query of `tenant` with its demo API key; `generate` makes it wait for llm-sim.
+    fn query(addr: &str, tenant: &str, generate: bool) -> (u16, String) {
+        let key = format!("Bearer demo-key-{tenant}");
+        let body = format!(r#"{{"query":"replicas","generate":{generate}}}"#);
+        http_with(addr, "POST", "/v1/query", &[("Authorization", &key)], &body)
+            .unwrap_or((0, String::new()))
+    }
+
+    fn metrics(&self) -> String {
+        http_with(&self.gateway.addr, "GET", "/metrics", &[], "")
+            .unwrap()
+            .1
+    }
+
+    /// The value of the gateway metric sample `series` (0 when absent).
+    fn metric(&self, series: &str) -> f64 {
+        sample(&self.metrics(), series)
+    }
+
+    /// Polls the gateway's metrics until `series` reaches `value`.
+    fn wait_for_metric(&self, series: &str, value: f64) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.metric(series) != value {
+            assert!(Instant::now() < deadline, "{series} never reached {value}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+fn pod_series(name: &str, pod: &Server) -> String {
+    format!("{name}{{pod=\"{}\"}}", pod.addr)
+}
+
+#[test]
+fn gateway_keeps_tenants_on_their_pods_bounds_a_hot_one_and_caps_its_share() {
+    let stack = Stack::start(&[0, 0, 0], 2000, &[]);
+    let gw = stack.gateway.addr.clone();
+
+    // Affinity: each tenant's sequential queries all land on one pod.
+    for tenant in ["media-1", "finance-1", "retail-1", "retail-7"] {
+        for _ in 0..5 {
+            assert_eq!(Stack::query(&gw, tenant, false).0, 200);
+        }
+        let served: Vec<f64> = stack
+            .pods
+            .iter()
+            .map(|p| {
+                let text = http_with(&p.addr, "GET", "/metrics", &[], "").unwrap().1;
+                sample(
+                    &text,
+                    &format!(
+                        "total_queries_processed_total{{tenant_id=\"{tenant}\",status=\"success\"}}"
+                    ),
+                )
+            })
+            .collect();
+        assert_eq!(
+            served.iter().filter(|n| **n == 5.0).count(),
+            1,
+            "{tenant}: {served:?}"
+        );
+        assert_eq!(served.iter().sum::<f64>(), 5.0, "{tenant}: {served:?}");
+    }
+    assert_eq!(stack.metric("tenantscale_gateway_first_choice_total"), 20.0);
+
+    // A hot tenant: 7 slow queries at once (its cap: 30 % of 3 pods × 8 slots). Bounded
+    // loads spread them: no pod above ceil(1.25 × 7 / 3) = 3.
+    let hot: Vec<_> = (0..7)
+        .map(|_| {
+            let gw = gw.clone();
+            std::thread::spawn(move || Stack::query(&gw, "media-1", true))
+        })
+        .collect();
+    stack.wait_for_metric(r#"tenantscale_gateway_in_flight{tenant_id="media-1"}"#, 7.0);
+    let text = stack.metrics();
+    let loads: Vec<f64> = stack
+        .pods
+        .iter()
+        .map(|p| sample(&text, &pod_series("tenantscale_gateway_pod_in_flight", p)))
+        .collect();
+    assert_eq!(loads.iter().sum::<f64>(), 7.0, "{loads:?}");
+    assert!(loads.iter().all(|l| *l <= 3.0), "{loads:?}");
+
+    // The eighth is over the tenant's share: 429 with Retry-After; another tenant is served.
+    let key = "Bearer demo-key-media-1";
+    let over = http_with(
+        &gw,
+        "POST",
+        "/v1/query",
+        &[("Authorization", key)],
+        r#"{"query":"x"}"#,
+    )
+    .unwrap();
+    assert_eq!(over.0, 429, "{}", over.1);
+    assert!(over.1.contains(r#""code":"share_cap""#), "{}", over.1);
+    assert!(over.1.contains(r#""retryAfter":"#), "{}", over.1);
+    assert_eq!(Stack::query(&gw, "finance-1", false).0, 200);
+    for h in hot {
+        assert_eq!(h.join().unwrap().0, 200);
+    }
+    assert_eq!(
+        stack.metric(
+            r#"tenantscale_gateway_rejected_total{tenant_id="media-1",reason="share_cap"}"#
+        ),
+        1.0
+    );
+}
+
+#[test]
+fn gateway_answers_bad_requests_itself() {
+    let stack = Stack::start(&[0], 10, &["--max-body", "1024"]);
+    let gw = stack.gateway.addr.clone();
+    let body = r#"{"query":"x"}"#;
+    // (method, path, headers, body, status, error code)
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        Vec<(&'a str, &'a str)>,
+        String,
+        u16,
+        &'a str,
+    );
+    let cases: [Case; 5] = [
+        (
+            "POST",
+            "/v1/query",
+            vec![],
+            body.into(),
+            401,
+            "unauthorized",
+        ),
+        (
+            "POST",
+            "/v1/query",
+            vec![("Authorization", "Bearer not-a-key")],
+            body.into(),
+            401,
+            "unauthorized",
+        ),
+        (
+            // A client cannot pose as the gateway: its tenant headers are replaced.
+            "POST",
+            "/v1/query",
+            vec![
+                ("X-Tenantscale-Tenant", "media-1"),
+                ("X-Tenant-ID", "media-1"),
+            ],
+            body.into(),
+            401,
+            "unauthorized",
+        ),
+        (
+            "POST",
+            "/v1/query",
+            vec![("Authorization", "Bearer demo-key-media-1")],
+            format!(r#"{{"query":"{}"}}"#, "x".repeat(2000)),
+            413,
+            "body_too_large",
+        ),
+        ("GET", "/admin", vec![], String::new(), 404, "not_found"),
+    ];
+    for (method, path, headers, body, status, code) in cases {
+        let (got, text) = http_with(&gw, method, path, &headers, &body).unwrap();
+        assert_eq!(got, status, "{method} {path}: {text}");
+        assert!(text.contains(&format!(r#""code":"{code}""#)), "{text}");
+    }
+    // The pod's own errors pass through.
+    let (status, text) = http_with(
+        &gw,
+        "POST",
+        "/v1/query",
+        &[("Authorization", "Bearer demo-key-media-1")],
+        r#"{"query":"x","topK":0}"#,
+    )
+    .unwrap();
+    assert_eq!(status, 422, "{text}");
+    assert!(text.contains("bad_top_k"), "{text}");
+}
+
+/// Clients of many tenants querying in a loop until stopped; counts answers that are not 200.
+struct Load {
+    stop: Arc<AtomicBool>,
+    failed: Arc<AtomicUsize>,
+    sent: Arc<AtomicUsize>,
+    clients: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(gateway: &str, tenants: &[String], generate: bool) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let failed = Arc::new(AtomicUsize::new(0));
+        let sent = Arc::new(AtomicUsize::new(0));
+        let clients = tenants
+            .iter()
+            .map(|t| {
+                let (gw, t) = (gateway.to_string(), t.clone());
+                let (stop, failed, sent) = (stop.clone(), failed.clone(), sent.clone());
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::SeqCst) {
+                        sent.fetch_add(1, Ordering::SeqCst);
+                        let (status, body) = Stack::query(&gw, &t, generate);
+                        if status != 200 {
+                            eprintln!("{t}: {status} {body}");
+                            failed.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                })
+            })
+            .collect();
+        Self {
+            stop,
+            failed,
+            sent,
+            clients,
+        }
+    }
+
+    /// Stops the clients; (sent, failed).
+    fn stop(self) -> (usize, usize) {
+        self.stop.store(true, Ordering::SeqCst);
+        for c in self.clients {
+            c.join().unwrap();
+        }
+        (
+            self.sent.load(Ordering::SeqCst),
+            self.failed.load(Ordering::SeqCst),
+        )
+    }
+}
+
+fn tenants(n: usize) -> Vec<String> {
+    (1..=8)
+        .map(|i| format!("media-{i}"))
+        .chain((1..=22).map(|i| format!("finance-{i}")))
+        .take(n)
+        .collect()
+}
+
+#[test]
+fn gateway_ramps_a_warming_pod_and_skips_a_draining_one() {
+    // Two warm pods and one warming for 6 s; the gateway ramps over the same 6 s.
+    let stack = Stack::start(&[0, 0, 6], 200, &["--slow-start", "6"]);
+    let gw = stack.gateway.addr.clone();
+    let load = Load::start(&gw, &tenants(24), true);
+    let share = |seconds: f64| {
+        let before: Vec<f64> = stack
+            .pods
+            .iter()
+            .map(|p| stack.metric(&pod_series("tenantscale_gateway_routed_total", p)))
+            .collect();
+        std::thread::sleep(Duration::from_secs_f64(seconds));
+        let after: Vec<f64> = stack
+            .pods
+            .iter()
+            .map(|p| stack.metric(&pod_series("tenantscale_gateway_routed_total", p)))
+            .collect();
+        let delta: Vec<f64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+        delta[2] / delta.iter().sum::<f64>()
+    };
+    let early = share(1.5);
+    std::thread::sleep(Duration::from_secs(4));
+    let late = share(1.5);
+    assert!(
+        early < 0.2,
+        "the warming pod took {early:.2} of the traffic at first"
+    );
+    assert!(
+        late > early + 0.05,
+        "its share grew from {early:.2} to only {late:.2}"
+    );
+
+    // SIGTERM pod 0: its /ready turns 503 and the gateway stops sending to it within a poll.
+    let draining = &stack.pods[0];
+    draining.terminate();
+    stack.wait_for_metric(r#"tenantscale_gateway_pods{state="draining"}"#, 1.0);
+    let routed = pod_series("tenantscale_gateway_routed_total", draining);
+    let before = stack.metric(&routed);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        stack.metric(&routed),
+        before,
+        "a draining pod got new requests"
+    );
+    let (sent, failed) = load.stop();
+    assert_eq!(failed, 0, "of {sent}");
+}
+
+#[test]
+fn gateway_loses_no_query_when_a_pod_is_killed() {
+    let mut stack = Stack::start(&[0, 0, 0], 100, &[]);
+    let gw = stack.gateway.addr.clone();
+    let load = Load::start(&gw, &tenants(16), true);
+    stack.wait_for_metric(r#"tenantscale_gateway_pods{state="ready"}"#, 3.0);
+    std::thread::sleep(Duration::from_millis(700));
+    // SIGKILL while queries are in flight on it: those are retried on another pod.
+    let victim = stack.pods.remove(1);
+    let label = pod_series("tenantscale_gateway_pod_in_flight", &victim);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stack.metric(&label) == 0.0 {
+        assert!(Instant::now() < deadline, "no query in flight on the pod");
+    }
+    let mut victim = victim;
+    victim.child.kill().unwrap();
+    victim.child.wait().unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let (sent, failed) = load.stop();
+    assert_eq!(failed, 0, "of {sent}");
+    assert!(stack.metric("tenantscale_gateway_retries_total") >= 1.0);
+    assert_eq!(
+        stack.metric(r#"tenantscale_gateway_pods{state="unreachable"}"#),
+        1.0
+    );
+}
