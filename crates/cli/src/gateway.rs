@@ -21,6 +21,13 @@ pub struct GatewayArgs {
     /// ingress that authenticates).
     #[arg(long)]
     pub trust_tenant_header: bool,
+    /// Redis shared by the gateway replicas for rate limits and in-flight counts, e.g.
+    /// redis://127.0.0.1:6379. Without it each replica enforces its part alone.
+    #[arg(long, env = "TENANTSCALE_REDIS")]
+    pub redis: Option<String>,
+    /// Gateway replicas: while Redis is unreachable each enforces 1/N of every limit.
+    #[arg(long, default_value_t = 1)]
+    pub replicas: u32,
     /// Worker threads (default: the CPUs this process may use).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -95,6 +102,9 @@ pub fn run(args: GatewayArgs) -> anyhow::Result<()> {
         ))
         .into());
     }
+    if args.replicas == 0 {
+        return Err(BadInput("--replicas 0: expected at least 1".into()).into());
+    }
     if args.threads == Some(0) {
         return Err(BadInput("--threads 0: expected at least 1".into()).into());
     }
@@ -115,6 +125,8 @@ pub fn run(args: GatewayArgs) -> anyhow::Result<()> {
             min_weight: args.slow_start_floor,
         },
         share_retry_after: 1.0,
+        redis: args.redis,
+        replicas: args.replicas,
     };
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = args.threads {

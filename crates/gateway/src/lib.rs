@@ -12,6 +12,7 @@
 pub mod metrics;
 pub mod pods;
 mod proxy;
+mod shared;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use metrics::Metrics;
@@ -39,6 +40,10 @@ pub struct GatewayConfig {
     pub router: RouterConfig,
     /// Seconds a client waits after a share-cap refusal (about one service time).
     pub share_retry_after: f64,
+    /// Redis shared by the gateway replicas for rate and in-flight state.
+    pub redis: Option<String>,
+    /// Gateway replicas sharing the limits: without Redis each enforces 1/replicas of them.
+    pub replicas: u32,
 }
 
 /// Time limits of each stage.
@@ -82,6 +87,10 @@ pub(crate) struct Gateway {
     pub api_keys: HashMap<[u8; 32], usize>,
     pub tenant_ids: HashMap<String, usize>,
     pub state: Mutex<State>,
+    /// Each tenant's whole limits (what Redis enforces across replicas).
+    pub limits: Vec<TenantLimits>,
+    /// Set once Redis is connected.
+    pub shared: std::sync::OnceLock<shared::SharedLimits>,
     pub client: proxy::Client,
     pub metrics: Metrics,
     started: Instant,
@@ -96,10 +105,15 @@ impl Gateway {
             .collect();
         let router = Router::new(config.router, tenant_keys);
         let pool = Pool::new(router, config.router.warmup_seconds, &config.pods);
-        let admission = Admission::new(
-            &TenantLimits::for_catalog(&catalog),
-            config.share_retry_after,
-        );
+        let limits = TenantLimits::for_catalog(&catalog);
+        // Decided here alone (no Redis configured, or Redis down): this replica's part.
+        let enforcers = if config.redis.is_some() {
+            config.replicas
+        } else {
+            1
+        };
+        let local: Vec<TenantLimits> = limits.iter().map(|l| l.split(enforcers)).collect();
+        let admission = Admission::new(&local, config.share_retry_after);
         Self {
             api_keys: catalog
                 .tenants
@@ -115,6 +129,8 @@ impl Gateway {
                 .collect(),
             metrics: Metrics::new(&catalog),
             state: Mutex::new(State { pool, admission }),
+            limits,
+            shared: std::sync::OnceLock::new(),
             client: proxy::client(config.timeouts.connect),
             catalog,
             config,
@@ -137,6 +153,9 @@ impl Gateway {
 pub async fn run(catalog: Catalog, config: GatewayConfig) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let gateway = Arc::new(Gateway::new(catalog, config));
+    if let Some(url) = gateway.config.redis.clone() {
+        connect_redis(Arc::clone(&gateway), url).await;
+    }
     // Know the pods before taking traffic.
     poll_pods(&gateway).await;
     let ready = gateway.state().pool.router.ready_pods();
@@ -194,6 +213,33 @@ pub async fn run(catalog: Catalog, config: GatewayConfig) -> std::io::Result<()>
     }
     tracing::info!("gateway stopped");
     Ok(())
+}
+
+/// Connects to Redis; if it is down, serves with local limits and keeps trying in the
+/// background.
+async fn connect_redis(gateway: Arc<Gateway>, url: String) {
+    // Longer than any admitted request can last: the lease outlives a slow answer.
+    let t = gateway.config.timeouts;
+    let lease_ttl = t.body_read + t.response + Duration::from_secs(30);
+    match shared::SharedLimits::connect(&url, lease_ttl).await {
+        Ok(limits) => {
+            let _ = gateway.shared.set(limits);
+            tracing::info!("limits shared through Redis");
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "Redis unavailable at start: enforcing this replica's part of the limits; retrying");
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    if let Ok(limits) = shared::SharedLimits::connect(&url, lease_ttl).await {
+                        let _ = gateway.shared.set(limits);
+                        tracing::info!("Redis connected: limits shared through Redis");
+                        return;
+                    }
+                }
+            });
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -75,6 +75,7 @@ pub struct Metrics {
     pub retries: Counter,
     pub first_choice: Counter,
     pods: Family<StateLabel, Gauge>,
+    pub redis_up: Gauge,
 }
 
 /// Request latency buckets (seconds), the pods' (the seed's) buckets.
@@ -100,6 +101,7 @@ impl Metrics {
             retries: Counter::default(),
             first_choice: Counter::default(),
             pods: Family::default(),
+            redis_up: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -161,6 +163,11 @@ impl Metrics {
             "tenantscale_gateway_pods",
             "Known pods by state (ready, warming, draining, unreachable, ejected)",
             m.pods.clone(),
+        );
+        registry.register(
+            "tenantscale_gateway_redis_up",
+            "1 while admission is shared through Redis, 0 while this replica decides alone",
+            m.redis_up.clone(),
         );
         let series = m
             .tenant_ids

@@ -2,6 +2,7 @@
 //! admit → route → sign → send (one retry elsewhere when that is safe) → stream the answer.
 
 use crate::metrics::Refusal;
+use crate::shared::Decision;
 use crate::{Gateway, MAX_READY_BODY};
 use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
@@ -18,7 +19,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tenantscale_core::auth;
-use tenantscale_core::fairness::admission::Limit;
+use tenantscale_core::fairness::admission::{Limit, Rejection, share_cap};
 
 pub type Client = hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>;
 
@@ -108,6 +109,8 @@ fn metrics(gateway: &Gateway) -> Response<ResponseBody> {
         let s = gateway.state();
         (s.pool.loads(), s.pool.states(gateway.now()))
     };
+    let shared = gateway.shared.get().is_some_and(|s| !s.is_down());
+    gateway.metrics.redis_up.set(i64::from(shared));
     let mut res = Response::new(Either::Left(Full::new(Bytes::from(
         gateway.metrics.encode(&loads, &states),
     ))));
@@ -178,7 +181,7 @@ async fn forward(
     let (parts, body) = req.into_parts();
     let body = read_body(&gateway, &parts, body).await?;
 
-    let mut admitted = admit(&gateway, tenant, started)?;
+    let mut admitted = admit(&gateway, tenant, started).await?;
     let retry_safe = idempotent(&parts.method, parts.uri.path());
     let mut retried = false;
     loop {
@@ -315,43 +318,56 @@ fn no_pod(gateway: &Gateway, tenant: usize) -> Response<ResponseBody> {
     res
 }
 
-/// Admission and the first routing decision, under the state lock.
-fn admit(
+/// How a request was admitted, and so how it is released.
+enum Ticket {
+    /// By this gateway's own admission state.
+    Local,
+    /// By Redis, holding this lease.
+    Shared(String),
+}
+
+/// Admission (through Redis when it answers, else locally), then the first routing decision.
+async fn admit(
     gateway: &Arc<Gateway>,
     tenant: usize,
     started: Instant,
 ) -> Result<Admitted, ErrorResponse> {
     let now = gateway.now();
-    let mut s = gateway.state();
-    let live_slots = s.pool.router.ready_pods() as u32 * gateway.catalog.pool.slots_per_pod;
-    if let Err(rejection) = s.admission.admit(tenant, now, live_slots) {
-        let cap = s.admission.cap(tenant, live_slots);
-        drop(s);
-        let (why, message) = match rejection.limit {
-            Limit::RateLimit => (Refusal::RateLimit, "over the tier's rate limit".to_string()),
-            _ => (
-                Refusal::ShareCap,
-                format!("{cap} requests in flight: the tenant's share of the pool"),
-            ),
-        };
-        gateway.metrics.refused(tenant, why);
-        let mut res = json(
-            StatusCode::TOO_MANY_REQUESTS,
-            serde_json::json!({"error": {
-                "code": why.code(),
-                "message": message,
-                "retryAfter": rejection.retry_after,
-            }}),
-        );
-        // Whole seconds, rounded up: a client retrying earlier would be refused again.
-        let seconds = (rejection.retry_after.ceil() as u64).max(1);
-        res.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
-        return Err(Box::new(res));
+    let now_ms = (now * 1000.0) as u64;
+    let slots = gateway.catalog.pool.slots_per_pod;
+    let mut decision = None;
+    if let Some(shared) = gateway.shared.get().filter(|s| s.available(now_ms)) {
+        let live_slots = gateway.state().pool.router.ready_pods() as u32 * slots;
+        let limits = &gateway.limits[tenant];
+        let cap = share_cap(limits.max_share, live_slots);
+        let id = &gateway.catalog.tenants[tenant].id;
+        decision = shared
+            .admit(id, limits, cap, now_ms)
+            .await
+            .map(|d| match d {
+                Decision::Admitted { lease } => Ok((Ticket::Shared(lease), cap)),
+                Decision::Refused(r) => Err((r, cap)),
+            });
     }
+    let mut s = gateway.state();
+    let live_slots = s.pool.router.ready_pods() as u32 * slots;
+    let decision = decision.unwrap_or_else(|| {
+        let cap = s.admission.cap(tenant, live_slots);
+        match s.admission.admit(tenant, now, live_slots) {
+            Ok(()) => Ok((Ticket::Local, cap)),
+            Err(r) => Err((r, cap)),
+        }
+    });
+    let ticket = match decision {
+        Ok((ticket, _)) => ticket,
+        Err((rejection, cap)) => {
+            drop(s);
+            return Err(Box::new(refuse(gateway, tenant, rejection, cap)));
+        }
+    };
     let Some(route) = s.pool.router.route(tenant, now) else {
-        s.admission.release(tenant);
         drop(s);
+        release_ticket(gateway, tenant, ticket);
         return Err(Box::new(no_pod(gateway, tenant)));
     };
     let first_choice = s.pool.router.ranking(tenant).first() == Some(&(route as u32));
@@ -365,10 +381,52 @@ fn admit(
     Ok(Admitted {
         gateway: Arc::clone(gateway),
         tenant,
+        ticket: Some(ticket),
         route,
         routed: true,
         started,
     })
+}
+
+fn release_ticket(gateway: &Gateway, tenant: usize, ticket: Ticket) {
+    match ticket {
+        Ticket::Local => gateway.state().admission.release(tenant),
+        Ticket::Shared(lease) => {
+            if let Some(shared) = gateway.shared.get() {
+                shared.release(&gateway.catalog.tenants[tenant].id, lease);
+            }
+        }
+    }
+}
+
+/// 429 for a refusal: which limit, and when to retry.
+fn refuse(
+    gateway: &Gateway,
+    tenant: usize,
+    rejection: Rejection,
+    cap: u32,
+) -> Response<ResponseBody> {
+    let (why, message) = match rejection.limit {
+        Limit::RateLimit => (Refusal::RateLimit, "over the tier's rate limit".to_string()),
+        _ => (
+            Refusal::ShareCap,
+            format!("{cap} requests in flight: the tenant's share of the pool"),
+        ),
+    };
+    gateway.metrics.refused(tenant, why);
+    let mut res = json(
+        StatusCode::TOO_MANY_REQUESTS,
+        serde_json::json!({"error": {
+            "code": why.code(),
+            "message": message,
+            "retryAfter": rejection.retry_after,
+        }}),
+    );
+    // Whole seconds, rounded up: a client retrying earlier would be refused again.
+    let seconds = (rejection.retry_after.ceil() as u64).max(1);
+    res.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    res
 }
 
 /// Requests that may be sent twice: the read-only and replace-by-id methods, and the pod
@@ -470,6 +528,7 @@ fn respond(res: Response<Incoming>, admitted: Admitted) -> Response<ResponseBody
 struct Admitted {
     gateway: Arc<Gateway>,
     tenant: usize,
+    ticket: Option<Ticket>,
     route: usize,
     /// Whether `route` still counts this request.
     routed: bool,
@@ -478,12 +537,12 @@ struct Admitted {
 
 impl Drop for Admitted {
     fn drop(&mut self) {
-        let mut s = self.gateway.state();
-        s.admission.release(self.tenant);
         if self.routed {
-            s.pool.router.release(self.route);
+            self.gateway.state().pool.router.release(self.route);
         }
-        drop(s);
+        if let Some(ticket) = self.ticket.take() {
+            release_ticket(&self.gateway, self.tenant, ticket);
+        }
         self.gateway
             .metrics
             .finished(self.tenant, self.started.elapsed().as_secs_f64());

@@ -395,3 +395,69 @@ fn gateway_loses_no_query_when_a_pod_is_killed() {
         1.0
     );
 }
+
+#[test]
+fn gateway_replicas_share_one_limit_through_redis_and_fall_back_without_it() {
+    let Some(redis) = super::RedisServer::start() else {
+        return;
+    };
+    let stack = Stack::start(&[0], 10, &["--redis", &redis.url, "--replicas", "2"]);
+    let pods = stack.pods[0].addr.clone();
+    let second = Server::start(&[
+        "gateway",
+        "-c",
+        CATALOG,
+        "--listen",
+        "127.0.0.1:0",
+        "--secret",
+        SECRET,
+        "--pods",
+        &pods,
+        "--redis",
+        &redis.url,
+        "--replicas",
+        "2",
+    ]);
+    let gateways = [stack.gateway.addr.clone(), second.addr.clone()];
+    // retail-3 is bronze: 10 requests/s with bursts of 20. Alternating between the replicas,
+    // the burst is shared: about 20 pass in all, not 20 at each.
+    let mut statuses = Vec::new();
+    let started = Instant::now();
+    for i in 0..40 {
+        let (status, body) = Stack::query(&gateways[i % 2], "retail-3", false);
+        if status == 429 {
+            assert!(body.contains(r#""code":"rate_limit""#), "{body}");
+        }
+        statuses.push(status);
+    }
+    let refill = (started.elapsed().as_secs_f64() * 10.0).ceil() as usize;
+    let passed = statuses.iter().filter(|s| **s == 200).count();
+    assert!(
+        (20..=20 + refill).contains(&passed),
+        "{passed} passed (burst 20, +{refill} refilled): {statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 429),
+        "{statuses:?}"
+    );
+    // Decided by Redis, not by each replica's local half (which would also sum to 20).
+    assert_eq!(stack.metric("tenantscale_gateway_redis_up"), 1.0);
+    let tat: Option<i64> = redis::cmd("GET")
+        .arg("tenantscale:{retail-3}:rate")
+        .query(&mut redis.connection())
+        .unwrap();
+    assert!(tat.is_some(), "no shared rate state in Redis");
+
+    // Redis gone: each replica enforces its half alone; nothing fails for lack of Redis.
+    drop(redis);
+    std::thread::sleep(Duration::from_secs(1));
+    let mut after = Vec::new();
+    for i in 0..40 {
+        after.push(Stack::query(&gateways[i % 2], "retail-4", false).0);
+    }
+    assert!(after.iter().all(|s| *s == 200 || *s == 429), "{after:?}");
+    let passed = after.iter().filter(|s| **s == 200).count();
+    // Each replica: a burst of 10 (half of 20), and a little refill.
+    assert!((20..=26).contains(&passed), "{passed} passed: {after:?}");
+    assert_eq!(stack.metric("tenantscale_gateway_redis_up"), 0.0);
+}

@@ -24,6 +24,24 @@ impl Gcra {
         }
     }
 
+    /// Seconds between requests at the sustained rate.
+    pub fn emission_interval(&self) -> f64 {
+        self.emission_interval
+    }
+
+    /// How far (seconds) the theoretical arrival time may run ahead of now: the burst.
+    pub fn tolerance(&self) -> f64 {
+        self.tolerance
+    }
+
+    /// This limit's part for one of several enforcers that each see part of the traffic:
+    /// `share` of the rate and of the burst (at least one request).
+    pub fn share(&self, share: f64) -> Self {
+        let rps = share / self.emission_interval;
+        let burst = (self.tolerance / self.emission_interval).round() + 1.0;
+        Self::new(rps, ((burst * share) as u32).max(1))
+    }
+
     /// Admits at `now` (updating `tat`), or says how many seconds until it would.
     pub fn check(&self, tat: &mut f64, now: f64) -> Result<(), f64> {
         let start = tat.max(now);
@@ -34,6 +52,13 @@ impl Gcra {
         *tat = start + self.emission_interval;
         Ok(())
     }
+}
+
+/// The most requests a tenant with `max_share` may have in flight in a pool of `live_slots`
+/// (at least one, so a tenant is never shut out of a small pool).
+pub fn share_cap(max_share: f64, live_slots: u32) -> u32 {
+    // Truncation is floor here (non-negative), without a libm call.
+    ((max_share * f64::from(live_slots)) as u32).max(1)
 }
 
 /// Why a request was refused.
@@ -77,6 +102,21 @@ impl TenantLimits {
     }
 }
 
+impl TenantLimits {
+    /// The part of these limits one of `enforcers` gateways enforces alone (their shared
+    /// state being unreachable): `1/enforcers` of the rate, the burst and the share.
+    pub fn split(&self, enforcers: u32) -> Self {
+        if enforcers <= 1 {
+            return *self;
+        }
+        let share = 1.0 / f64::from(enforcers);
+        Self {
+            rate: self.rate.map(|r| r.share(share)),
+            max_share: self.max_share * share,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct TenantState {
     limits: TenantLimits,
@@ -112,8 +152,7 @@ impl Admission {
 
     /// The most requests `tenant` may have in flight when the pool has `live_slots`.
     pub fn cap(&self, tenant: usize, live_slots: u32) -> u32 {
-        // Truncation is floor here (non-negative), without a libm call.
-        ((self.tenants[tenant].limits.max_share * f64::from(live_slots)) as u32).max(1)
+        share_cap(self.tenants[tenant].limits.max_share, live_slots)
     }
 
     /// Admits a request of `tenant` at `now` with `live_slots` serving, or refuses it.
@@ -171,6 +210,23 @@ mod tests {
         for _ in 0..5 {
             assert!(g.check(&mut tat, 100.0).is_ok());
         }
+    }
+
+    #[test]
+    fn a_split_limit_is_its_part_of_the_whole() {
+        let whole = TenantLimits {
+            rate: Some(Gcra::new(100.0, 40)),
+            max_share: 0.3,
+        };
+        let part = whole.split(4);
+        let rate = part.rate.unwrap();
+        assert!((rate.emission_interval() - 0.04).abs() < 1e-12, "25 rps");
+        assert!(
+            (rate.tolerance() - 9.0 * 0.04).abs() < 1e-9,
+            "a burst of 10"
+        );
+        assert!((part.max_share - 0.075).abs() < 1e-12);
+        assert_eq!(whole.split(1), whole);
     }
 
     #[test]

@@ -1,0 +1,204 @@
+//! Admission shared by all gateway replicas through Redis (`--redis`): one Lua script per
+//! decision checks the tenant's in-flight leases against its cap and its GCRA state, then
+//! takes a lease, atomically and on Redis's clock. A lease expires by itself, so a crashed
+//! gateway leaks no capacity; a finished request deletes its lease.
+//!
+//! When Redis does not answer within a few milliseconds the gateway falls back to its local
+//! admission, set up with its part (1/`--replicas`) of every limit, logs once, and tries
+//! Redis again a second later: a Redis outage never refuses every tenant.
+
+use redis::aio::ConnectionManager;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+use tenantscale_core::fairness::admission::{Limit, Rejection, TenantLimits};
+
+/// Checks cap and rate, then takes a lease. KEYS: the tenant's GCRA key and lease set.
+/// ARGV: emission interval µs (-1: no rate limit), tolerance µs, cap, lease id, lease TTL µs.
+/// Returns {0, 0} admitted, {1, µs to wait} over the rate, {2, 0} at the cap.
+const ADMIT: &str = r"
+local t = redis.call('TIME')
+local now = t[1] * 1000000 + t[2]
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[3]) then
+  return {2, 0}
+end
+local emission = tonumber(ARGV[1])
+if emission >= 0 then
+  local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+  if tat < now then tat = now end
+  local ahead = tat - now
+  local tolerance = tonumber(ARGV[2])
+  if ahead > tolerance then
+    return {1, ahead - tolerance}
+  end
+  local next_tat = tat + emission
+  redis.call('SET', KEYS[1], next_tat, 'PX', math.floor((next_tat - now) / 1000) + 1000)
+end
+local ttl = tonumber(ARGV[5])
+redis.call('ZADD', KEYS[2], now + ttl, ARGV[4])
+redis.call('PEXPIRE', KEYS[2], math.floor(ttl / 1000) + 1000)
+return {0, 0}
+";
+
+/// How long one Redis decision may take before the local fallback decides.
+const DECISION_TIMEOUT: Duration = Duration::from_millis(50);
+/// After a failure, how long the fallback decides before Redis is tried again.
+const RETRY_AFTER_FAILURE_MS: u64 = 1000;
+
+pub struct SharedLimits {
+    conn: ConnectionManager,
+    script: redis::Script,
+    /// Lease ids: this gateway's random prefix and a counter.
+    gateway_id: u64,
+    next_lease: AtomicU64,
+    lease_ttl: Duration,
+    /// Gateway milliseconds before which Redis is not asked (after a failure).
+    down_until_ms: AtomicU64,
+    /// Whether the last attempt failed (logged once per outage).
+    down: AtomicBool,
+}
+
+/// Redis's answer for one request.
+pub enum Decision {
+    Admitted { lease: String },
+    Refused(Rejection),
+}
+
+impl SharedLimits {
+    /// Connects to `url`; leases live `lease_ttl` (longer than any request may take).
+    pub async fn connect(url: &str, lease_ttl: Duration) -> redis::RedisResult<Self> {
+        let client = redis::Client::open(url)?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_millis(500)))
+            .set_response_timeout(Some(DECISION_TIMEOUT))
+            .set_number_of_retries(1);
+        let conn = ConnectionManager::new_with_config(client, config).await?;
+        let gateway_id = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+            ^ u64::from(std::process::id()) << 32;
+        Ok(Self {
+            conn,
+            script: redis::Script::new(ADMIT),
+            gateway_id,
+            next_lease: AtomicU64::new(0),
+            lease_ttl,
+            down_until_ms: AtomicU64::new(0),
+            down: AtomicBool::new(false),
+        })
+    }
+
+    /// Whether Redis is being used (not in a fallback period) at gateway time `now_ms`.
+    pub fn available(&self, now_ms: u64) -> bool {
+        now_ms >= self.down_until_ms.load(Ordering::Relaxed)
+    }
+
+    /// Redis's decision for a request of `tenant` (an id) under `limits` and a cap of `cap`
+    /// requests in flight; `None` if Redis did not answer (the caller falls back).
+    pub async fn admit(
+        &self,
+        tenant: &str,
+        limits: &TenantLimits,
+        cap: u32,
+        now_ms: u64,
+    ) -> Option<Decision> {
+        let lease = format!(
+            "{:x}-{:x}",
+            self.gateway_id,
+            self.next_lease.fetch_add(1, Ordering::Relaxed)
+        );
+        let (emission, tolerance) = limits.rate.map_or((-1, 0), |r| {
+            (
+                (r.emission_interval() * 1e6).round() as i64,
+                (r.tolerance() * 1e6).round() as i64,
+            )
+        });
+        let mut conn = self.conn.clone();
+        let mut invocation = self.script.key(rate_key(tenant));
+        invocation
+            .key(lease_key(tenant))
+            .arg(emission)
+            .arg(tolerance)
+            .arg(cap)
+            .arg(&lease)
+            .arg(self.lease_ttl.as_micros() as u64);
+        let answer: Result<redis::RedisResult<(i64, i64)>, _> =
+            tokio::time::timeout(DECISION_TIMEOUT, invocation.invoke_async(&mut conn)).await;
+        match answer {
+            Ok(Ok((0, _))) => {
+                self.recovered();
+                Some(Decision::Admitted { lease })
+            }
+            Ok(Ok((1, wait_us))) => {
+                self.recovered();
+                Some(Decision::Refused(Rejection {
+                    limit: Limit::RateLimit,
+                    retry_after: wait_us as f64 / 1e6,
+                }))
+            }
+            Ok(Ok(_)) => {
+                self.recovered();
+                Some(Decision::Refused(Rejection {
+                    limit: Limit::ShareCap,
+                    retry_after: 1.0,
+                }))
+            }
+            Ok(Err(e)) => {
+                self.failed(now_ms, &e.to_string());
+                None
+            }
+            Err(_) => {
+                self.failed(now_ms, "no answer in time");
+                None
+            }
+        }
+    }
+
+    /// Deletes a finished request's lease (in the background; if it is lost, the lease
+    /// expires by itself).
+    pub fn release(&self, tenant: &str, lease: String) {
+        let mut conn = self.conn.clone();
+        let key = lease_key(tenant);
+        tokio::spawn(async move {
+            let removed: redis::RedisResult<i64> = redis::cmd("ZREM")
+                .arg(key)
+                .arg(lease)
+                .query_async(&mut conn)
+                .await;
+            if let Err(e) = removed {
+                tracing::debug!(error = %e, "lease not removed; it will expire");
+            }
+        });
+    }
+
+    fn failed(&self, now_ms: u64, why: &str) {
+        self.down_until_ms
+            .store(now_ms + RETRY_AFTER_FAILURE_MS, Ordering::Relaxed);
+        if !self.down.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                error = why,
+                "Redis unavailable: each gateway enforces its part of the limits alone"
+            );
+        }
+    }
+
+    fn recovered(&self) {
+        if self.down.swap(false, Ordering::Relaxed) {
+            tracing::info!("Redis back: limits are shared again");
+        }
+    }
+
+    /// Whether the last attempt failed.
+    pub fn is_down(&self) -> bool {
+        self.down.load(Ordering::Relaxed)
+    }
+}
+
+/// Keys of one tenant, hash-tagged so both live on one Redis Cluster slot.
+fn rate_key(tenant: &str) -> String {
+    format!("tenantscale:{{{tenant}}}:rate")
+}
+
+fn lease_key(tenant: &str) -> String {
+    format!("tenantscale:{{{tenant}}}:leases")
+}
