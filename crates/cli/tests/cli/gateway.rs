@@ -259,6 +259,40 @@ fn gateway_answers_bad_requests_itself() {
     .unwrap();
     assert_eq!(status, 422, "{text}");
     assert!(text.contains("bad_top_k"), "{text}");
+    promtool_accepts(&stack.metrics());
+}
+
+/// `promtool check metrics` (Debian's `prometheus` package) accepts `text`; skipped without
+/// promtool, except under CI.
+fn promtool_accepts(text: &str) {
+    use std::io::Write;
+    let child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => {
+            assert!(std::env::var_os("CI").is_none(), "CI needs promtool: {e}");
+            eprintln!("skipped: no promtool ({e})");
+            return;
+        }
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}\n---\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Clients of many tenants querying in a loop until stopped; counts answers that are not 200.
