@@ -128,10 +128,16 @@ pub fn run(args: GatewayArgs) -> anyhow::Result<()> {
         redis: args.redis,
         replicas: args.replicas,
     };
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = args.threads {
-        runtime.worker_threads(n);
-    }
+    // One thread: the current-thread scheduler, without the work-stealing machinery.
+    let mut runtime = match args.threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
     runtime
         .enable_all()
         .build()?

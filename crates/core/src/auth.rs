@@ -22,19 +22,53 @@ pub enum AuthError {
     BadSignature,
 }
 
-fn mac(secret: &[u8], tenant: &str, method: &str, path: &str, timestamp: i64) -> Hmac<Sha256> {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length");
-    mac.update(format!("{tenant}\n{method}\n{path}\n{timestamp}").as_bytes());
+fn keyed(secret: &[u8]) -> Hmac<Sha256> {
+    Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length")
+}
+
+/// Feeds the signed message, `tenant \n METHOD \n path \n timestamp`, into `mac`.
+fn message(
+    mut mac: Hmac<Sha256>,
+    tenant: &str,
+    method: &str,
+    path: &str,
+    timestamp: i64,
+) -> Hmac<Sha256> {
+    for part in [tenant, "\n", method, "\n", path, "\n"] {
+        mac.update(part.as_bytes());
+    }
+    mac.update(timestamp.to_string().as_bytes());
     mac
+}
+
+fn mac(secret: &[u8], tenant: &str, method: &str, path: &str, timestamp: i64) -> Hmac<Sha256> {
+    message(keyed(secret), tenant, method, path, timestamp)
 }
 
 /// The signature the gateway sends for `tenant` on `METHOD path` at `timestamp`.
 pub fn sign(secret: &[u8], tenant: &str, method: &str, path: &str, timestamp: i64) -> String {
-    hex::encode(
-        mac(secret, tenant, method, path, timestamp)
-            .finalize()
-            .into_bytes(),
-    )
+    Signer::new(secret).sign(tenant, method, path, timestamp)
+}
+
+/// [`sign`] with the key's HMAC pads computed once (the gateway signs every request).
+#[derive(Clone)]
+pub struct Signer(Hmac<Sha256>);
+
+impl Signer {
+    pub fn new(secret: &[u8]) -> Self {
+        Self(keyed(secret))
+    }
+
+    pub fn sign(&self, tenant: &str, method: &str, path: &str, timestamp: i64) -> String {
+        let mac = message(self.0.clone(), tenant, method, path, timestamp);
+        hex::encode(mac.finalize().into_bytes())
+    }
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Signer(..)")
+    }
 }
 
 /// Checks a signed tenant claim at `now` (Unix seconds); constant-time comparison.

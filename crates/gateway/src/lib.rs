@@ -93,6 +93,9 @@ pub(crate) struct Gateway {
     pub shared: std::sync::OnceLock<shared::SharedLimits>,
     pub client: proxy::Client,
     pub metrics: Metrics,
+    pub signer: tenantscale_core::auth::Signer,
+    /// Each tenant's id as a header value, made once.
+    pub tenant_headers: Vec<hyper::header::HeaderValue>,
     started: Instant,
 }
 
@@ -104,7 +107,11 @@ impl Gateway {
             .map(|t| stable_hash(t.id.as_bytes()))
             .collect();
         let router = Router::new(config.router, tenant_keys);
-        let pool = Pool::new(router, config.router.warmup_seconds, &config.pods);
+        let metrics = Metrics::new(&catalog);
+        let mut pool = Pool::new(router, config.router.warmup_seconds, &config.pods);
+        for upstream in &mut pool.upstreams {
+            upstream.routed = metrics.routed(&upstream.label);
+        }
         let limits = TenantLimits::for_catalog(&catalog);
         // Decided here alone (no Redis configured, or Redis down): this replica's part.
         let enforcers = if config.redis.is_some() {
@@ -127,7 +134,13 @@ impl Gateway {
                 .enumerate()
                 .map(|(i, t)| (t.id.clone(), i))
                 .collect(),
-            metrics: Metrics::new(&catalog),
+            metrics,
+            signer: tenantscale_core::auth::Signer::new(&config.secret),
+            tenant_headers: catalog
+                .tenants
+                .iter()
+                .map(|t| t.id.parse().expect("DNS-1123 ids are header values"))
+                .collect(),
             state: Mutex::new(State { pool, admission }),
             limits,
             shared: std::sync::OnceLock::new(),
@@ -190,8 +203,10 @@ pub async fn run(catalog: Catalog, config: GatewayConfig) -> std::io::Result<()>
                 };
                 let _ = stream.set_nodelay(true);
                 let gateway = Arc::clone(&gateway);
+                let client_ip = hyper::header::HeaderValue::try_from(peer.ip().to_string())
+                    .expect("an IP address is a header value");
                 let service = hyper::service::service_fn(move |req| {
-                    proxy::handle(Arc::clone(&gateway), req, peer)
+                    proxy::handle(Arc::clone(&gateway), req, client_ip.clone())
                 });
                 let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
                 let conn = graceful.watch(conn);

@@ -211,8 +211,9 @@ impl Metrics {
             .inc();
     }
 
-    pub fn routed(&self, pod: &PodLabel) {
-        self.routed.get_or_create(pod).inc();
+    /// The `routed` series of `pod`, to keep and increment without a lookup.
+    pub fn routed(&self, pod: &PodLabel) -> Counter {
+        self.routed.get_or_create(pod).clone()
     }
 
     pub fn ejected(&self, pod: &PodLabel) {

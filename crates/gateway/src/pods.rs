@@ -3,6 +3,8 @@
 //! `warmUntil`, a `draining`, unreachable or ejected pod gets no new requests at once.
 
 use crate::metrics::PodLabel;
+use hyper::http::uri::Authority;
+use prometheus_client::metrics::counter::Counter;
 use std::time::Duration;
 use tenantscale_core::routing::{Router, stable_hash};
 
@@ -40,7 +42,11 @@ impl Observed {
 pub struct Upstream {
     /// `host:port`.
     pub addr: String,
+    /// The same, parsed once for request URIs.
+    pub authority: Authority,
     pub label: PodLabel,
+    /// Its `tenantscale_gateway_routed_total` series, resolved once.
+    pub routed: Counter,
     /// Its index in the router while it takes requests.
     pub route: Option<usize>,
     pub observed: Observed,
@@ -72,7 +78,9 @@ impl Pool {
                 .iter()
                 .map(|a| Upstream {
                     addr: a.clone(),
+                    authority: a.parse().expect("pod addresses are validated as HOST:PORT"),
                     label: PodLabel { pod: a.clone() },
+                    routed: Counter::default(),
                     route: None,
                     observed: Observed::Unreachable,
                     failures: 0,

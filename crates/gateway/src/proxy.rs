@@ -8,17 +8,16 @@ use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::http::request::Parts;
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::http::uri::{Authority, PathAndQuery, Scheme};
+use hyper::{Method, Request, Response, StatusCode, Uri};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use sha2::{Digest, Sha256};
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tenantscale_core::auth;
 use tenantscale_core::fairness::admission::{Limit, Rejection, share_cap};
 
 pub type Client = hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>;
@@ -81,7 +80,7 @@ fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response
 pub async fn handle(
     gateway: Arc<Gateway>,
     req: Request<Incoming>,
-    peer: SocketAddr,
+    client_ip: HeaderValue,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let path = req.uri().path();
     if req.method() == Method::GET {
@@ -99,7 +98,7 @@ pub async fn handle(
             format!("no route {path}: the gateway serves /v1/… (and the seed's /query)"),
         ));
     }
-    Ok(forward(gateway, req, peer)
+    Ok(forward(gateway, req, client_ip)
         .await
         .unwrap_or_else(|response| *response))
 }
@@ -174,7 +173,7 @@ fn authenticate(gateway: &Gateway, headers: &HeaderMap) -> Result<usize, ErrorRe
 async fn forward(
     gateway: Arc<Gateway>,
     req: Request<Incoming>,
-    peer: SocketAddr,
+    client_ip: HeaderValue,
 ) -> Result<Response<ResponseBody>, ErrorResponse> {
     let started = Instant::now();
     let tenant = authenticate(&gateway, req.headers())?;
@@ -185,34 +184,52 @@ async fn forward(
     let retry_safe = idempotent(&parts.method, parts.uri.path());
     let mut retried = false;
     loop {
-        let addr = gateway.state().pool.upstream(admitted.route).addr.clone();
-        let upstream = upstream_request(&gateway, &parts, tenant, &addr, body.clone(), peer);
+        let authority = gateway
+            .state()
+            .pool
+            .upstream(admitted.route)
+            .authority
+            .clone();
+        let upstream = upstream_request(
+            &gateway,
+            &parts,
+            tenant,
+            authority,
+            body.clone(),
+            &client_ip,
+        );
         let sent = tokio::time::timeout(
             gateway.config.timeouts.response,
             gateway.client.request(upstream),
         )
         .await;
-        let label = gateway.state().pool.upstream(admitted.route).label.clone();
         let failure = match sent {
+            Ok(Ok(res)) if !res.status().is_server_error() => {
+                admitted.succeeded = true;
+                return Ok(respond(res, admitted));
+            }
             Ok(Ok(res)) => {
-                let now = gateway.now();
-                let mut s = gateway.state();
-                if res.status().is_server_error() {
-                    drop(s);
-                    gateway.metrics.upstream_error(&label, "5xx");
-                    if gateway.state().pool.failed(admitted.route, now) {
-                        gateway.metrics.ejected(&label);
-                        tracing::warn!(pod = %addr, "ejected after failures in a row");
-                    }
-                } else {
-                    s.pool.succeeded(admitted.route);
+                let (label, ejected) = {
+                    let mut s = gateway.state();
+                    let ejected = s.pool.failed(admitted.route, gateway.now());
+                    (s.pool.upstream(admitted.route).label.clone(), ejected)
+                };
+                gateway.metrics.upstream_error(&label, "5xx");
+                if ejected {
+                    gateway.metrics.ejected(&label);
+                    tracing::warn!(pod = %label.pod, "ejected after failures in a row");
                 }
                 return Ok(respond(res, admitted));
             }
             Ok(Err(e)) => e,
             Err(_) => {
+                let (label, ejected) = {
+                    let mut s = gateway.state();
+                    let ejected = s.pool.failed(admitted.route, gateway.now());
+                    (s.pool.upstream(admitted.route).label.clone(), ejected)
+                };
                 gateway.metrics.upstream_error(&label, "timeout");
-                if gateway.state().pool.failed(admitted.route, gateway.now()) {
+                if ejected {
                     gateway.metrics.ejected(&label);
                 }
                 return Err(Box::new(error(
@@ -228,16 +245,17 @@ async fn forward(
         // The pod refused the connection or broke it: out of rotation until its /ready
         // answers again (a killed pod must not get the retry).
         let connect = failure.is_connect();
+        let (label, out) = {
+            let mut s = gateway.state();
+            let out = s.pool.connect_failed(admitted.route, gateway.now());
+            (s.pool.upstream(admitted.route).label.clone(), out)
+        };
         gateway
             .metrics
             .upstream_error(&label, if connect { "connect" } else { "reset" });
-        if gateway
-            .state()
-            .pool
-            .connect_failed(admitted.route, gateway.now())
-        {
+        if out {
             gateway.metrics.ejected(&label);
-            tracing::warn!(pod = %addr, error = %failure, "pod out of rotation");
+            tracing::warn!(pod = %label.pod, error = %failure, "pod out of rotation");
         }
         if retried || !(connect || retry_safe) {
             return Err(Box::new(error(
@@ -256,10 +274,7 @@ async fn forward(
             return Err(Box::new(no_pod(&gateway, tenant)));
         };
         admitted.route = route;
-        drop(s);
-        gateway
-            .metrics
-            .routed(&gateway.state().pool.upstream(route).label);
+        s.pool.upstream(route).routed.inc();
     }
 }
 
@@ -371,10 +386,9 @@ async fn admit(
         return Err(Box::new(no_pod(gateway, tenant)));
     };
     let first_choice = s.pool.router.ranking(tenant).first() == Some(&(route as u32));
-    let label = s.pool.upstream(route).label.clone();
+    s.pool.upstream(route).routed.inc();
     drop(s);
     gateway.metrics.admitted(tenant);
-    gateway.metrics.routed(&label);
     if first_choice {
         gateway.metrics.first_choice.inc();
     }
@@ -384,6 +398,7 @@ async fn admit(
         ticket: Some(ticket),
         route,
         routed: true,
+        succeeded: false,
         started,
     })
 }
@@ -463,49 +478,55 @@ fn upstream_request(
     gateway: &Gateway,
     parts: &Parts,
     tenant: usize,
-    addr: &str,
+    authority: Authority,
     body: Bytes,
-    peer: SocketAddr,
+    client_ip: &HeaderValue,
 ) -> Request<Full<Bytes>> {
     let path = parts.uri.path();
-    let path_and_query = parts.uri.path_and_query().map_or(path, |p| p.as_str());
     let mut req = Request::new(Full::new(body));
     *req.method_mut() = parts.method.clone();
-    *req.uri_mut() = format!("http://{addr}{path_and_query}")
-        .parse()
-        .expect("a host:port and a path that parsed before");
+    let mut uri = hyper::http::uri::Parts::default();
+    uri.scheme = Some(Scheme::HTTP);
+    uri.authority = Some(authority);
+    uri.path_and_query = Some(
+        parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/")),
+    );
+    *req.uri_mut() = Uri::from_parts(uri).expect("scheme, authority and path");
     let headers = req.headers_mut();
     for (name, value) in &parts.headers {
         if forwarded(name) {
             headers.append(name, value.clone());
         }
     }
-    let client_ip = peer.ip().to_string();
-    let forwarded_for = match parts
-        .headers
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok())
-    {
-        Some(chain) => format!("{chain}, {client_ip}"),
-        None => client_ip,
+    let forwarded_for = match parts.headers.get("x-forwarded-for") {
+        Some(chain) => {
+            let mut v = chain.as_bytes().to_vec();
+            v.extend_from_slice(b", ");
+            v.extend_from_slice(client_ip.as_bytes());
+            HeaderValue::from_bytes(&v).unwrap_or_else(|_| client_ip.clone())
+        }
+        None => client_ip.clone(),
     };
     let id = &gateway.catalog.tenants[tenant].id;
     let timestamp = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
-    let signature = auth::sign(
-        &gateway.config.secret,
-        id,
-        parts.method.as_str(),
-        path,
-        timestamp,
-    );
-    let value = |s: String| HeaderValue::try_from(s).expect("ASCII header value");
-    headers.insert("x-forwarded-for", value(forwarded_for));
-    headers.insert("x-tenant-id", value(id.clone()));
-    headers.insert("x-tenantscale-tenant", value(id.clone()));
+    let signature = gateway
+        .signer
+        .sign(id, parts.method.as_str(), path, timestamp);
+    let id = gateway.tenant_headers[tenant].clone();
+    headers.insert("x-forwarded-for", forwarded_for);
+    headers.insert("x-tenant-id", id.clone());
+    headers.insert("x-tenantscale-tenant", id);
     headers.insert("x-tenantscale-timestamp", HeaderValue::from(timestamp));
-    headers.insert("x-tenantscale-signature", value(signature));
+    headers.insert(
+        "x-tenantscale-signature",
+        HeaderValue::try_from(signature).expect("hex is a header value"),
+    );
     req
 }
 
@@ -532,16 +553,29 @@ struct Admitted {
     route: usize,
     /// Whether `route` still counts this request.
     routed: bool,
+    /// Whether the pod answered without a server error.
+    succeeded: bool,
     started: Instant,
 }
 
 impl Drop for Admitted {
     fn drop(&mut self) {
-        if self.routed {
-            self.gateway.state().pool.router.release(self.route);
+        let ticket = self.ticket.take();
+        {
+            // One lock for the pod's load, its failure count and local admission.
+            let mut s = self.gateway.state();
+            if self.routed {
+                s.pool.router.release(self.route);
+                if self.succeeded {
+                    s.pool.succeeded(self.route);
+                }
+            }
+            if let Some(Ticket::Local) = ticket {
+                s.admission.release(self.tenant);
+            }
         }
-        if let Some(ticket) = self.ticket.take() {
-            release_ticket(&self.gateway, self.tenant, ticket);
+        if let Some(Ticket::Shared(lease)) = ticket {
+            release_ticket(&self.gateway, self.tenant, Ticket::Shared(lease));
         }
         self.gateway
             .metrics
