@@ -495,3 +495,39 @@ fn gateway_replicas_share_one_limit_through_redis_and_fall_back_without_it() {
     assert!((20..=26).contains(&passed), "{passed} passed: {after:?}");
     assert_eq!(stack.metric("tenantscale_gateway_redis_up"), 0.0);
 }
+
+/// Clients may speak HTTP/2 without TLS (h2c, prior knowledge); the pods still get HTTP/1.1.
+#[test]
+fn gateway_serves_h2c_clients() {
+    use http_body_util::{BodyExt, Full};
+    let stack = Stack::start(&[0], 10, &[]);
+    let addr = stack.gateway.addr.clone();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (status, version, body) = runtime.block_on(async move {
+        let stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let (mut send, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(stream),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(conn);
+        let req = hyper::Request::post(format!("http://{addr}/v1/query"))
+            .header("authorization", "Bearer demo-key-media-1")
+            .header("content-type", "application/json")
+            .body(Full::new(hyper::body::Bytes::from(
+                r#"{"query":"replicas"}"#,
+            )))
+            .unwrap();
+        let res = send.send_request(req).await.unwrap();
+        let (status, version) = (res.status().as_u16(), res.version());
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        (status, version, String::from_utf8_lossy(&body).into_owned())
+    });
+    assert_eq!(version, hyper::Version::HTTP_2);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(r#""tenantId":"media-1""#), "{body}");
+}
