@@ -260,6 +260,11 @@ fn gateway_answers_bad_requests_itself() {
     assert_eq!(status, 422, "{text}");
     assert!(text.contains("bad_top_k"), "{text}");
     promtool_accepts(&stack.metrics());
+
+    // SIGTERM: the gateway stops accepting, finishes what is open and exits 0.
+    let Stack { gateway, .. } = stack;
+    gateway.terminate();
+    assert!(gateway.exit_log().contains("gateway stopped"));
 }
 
 /// `promtool check metrics` (Debian's `prometheus` package) accepts `text`; skipped without
