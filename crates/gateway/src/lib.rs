@@ -16,7 +16,7 @@ mod shared;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use metrics::Metrics;
-use pods::{Observed, POLL_EVERY, POLL_TIMEOUT, Pool};
+use pods::{Observed, POLL_EVERY, Pool};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -311,7 +311,3 @@ async fn poll_pods(gateway: &Arc<Gateway>) {
     }
     state.pool.tick(now);
 }
-
-/// `/ready` answers are small; anything longer is not ours.
-const MAX_READY_BODY: usize = 4096;
-const _: () = assert!(POLL_TIMEOUT.as_millis() < POLL_EVERY.as_millis());

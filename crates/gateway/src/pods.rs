@@ -193,9 +193,14 @@ impl Pool {
     }
 }
 
-/// How often `/ready` is polled and how long one poll may take.
+/// How often `/ready` is polled and how long one poll may take (less: one round of polls ends
+/// before the next begins).
 pub const POLL_EVERY: Duration = Duration::from_secs(1);
 pub const POLL_TIMEOUT: Duration = Duration::from_millis(800);
+const _: () = assert!(POLL_TIMEOUT.as_millis() < POLL_EVERY.as_millis());
+
+/// `/ready` answers are small; anything longer is not a pod's.
+pub const MAX_READY_BODY: usize = 4096;
 
 #[cfg(test)]
 mod tests {

@@ -1,9 +1,10 @@
 //! One request through the gateway: its own endpoints, or authenticate → read the body →
 //! admit → route → sign → send (one retry elsewhere when that is safe) → stream the answer.
 
+use crate::Gateway;
 use crate::metrics::Refusal;
+use crate::pods::MAX_READY_BODY;
 use crate::shared::Decision;
-use crate::{Gateway, MAX_READY_BODY};
 use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
