@@ -141,6 +141,10 @@ pub fn run(args: GatewayArgs) -> anyhow::Result<()> {
     runtime
         .enable_all()
         .build()?
-        .block_on(tenantscale_gateway::run(catalog, config))?;
+        .block_on(tenantscale_gateway::run(
+            catalog,
+            config,
+            crate::stop_signal(),
+        ))?;
     Ok(())
 }

@@ -187,6 +187,22 @@ fn main() -> ExitCode {
     }
 }
 
+/// Completes on SIGTERM or Ctrl-C: what stops `serve` (it drains) and `gateway`.
+async fn stop_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
 /// Reads a file, refusing ones larger than the parser would accept.
 fn read_input(path: &std::path::Path) -> anyhow::Result<String> {
     use anyhow::Context;

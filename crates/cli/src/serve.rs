@@ -215,7 +215,7 @@ pub fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(serve(pod, config))?;
+    runtime.block_on(serve(pod, config, crate::stop_signal()))?;
     Ok(())
 }
 

@@ -161,9 +161,13 @@ impl Gateway {
     }
 }
 
-/// Serves until SIGTERM or Ctrl-C, then stops accepting and lets open connections finish
-/// (up to the shutdown timeout).
-pub async fn run(catalog: Catalog, config: GatewayConfig) -> std::io::Result<()> {
+/// Serves until `stop` completes (the binary passes SIGTERM or Ctrl-C), then stops accepting
+/// and lets open connections finish (up to the shutdown timeout).
+pub async fn run(
+    catalog: Catalog,
+    config: GatewayConfig,
+    stop: impl Future<Output = ()>,
+) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let gateway = Arc::new(Gateway::new(catalog, config));
     if let Some(url) = gateway.config.redis.clone() {
@@ -187,8 +191,7 @@ pub async fn run(catalog: Catalog, config: GatewayConfig) -> std::io::Result<()>
         .header_read_timeout(gateway.config.timeouts.header_read)
         .keep_alive(true);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let shutdown = shutdown_signal();
-    tokio::pin!(shutdown);
+    tokio::pin!(stop);
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -214,7 +217,7 @@ pub async fn run(catalog: Catalog, config: GatewayConfig) -> std::io::Result<()>
                     let _ = conn.await;
                 });
             }
-            () = &mut shutdown => break,
+            () = &mut stop => break,
         }
     }
     drop(listener);
@@ -255,21 +258,6 @@ async fn connect_redis(gateway: Arc<Gateway>, url: String) {
             });
         }
     }
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }
 
 async fn poll_pods_forever(gateway: Arc<Gateway>) {

@@ -38,10 +38,14 @@ pub struct ServeConfig {
 /// How often served-query counts are added to the store's tenant volume.
 const VOLUME_FLUSH: Duration = Duration::from_secs(30);
 
-/// Serves until SIGTERM or Ctrl-C, then drains: `/ready` turns 503 at once, new connections
-/// are refused after the grace period, and the process returns once every admitted query is
-/// answered (or the drain timeout passes).
-pub async fn serve(pod: Arc<Pod>, config: ServeConfig) -> std::io::Result<()> {
+/// Serves until `stop` completes (the binary passes SIGTERM or Ctrl-C), then drains: `/ready`
+/// turns 503 at once, new connections are refused after the grace period, and the process
+/// returns once every admitted query is answered (or the drain timeout passes).
+pub async fn serve(
+    pod: Arc<Pod>,
+    config: ServeConfig,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     if !config.warm_up.is_zero() {
         pod.begin_warm_up(config.warm_up);
@@ -66,7 +70,7 @@ pub async fn serve(pod: Arc<Pod>, config: ServeConfig) -> std::io::Result<()> {
     let stopping = Arc::new(tokio::sync::Notify::new());
     let stopped_accepting = Arc::clone(&stopping);
     let shutdown = async move {
-        terminate().await;
+        stop.await;
         drain_pod.set_state(PodState::Draining);
         tracing::info!("draining: /ready is 503");
         if let Some(flag) = &flag {
@@ -143,19 +147,4 @@ async fn flush_volume(pod: &Arc<Pod>) {
         }
         Err(e) => tracing::warn!(error = %e, "volume flush task failed"),
     }
-}
-
-async fn terminate() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }
