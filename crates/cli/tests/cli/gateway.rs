@@ -28,15 +28,25 @@ impl Stack {
             "--latency-ms",
             &llm_ms.to_string(),
         ]);
-        let store = format!("sqlite://{}", super::temp_file("gateway.db", "").display());
+        let store = super::temp_store("gateway");
         let llm_url = format!("http://{}/v1/chat/completions", llm.addr);
         let pods: Vec<Server> = warm_up
             .iter()
             .map(|w| Self::pod(&store, &llm_url, *w))
             .collect();
+        let gateway = Self::gateway(&pods, gateway_args);
+        Self {
+            _llm: llm,
+            pods,
+            gateway,
+        }
+    }
+
+    /// A gateway over `pods` with `args`.
+    fn gateway(pods: &[Server], args: &[&str]) -> Server {
         let list: Vec<&str> = pods.iter().map(|p| p.addr.as_str()).collect();
         let list = list.join(",");
-        let mut args = vec![
+        let mut all = vec![
             "gateway",
             "-c",
             CATALOG,
@@ -47,13 +57,8 @@ impl Stack {
             "--pods",
             &list,
         ];
-        args.extend_from_slice(gateway_args);
-        let gateway = Server::start(&args);
-        Self {
-            _llm: llm,
-            pods,
-            gateway,
-        }
+        all.extend_from_slice(args);
+        Server::start(&all)
     }
 
     fn pod(store: &str, llm_url: &str, warm_up: u32) -> Server {
@@ -259,45 +264,12 @@ fn gateway_answers_bad_requests_itself() {
     .unwrap();
     assert_eq!(status, 422, "{text}");
     assert!(text.contains("bad_top_k"), "{text}");
-    promtool_accepts(&stack.metrics());
+    super::promtool_accepts(&stack.metrics());
 
     // SIGTERM: the gateway stops accepting, finishes what is open and exits 0.
     let Stack { gateway, .. } = stack;
     gateway.terminate();
     assert!(gateway.exit_log().contains("gateway stopped"));
-}
-
-/// `promtool check metrics` (Debian's `prometheus` package) accepts `text`; skipped without
-/// promtool, except under CI.
-fn promtool_accepts(text: &str) {
-    use std::io::Write;
-    let child = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn();
-    let mut child = match child {
-        Ok(c) => c,
-        Err(e) => {
-            assert!(std::env::var_os("CI").is_none(), "CI needs promtool: {e}");
-            eprintln!("skipped: no promtool ({e})");
-            return;
-        }
-    };
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool: {}{}\n---\n{text}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// Clients of many tenants querying in a loop until stopped; counts answers that are not 200.
@@ -440,23 +412,9 @@ fn gateway_replicas_share_one_limit_through_redis_and_fall_back_without_it() {
     let Some(redis) = super::RedisServer::start() else {
         return;
     };
-    let stack = Stack::start(&[0], 10, &["--redis", &redis.url, "--replicas", "2"]);
-    let pods = stack.pods[0].addr.clone();
-    let second = Server::start(&[
-        "gateway",
-        "-c",
-        CATALOG,
-        "--listen",
-        "127.0.0.1:0",
-        "--secret",
-        SECRET,
-        "--pods",
-        &pods,
-        "--redis",
-        &redis.url,
-        "--replicas",
-        "2",
-    ]);
+    let shared = ["--redis", redis.url.as_str(), "--replicas", "2"];
+    let stack = Stack::start(&[0], 10, &shared);
+    let second = Stack::gateway(&stack.pods, &shared);
     let gateways = [stack.gateway.addr.clone(), second.addr.clone()];
     // retail-3 is bronze: 10 requests/s with bursts of 20. Alternating between the replicas,
     // the burst is shared: about 20 pass in all, not 20 at each.

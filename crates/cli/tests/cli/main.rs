@@ -36,6 +36,47 @@ fn temp_file(name: &str, contents: &str) -> PathBuf {
     path
 }
 
+/// A fresh SQLite store URL, `sqlite://…/N-name.db`, in this run's temp folder.
+fn temp_store(name: &str) -> String {
+    format!(
+        "sqlite://{}",
+        temp_file(&format!("{name}.db"), "").display()
+    )
+}
+
+/// `promtool check metrics` (Debian's `prometheus` package) accepts `text`; skipped without
+/// promtool, except under CI.
+fn promtool_accepts(text: &str) {
+    use std::io::Write;
+    let child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => {
+            assert!(std::env::var_os("CI").is_none(), "CI needs promtool: {e}");
+            eprintln!("skipped: no promtool ({e})");
+            return;
+        }
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}\n---\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Compares with a golden file; `UPDATE_GOLDEN=1` rewrites it.
 fn golden(name: &str, actual: &str) {
     let path = root().join("tests/golden").join(name);
@@ -453,6 +494,7 @@ fn serve_answers_queries_and_drains_without_dropping_any() {
     .unwrap();
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"documentId\":\"hpa.md\""), "{body}");
+    promtool_accepts(&http(&addr, "GET", "/metrics", "media-1", "").unwrap().1);
 
     // Load from 8 clients; SIGTERM; clients stop when /ready says draining, as a gateway would.
     let stop = Arc::new(AtomicBool::new(false));
@@ -582,7 +624,13 @@ fn fresh_postgres_database(name: &str) -> Option<String> {
 
 /// `tenantscale ingest` of `doc` for `tenant` of the demo catalog into `store`.
 fn ingest(store: &str, tenant: &str, doc: &Path) {
-    let o = tenantscale(&[
+    let o = ingest_with(store, tenant, doc, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+/// `tenantscale ingest` with `extra` options; its output, whatever the outcome.
+fn ingest_with(store: &str, tenant: &str, doc: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
         "ingest",
         "-c",
         "examples/gcc-platform.yaml",
@@ -590,9 +638,10 @@ fn ingest(store: &str, tenant: &str, doc: &Path) {
         tenant,
         "--store",
         store,
-        doc.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    ];
+    args.extend_from_slice(extra);
+    args.push(doc.to_str().unwrap());
+    tenantscale(&args)
 }
 
 /// A running `tenantscale` server (`serve` or `llm-sim`): its process, its log (stderr) and
@@ -762,12 +811,7 @@ tenants:\n  - {id: media-1, tier: gold}\n  - {id: finance-1, tier: gold}\n\
 pool: {maxReplicas: 4, slotsPerPod: 1, queuePerTenant: 1}\n",
     );
     let mut llm = Server::start(&["llm-sim", "--listen", "127.0.0.1:0", "--latency-ms", "1000"]);
-    let store = format!(
-        "sqlite://{}",
-        std::env::temp_dir()
-            .join(format!("tenantscale-429-{}.db", std::process::id()))
-            .display()
-    );
+    let store = temp_store("429");
     let llm_url = format!("http://{}/v1/chat/completions", llm.addr);
     let pod = Server::start(&[
         "serve",
@@ -814,12 +858,7 @@ pool: {maxReplicas: 4, slotsPerPod: 1, queuePerTenant: 1}\n",
 #[test]
 fn serve_rejects_bad_input_with_a_json_error_and_writes_nothing() {
     const SECRET: &str = "a-shared-secret-of-the-gateway";
-    let store = format!(
-        "sqlite://{}",
-        std::env::temp_dir()
-            .join(format!("tenantscale-bad-input-{}.db", std::process::id()))
-            .display()
-    );
+    let store = temp_store("bad-input");
     let pod = Server::serve(&[
         "--store",
         &store,
@@ -1020,12 +1059,7 @@ fn serve_sets_the_seeds_warming_flag_in_redis_for_the_warm_up_window() {
     let Some(redis) = RedisServer::start() else {
         return;
     };
-    let store = format!(
-        "sqlite://{}",
-        std::env::temp_dir()
-            .join(format!("tenantscale-redis-{}.db", std::process::id()))
-            .display()
-    );
+    let store = temp_store("redis");
     let mut pod = Server::serve(&[
         "--store",
         &store,
@@ -1095,26 +1129,9 @@ fn serve_sets_the_seeds_warming_flag_in_redis_for_the_warm_up_window() {
 #[test]
 fn ingest_and_serve_refuse_an_unknown_or_unbuilt_embedder() {
     let doc = temp_file("embedder.md", "Replicas follow demand.");
-    let store = format!(
-        "sqlite://{}",
-        std::env::temp_dir()
-            .join(format!("tenantscale-embedder-{}.db", std::process::id()))
-            .display()
-    );
-    let ingest_with = |embedder: &str| {
-        tenantscale(&[
-            "ingest",
-            "-c",
-            "examples/gcc-platform.yaml",
-            "--tenant",
-            "media-1",
-            "--store",
-            &store,
-            "--embedder",
-            embedder,
-            doc.to_str().unwrap(),
-        ])
-    };
+    let store = temp_store("embedder");
+    let ingest_with =
+        |embedder: &str| ingest_with(&store, "media-1", &doc, &["--embedder", embedder]);
     let o = ingest_with("word2vec");
     assert_eq!(o.status.code(), Some(2));
     assert!(
@@ -1131,6 +1148,18 @@ fn ingest_and_serve_refuse_an_unknown_or_unbuilt_embedder() {
     };
     assert!(stderr(&o).contains(expected), "{}", stderr(&o));
     assert!(ingest_with("hashed").status.success());
+    // serve reads the same option: it refuses before listening.
+    let o = tenantscale(&[
+        "serve",
+        "-c",
+        "examples/gcc-platform.yaml",
+        "--store",
+        &store,
+        "--trust-tenant-header",
+        "--embedder",
+        "word2vec",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }
 
 /// The real model end to end (`--features minilm` and `TENANTSCALE_MINILM_DIR`, see the
@@ -1148,12 +1177,7 @@ fn minilm_serves_passages_by_meaning_and_the_store_keeps_its_embedder() {
         return;
     };
     let embedder = format!("minilm:{dir}");
-    let store = format!(
-        "sqlite://{}",
-        std::env::temp_dir()
-            .join(format!("tenantscale-minilm-{}.db", std::process::id()))
-            .display()
-    );
+    let store = temp_store("minilm");
     let car = temp_file(
         "car.md",
         "The automobile needs new tyres and an oil change.",
@@ -1163,30 +1187,10 @@ fn minilm_serves_passages_by_meaning_and_the_store_keeps_its_embedder() {
         "Heavy rain and strong winds are expected tomorrow.",
     );
     for doc in [&car, &rain] {
-        let o = tenantscale(&[
-            "ingest",
-            "-c",
-            "examples/gcc-platform.yaml",
-            "--tenant",
-            "media-1",
-            "--store",
-            &store,
-            "--embedder",
-            &embedder,
-            doc.to_str().unwrap(),
-        ]);
+        let o = ingest_with(&store, "media-1", doc, &["--embedder", &embedder]);
         assert!(o.status.success(), "{}", stderr(&o));
     }
-    let hashed = tenantscale(&[
-        "ingest",
-        "-c",
-        "examples/gcc-platform.yaml",
-        "--tenant",
-        "media-1",
-        "--store",
-        &store,
-        car.to_str().unwrap(),
-    ]);
+    let hashed = ingest_with(&store, "media-1", &car, &[]);
     assert_eq!(hashed.status.code(), Some(2));
     assert!(
         stderr(&hashed).contains("written by the all-MiniLM-L6-v2 embedder"),
