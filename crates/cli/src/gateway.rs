@@ -1,5 +1,6 @@
 //! `tenantscale gateway`: flags → [`GatewayConfig`].
 
+use crate::serve::seconds;
 use crate::{BadInput, CatalogFile};
 use std::time::Duration;
 use tenantscale_core::routing::RouterConfig;
@@ -51,13 +52,16 @@ pub struct GatewayArgs {
     pub response_timeout: f64,
 }
 
-fn seconds(flag: &str, value: f64) -> Result<Duration, BadInput> {
-    if !(value > 0.0 && value <= 86_400.0) {
+/// A time limit: a duration flag (see `serve::seconds`) that is not zero.
+fn time_limit(flag: &str, value: f64) -> anyhow::Result<Duration> {
+    let limit = seconds(flag, value)?;
+    if limit.is_zero() {
         return Err(BadInput(format!(
-            "{flag} {value}: expected more than 0 and at most 86400 seconds"
-        )));
+            "{flag} 0: a time limit must be more than 0 seconds"
+        ))
+        .into());
     }
-    Ok(Duration::from_secs_f64(value))
+    Ok(limit)
 }
 
 pub fn run(args: GatewayArgs) -> anyhow::Result<()> {
@@ -88,13 +92,7 @@ pub fn run(args: GatewayArgs) -> anyhow::Result<()> {
         ))
         .into());
     }
-    if !(0.0..=86_400.0).contains(&args.slow_start) {
-        return Err(BadInput(format!(
-            "--slow-start {}: expected 0 to 86400 seconds",
-            args.slow_start
-        ))
-        .into());
-    }
+    let slow_start = seconds("--slow-start", args.slow_start)?;
     if !(args.slow_start_floor > 0.0 && args.slow_start_floor <= 1.0) {
         return Err(BadInput(format!(
             "--slow-start-floor {}: expected more than 0 and at most 1",
@@ -115,13 +113,13 @@ pub fn run(args: GatewayArgs) -> anyhow::Result<()> {
         trust_tenant_header: args.trust_tenant_header,
         max_body: args.max_body,
         timeouts: Timeouts {
-            connect: seconds("--connect-timeout", args.connect_timeout)?,
-            response: seconds("--response-timeout", args.response_timeout)?,
+            connect: time_limit("--connect-timeout", args.connect_timeout)?,
+            response: time_limit("--response-timeout", args.response_timeout)?,
             ..Timeouts::default()
         },
         router: RouterConfig {
             c: args.balance_factor,
-            warmup_seconds: args.slow_start,
+            warmup_seconds: slow_start.as_secs_f64(),
             min_weight: args.slow_start_floor,
         },
         share_retry_after: 1.0,

@@ -134,7 +134,7 @@ fn open_store_at(url: &str) -> anyhow::Result<Store> {
 }
 
 /// A duration flag: finite, 0 to one day.
-fn seconds(flag: &str, value: f64) -> anyhow::Result<Duration> {
+pub fn seconds(flag: &str, value: f64) -> anyhow::Result<Duration> {
     if !(0.0..=86_400.0).contains(&value) {
         return Err(BadInput(format!("{flag} {value}: expected 0 to 86400 seconds")).into());
     }

@@ -83,13 +83,12 @@ const LATENCY_BUCKETS: [f64; 10] = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 
 impl Metrics {
     pub fn new(catalog: &Catalog) -> Self {
-        let mut registry = Registry::default();
         let admitted = Family::<TenantLabel, Counter>::default();
         let in_flight = Family::<TenantLabel, Gauge>::default();
         let latency = Family::<TenantLabel, Histogram>::new_with_constructor(|| {
             Histogram::new(LATENCY_BUCKETS)
         });
-        let m = Self {
+        let mut m = Self {
             tenant_ids: catalog.tenants.iter().map(|t| t.id.clone()).collect(),
             series: Vec::new(),
             rejected: Family::default(),
@@ -104,72 +103,72 @@ impl Metrics {
             redis_up: Gauge::default(),
             registry: Registry::default(),
         };
-        registry.register(
+        m.registry.register(
             "tenantscale_gateway_admitted",
             "Requests admitted and sent to a pod",
             admitted.clone(),
         );
-        registry.register(
+        m.registry.register(
             "tenantscale_gateway_rejected",
             "Requests refused by the gateway, by reason (rate_limit, share_cap, no_pod)",
             m.rejected.clone(),
         );
-        registry.register(
+        m.registry.register(
             "tenantscale_gateway_unauthorized",
             "Requests without a valid API key (or tenant header in trusted mode)",
             m.unauthorized.clone(),
         );
-        registry.register(
+        m.registry.register(
             "tenantscale_gateway_in_flight",
             "Admitted requests not yet answered",
             in_flight.clone(),
         );
-        registry.register(
+        m.registry.register(
             "tenantscale_gateway_request_seconds",
-            "Time from a request's arrival to its response headers, admitted requests",
+            "Time from an admitted request's arrival until its response is complete",
             latency.clone(),
         );
-        registry.register(
+        m.registry.register(
             "tenantscale_gateway_routed",
             "Requests sent to each pod (its share of the traffic)",
             m.routed.clone(),
         );
-        registry.register(
+        m.registry.register(
             "tenantscale_gateway_pod_in_flight",
             "Requests outstanding on each pod",
             m.pod_in_flight.clone(),
         );
-        registry.register(
+        m.registry.register(
             "tenantscale_gateway_ejections",
             "Times a pod was taken out of rotation after connection failures or 5xx",
             m.ejections.clone(),
         );
-        registry.register(
+        m.registry.register(
             "tenantscale_gateway_upstream_errors",
             "Failed exchanges with a pod, by kind (connect, timeout, reset, 5xx)",
             m.upstream_errors.clone(),
         );
-        registry.register(
+        m.registry.register(
             "tenantscale_gateway_retries",
             "Requests retried on another pod",
             m.retries.clone(),
         );
-        registry.register(
+        m.registry.register(
             "tenantscale_gateway_first_choice",
             "Requests routed to their tenant's first-choice pod (divided by routed: cache affinity)",
             m.first_choice.clone(),
         );
-        registry.register(
+        m.registry.register(
             "tenantscale_gateway_pods",
             "Known pods by state (ready, warming, draining, unreachable, ejected)",
             m.pods.clone(),
         );
-        registry.register(
+        m.registry.register(
             "tenantscale_gateway_redis_up",
             "1 while admission is shared through Redis, 0 while this replica decides alone",
             m.redis_up.clone(),
         );
-        let series = m
+        m.series = m
             .tenant_ids
             .iter()
             .map(|id| {
@@ -183,11 +182,7 @@ impl Metrics {
                 }
             })
             .collect();
-        Self {
-            registry,
-            series,
-            ..m
-        }
+        m
     }
 
     pub fn admitted(&self, tenant: usize) {

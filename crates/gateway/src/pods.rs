@@ -134,8 +134,9 @@ impl Pool {
         }
     }
 
-    /// A pod refused the connection: it is gone until `/ready` answers again.
-    pub fn connect_failed(&mut self, route: usize, now: f64) -> bool {
+    /// A pod refused or broke a connection: it is out until `/ready` answers again; true if
+    /// that took it out (it was in rotation under this route).
+    pub fn unreachable(&mut self, route: usize, now: f64) -> bool {
         let i = self.by_route[route];
         let was_routed = self.upstreams[i].route == Some(route);
         self.upstreams[i].observed = Observed::Unreachable;
@@ -271,8 +272,8 @@ mod tests {
         let mut p = pool();
         p.observe(0, Observed::Ready, 0.0);
         let r = p.upstreams[0].route.unwrap();
-        assert!(p.connect_failed(r, 0.5));
+        assert!(p.unreachable(r, 0.5));
         assert_eq!(p.upstreams[0].route, None);
-        assert!(!p.connect_failed(r, 0.6), "already out");
+        assert!(!p.unreachable(r, 0.6), "already out");
     }
 }

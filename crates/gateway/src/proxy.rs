@@ -210,29 +210,12 @@ async fn forward(
                 return Ok(respond(res, admitted));
             }
             Ok(Ok(res)) => {
-                let (label, ejected) = {
-                    let mut s = gateway.state();
-                    let ejected = s.pool.failed(admitted.route, gateway.now());
-                    (s.pool.upstream(admitted.route).label.clone(), ejected)
-                };
-                gateway.metrics.upstream_error(&label, "5xx");
-                if ejected {
-                    gateway.metrics.ejected(&label);
-                    tracing::warn!(pod = %label.pod, "ejected after failures in a row");
-                }
+                pod_failed(&gateway, admitted.route, Failure::ServerError);
                 return Ok(respond(res, admitted));
             }
             Ok(Err(e)) => e,
             Err(_) => {
-                let (label, ejected) = {
-                    let mut s = gateway.state();
-                    let ejected = s.pool.failed(admitted.route, gateway.now());
-                    (s.pool.upstream(admitted.route).label.clone(), ejected)
-                };
-                gateway.metrics.upstream_error(&label, "timeout");
-                if ejected {
-                    gateway.metrics.ejected(&label);
-                }
+                pod_failed(&gateway, admitted.route, Failure::Timeout);
                 return Err(Box::new(error(
                     StatusCode::GATEWAY_TIMEOUT,
                     "upstream_timeout",
@@ -243,21 +226,17 @@ async fn forward(
                 )));
             }
         };
-        // The pod refused the connection or broke it: out of rotation until its /ready
-        // answers again (a killed pod must not get the retry).
         let connect = failure.is_connect();
-        let (label, out) = {
-            let mut s = gateway.state();
-            let out = s.pool.connect_failed(admitted.route, gateway.now());
-            (s.pool.upstream(admitted.route).label.clone(), out)
-        };
-        gateway
-            .metrics
-            .upstream_error(&label, if connect { "connect" } else { "reset" });
-        if out {
-            gateway.metrics.ejected(&label);
-            tracing::warn!(pod = %label.pod, error = %failure, "pod out of rotation");
-        }
+        tracing::debug!(error = %failure, "exchange with a pod failed");
+        pod_failed(
+            &gateway,
+            admitted.route,
+            if connect {
+                Failure::Connect
+            } else {
+                Failure::Reset
+            },
+        );
         if retried || !(connect || retry_safe) {
             return Err(Box::new(error(
                 StatusCode::BAD_GATEWAY,
@@ -276,6 +255,45 @@ async fn forward(
         };
         admitted.route = route;
         s.pool.upstream(route).routed.inc();
+    }
+}
+
+/// How an exchange with a pod failed.
+#[derive(Clone, Copy)]
+enum Failure {
+    /// The connection was refused or could not be opened (the request was never sent).
+    Connect,
+    /// The connection broke before the response.
+    Reset,
+    /// No response headers within the response timeout.
+    Timeout,
+    /// A 5xx response (passed on to the client).
+    ServerError,
+}
+
+/// Counts a failed exchange with the pod behind `route`. A refused or broken connection takes
+/// the pod out of rotation at once, until its `/ready` answers again (a killed pod must not get
+/// the retry); timeouts and 5xx eject it only when they come in a row.
+fn pod_failed(gateway: &Gateway, route: usize, failure: Failure) {
+    let (label, out) = {
+        let mut s = gateway.state();
+        let now = gateway.now();
+        let out = match failure {
+            Failure::Connect | Failure::Reset => s.pool.unreachable(route, now),
+            Failure::Timeout | Failure::ServerError => s.pool.failed(route, now),
+        };
+        (s.pool.upstream(route).label.clone(), out)
+    };
+    let kind = match failure {
+        Failure::Connect => "connect",
+        Failure::Reset => "reset",
+        Failure::Timeout => "timeout",
+        Failure::ServerError => "5xx",
+    };
+    gateway.metrics.upstream_error(&label, kind);
+    if out {
+        gateway.metrics.ejected(&label);
+        tracing::warn!(pod = %label.pod, kind, "pod out of rotation");
     }
 }
 

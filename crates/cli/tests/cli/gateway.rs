@@ -494,3 +494,66 @@ fn gateway_serves_h2c_clients() {
     assert_eq!(status, 200, "{body}");
     assert!(body.contains(r#""tenantId":"media-1""#), "{body}");
 }
+
+#[test]
+fn gateway_refuses_bad_flags_naming_them() {
+    let run = |extra: &[&str]| {
+        let mut args = vec!["gateway", "-c", CATALOG, "--listen", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        super::tenantscale(&args)
+    };
+    let pods = ["--pods", "127.0.0.1:1"];
+    let secret = ["--secret", SECRET];
+    for (extra, message) in [
+        (vec![pods[0], pods[1]], "give --secret"),
+        (
+            vec![pods[0], pods[1], "--secret", "short"],
+            "--secret: use at least 16 bytes",
+        ),
+        (
+            vec!["--pods", "pod-without-port", secret[0], secret[1]],
+            r#"--pods "pod-without-port": expected HOST:PORT"#,
+        ),
+        (
+            vec![
+                pods[0],
+                pods[1],
+                secret[0],
+                secret[1],
+                "--connect-timeout",
+                "0",
+            ],
+            "--connect-timeout 0: a time limit must be more than 0 seconds",
+        ),
+        (
+            vec![
+                pods[0],
+                pods[1],
+                secret[0],
+                secret[1],
+                "--slow-start",
+                "90000",
+            ],
+            "--slow-start 90000: expected 0 to 86400 seconds",
+        ),
+        (
+            vec![
+                pods[0],
+                pods[1],
+                secret[0],
+                secret[1],
+                "--balance-factor",
+                "0.5",
+            ],
+            "--balance-factor 0.5: expected 1 to 10",
+        ),
+    ] {
+        let o = run(&extra);
+        assert_eq!(o.status.code(), Some(2), "{extra:?}");
+        assert!(
+            super::stderr(&o).contains(message),
+            "{extra:?}: {}",
+            super::stderr(&o)
+        );
+    }
+}
