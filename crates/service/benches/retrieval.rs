@@ -116,6 +116,12 @@ fn percentiles(mut samples: Vec<Duration>) -> (Duration, Duration) {
     (at(0.5), at(0.99))
 }
 
+/// The median of rounds of (p50, p99), by p50.
+fn median_round(rounds: &mut [(Duration, Duration)]) -> (Duration, Duration) {
+    rounds.sort();
+    rounds[rounds.len() / 2]
+}
+
 fn ms(d: Duration) -> String {
     format!("{:.3} ms", d.as_secs_f64() * 1e3)
 }
@@ -175,12 +181,8 @@ fn main() {
         }));
         plain.push(time(&|q| plain_top_k(&index.vectors, &embed(q), 5)));
     }
-    let median = |v: &mut Vec<(Duration, Duration)>| {
-        v.sort();
-        v[v.len() / 2]
-    };
-    let (ours_p50, ours_p99) = median(&mut ours);
-    let (plain_p50, plain_p99) = median(&mut plain);
+    let (ours_p50, ours_p99) = median_round(&mut ours);
+    let (plain_p50, plain_p99) = median_round(&mut plain);
     println!(
         "tenant: {} chunks, {} per cached tenant",
         index.chunks.len(),
@@ -303,12 +305,8 @@ fn beyond_the_threshold(
             .count();
         same_first += usize::from(got.first().map(|g| g.0) == want.first().map(|w| w.0));
     }
-    let median = |v: &mut Vec<(Duration, Duration)>| {
-        v.sort();
-        v[v.len() / 2]
-    };
-    let (exact_p50, exact_p99) = median(&mut exact);
-    let (graph_p50, graph_p99) = median(&mut graph);
+    let (exact_p50, exact_p99) = median_round(&mut exact);
+    let (graph_p50, graph_p99) = median_round(&mut graph);
     println!(
         "{corpus}, {rows} chunks: HNSW build {} ({} per cached tenant with the graph)",
         ms(build),
