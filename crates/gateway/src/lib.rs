@@ -108,10 +108,9 @@ impl Gateway {
             .collect();
         let router = Router::new(config.router, tenant_keys);
         let metrics = Metrics::new(&catalog);
-        let mut pool = Pool::new(router, config.router.warmup_seconds, &config.pods);
-        for upstream in &mut pool.upstreams {
-            upstream.routed = metrics.routed(&upstream.label);
-        }
+        let pool = Pool::new(router, config.router.warmup_seconds, &config.pods, |pod| {
+            metrics.routed(pod)
+        });
         let limits = TenantLimits::for_catalog(&catalog);
         // Decided here alone (no Redis configured, or Redis down): this replica's part.
         let enforcers = if config.redis.is_some() {

@@ -71,20 +71,29 @@ pub struct Pool {
 }
 
 impl Pool {
-    pub fn new(router: Router, warmup: f64, addrs: &[String]) -> Self {
+    /// A pool of the pods at `addrs`; `routed` gives each pod's routed-requests counter.
+    pub fn new(
+        router: Router,
+        warmup: f64,
+        addrs: &[String],
+        routed: impl Fn(&PodLabel) -> Counter,
+    ) -> Self {
         Self {
             router,
             upstreams: addrs
                 .iter()
-                .map(|a| Upstream {
-                    addr: a.clone(),
-                    authority: a.parse().expect("pod addresses are validated as HOST:PORT"),
-                    label: PodLabel { pod: a.clone() },
-                    routed: Counter::default(),
-                    route: None,
-                    observed: Observed::Unreachable,
-                    failures: 0,
-                    ejected_until: f64::NEG_INFINITY,
+                .map(|a| {
+                    let label = PodLabel { pod: a.clone() };
+                    Upstream {
+                        addr: a.clone(),
+                        authority: a.parse().expect("pod addresses are validated as HOST:PORT"),
+                        routed: routed(&label),
+                        label,
+                        route: None,
+                        observed: Observed::Unreachable,
+                        failures: 0,
+                        ejected_until: f64::NEG_INFINITY,
+                    }
                 })
                 .collect(),
             by_route: Vec::new(),
@@ -210,7 +219,9 @@ mod tests {
 
     fn pool() -> Pool {
         let router = Router::new(RouterConfig::default(), vec![1, 2, 3]);
-        Pool::new(router, 60.0, &["a:1".into(), "b:1".into()])
+        Pool::new(router, 60.0, &["a:1".into(), "b:1".into()], |_| {
+            Counter::default()
+        })
     }
 
     #[test]

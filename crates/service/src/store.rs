@@ -184,13 +184,13 @@ impl Store {
     /// vectors of different embedders cannot be compared. A store with chunks but no record
     /// predates the record, when the hashed embedder was the only one.
     pub fn claim_embedder(&self, embedder: &str) -> Result<(), StoreError> {
-        const BEFORE_THE_RECORD: &str = "hashed-ngrams-384";
+        let before_the_record = Embedder::Hashed.name();
         let stored: String = match &self.backend {
             Backend::Sqlite(db) => {
                 let mut db = db.lock().expect("store lock");
                 let tx = db.transaction()?;
                 let any: bool = tx.query_row(sql::ANY_CHUNK, [], |r| r.get(0))?;
-                let claim = if any { BEFORE_THE_RECORD } else { embedder };
+                let claim = if any { before_the_record } else { embedder };
                 tx.execute(sql::CLAIM_EMBEDDER, [claim])?;
                 let stored = tx.query_row(sql::EMBEDDER, [], |r| r.get(0))?;
                 tx.commit()?;
@@ -199,7 +199,7 @@ impl Store {
             Backend::Postgres { url, client } => Self::with_postgres(url, client, |c| {
                 let mut tx = c.transaction()?;
                 let any: bool = tx.query_one(sql::ANY_CHUNK, &[])?.get(0);
-                let claim = if any { BEFORE_THE_RECORD } else { embedder };
+                let claim = if any { before_the_record } else { embedder };
                 tx.execute(&sql::pg(sql::CLAIM_EMBEDDER), &[&claim])?;
                 let stored = tx.query_one(sql::EMBEDDER, &[])?.get(0);
                 tx.commit()?;
