@@ -4,7 +4,7 @@ use crate::serve::seconds;
 use crate::{BadInput, CatalogFile};
 use std::time::Duration;
 use tenantscale_core::routing::RouterConfig;
-use tenantscale_gateway::{GatewayConfig, Timeouts};
+use tenantscale_gateway::{Discovery, GatewayConfig, Timeouts};
 
 #[derive(clap::Args)]
 pub struct GatewayArgs {
@@ -13,8 +13,29 @@ pub struct GatewayArgs {
     #[arg(long, default_value = "127.0.0.1:8000")]
     pub listen: std::net::SocketAddr,
     /// The pods, HOST:PORT,… (their /ready is polled every second).
-    #[arg(long, alias = "upstreams", value_delimiter = ',', required = true)]
+    #[arg(
+        long,
+        alias = "upstreams",
+        value_delimiter = ',',
+        required_unless_present = "registry",
+        conflicts_with = "registry"
+    )]
     pub pods: Vec<String>,
+    /// Follow an autoscaler's pod registry instead of a fixed list, e.g.
+    /// http://127.0.0.1:9090 (`tenantscale autoscale --listen`): pods it starts join, pods
+    /// it scales down leave at once.
+    #[arg(long)]
+    pub registry: Option<String>,
+    /// Worker threads (default: the CPUs this process may use).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    #[command(flatten)]
+    pub options: GatewayOptions,
+}
+
+/// The gateway's settings that `tenantscale up` shares.
+#[derive(clap::Args)]
+pub struct GatewayOptions {
     /// Shared secret with the pods (at least 16 bytes): the gateway signs each request's tenant.
     #[arg(long, env = "TENANTSCALE_SECRET", hide_env_values = true)]
     pub secret: Option<String>,
@@ -29,9 +50,6 @@ pub struct GatewayArgs {
     /// Gateway replicas: while Redis is unreachable each enforces 1/N of every limit.
     #[arg(long, default_value_t = 1)]
     pub replicas: u32,
-    /// Worker threads (default: the CPUs this process may use).
-    #[arg(long)]
-    pub threads: Option<usize>,
     /// Largest request body, bytes.
     #[arg(long, default_value_t = 1 << 20)]
     pub max_body: usize,
@@ -66,7 +84,7 @@ fn time_limit(flag: &str, value: f64) -> anyhow::Result<Duration> {
 
 pub fn run(args: GatewayArgs) -> anyhow::Result<()> {
     let catalog = crate::serve::catalog(&args.catalog.config)?;
-    let secret = match args.secret {
+    let secret = match args.options.secret.clone() {
         Some(s) if s.len() >= 16 => s.into_bytes(),
         Some(_) => return Err(BadInput("--secret: use at least 16 bytes".into()).into()),
         None => {
@@ -85,47 +103,17 @@ pub fn run(args: GatewayArgs) -> anyhow::Result<()> {
             return Err(BadInput(format!("--pods {pod:?}: expected HOST:PORT")).into());
         }
     }
-    if !(1.0..=10.0).contains(&args.balance_factor) {
-        return Err(BadInput(format!(
-            "--balance-factor {}: expected 1 to 10",
-            args.balance_factor
-        ))
-        .into());
-    }
-    let slow_start = seconds("--slow-start", args.slow_start)?;
-    if !(args.slow_start_floor > 0.0 && args.slow_start_floor <= 1.0) {
-        return Err(BadInput(format!(
-            "--slow-start-floor {}: expected more than 0 and at most 1",
-            args.slow_start_floor
-        ))
-        .into());
-    }
-    if args.replicas == 0 {
-        return Err(BadInput("--replicas 0: expected at least 1".into()).into());
-    }
+    let discovery = match args.registry {
+        Some(url) if url.starts_with("http://") => Discovery::Registry(url),
+        Some(url) => {
+            return Err(BadInput(format!("--registry {url:?}: expected http://HOST:PORT")).into());
+        }
+        None => Discovery::Static(args.pods),
+    };
     if args.threads == Some(0) {
         return Err(BadInput("--threads 0: expected at least 1".into()).into());
     }
-    let config = GatewayConfig {
-        listen: args.listen,
-        pods: args.pods,
-        secret,
-        trust_tenant_header: args.trust_tenant_header,
-        max_body: args.max_body,
-        timeouts: Timeouts {
-            connect: time_limit("--connect-timeout", args.connect_timeout)?,
-            response: time_limit("--response-timeout", args.response_timeout)?,
-            ..Timeouts::default()
-        },
-        router: RouterConfig {
-            c: args.balance_factor,
-            warmup_seconds: slow_start.as_secs_f64(),
-            min_weight: args.slow_start_floor,
-        },
-        share_retry_after: 1.0,
-        redis: args.redis,
-        replicas: args.replicas,
-    };
+    let config = args.options.config(args.listen, discovery, secret)?;
     // One thread: the current-thread scheduler, without the work-stealing machinery.
     let mut runtime = match args.threads {
         Some(1) => tokio::runtime::Builder::new_current_thread(),
@@ -145,4 +133,54 @@ pub fn run(args: GatewayArgs) -> anyhow::Result<()> {
             crate::stop_signal(),
         ))?;
     Ok(())
+}
+
+impl GatewayOptions {
+    /// The gateway's config, every flag checked.
+    pub fn config(
+        self,
+        listen: std::net::SocketAddr,
+        discovery: Discovery,
+        secret: Vec<u8>,
+    ) -> anyhow::Result<GatewayConfig> {
+        let args = self;
+        if !(1.0..=10.0).contains(&args.balance_factor) {
+            return Err(BadInput(format!(
+                "--balance-factor {}: expected 1 to 10",
+                args.balance_factor
+            ))
+            .into());
+        }
+        let slow_start = seconds("--slow-start", args.slow_start)?;
+        if !(args.slow_start_floor > 0.0 && args.slow_start_floor <= 1.0) {
+            return Err(BadInput(format!(
+                "--slow-start-floor {}: expected more than 0 and at most 1",
+                args.slow_start_floor
+            ))
+            .into());
+        }
+        if args.replicas == 0 {
+            return Err(BadInput("--replicas 0: expected at least 1".into()).into());
+        }
+        Ok(GatewayConfig {
+            listen,
+            discovery,
+            secret,
+            trust_tenant_header: args.trust_tenant_header,
+            max_body: args.max_body,
+            timeouts: Timeouts {
+                connect: time_limit("--connect-timeout", args.connect_timeout)?,
+                response: time_limit("--response-timeout", args.response_timeout)?,
+                ..Timeouts::default()
+            },
+            router: RouterConfig {
+                c: args.balance_factor,
+                warmup_seconds: slow_start.as_secs_f64(),
+                min_weight: args.slow_start_floor,
+            },
+            share_retry_after: 1.0,
+            redis: args.redis,
+            replicas: args.replicas,
+        })
+    }
 }

@@ -215,7 +215,15 @@ pub fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(serve(pod, config, crate::stop_signal()))?;
+    let dropped = runtime.block_on(serve(pod, config, crate::stop_signal()))?;
+    // The drain report for whoever started the pod (the local actuator reads it). Nobody
+    // may be reading stdout any more (a restarted parent): a failed write is no error.
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stdout(),
+        "{}",
+        serde_json::json!({"event": "drained", "dropped": dropped})
+    );
     Ok(())
 }
 

@@ -9,6 +9,7 @@ pub mod catalog;
 pub mod fairness;
 pub mod hnsw;
 pub mod quantity;
+pub mod registry;
 pub mod retrieval;
 pub mod routing;
 pub mod scaling;

@@ -14,6 +14,7 @@ pub mod pods;
 mod proxy;
 mod shared;
 
+use http_body_util::BodyExt;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use metrics::Metrics;
 use pods::{Observed, POLL_EVERY, Pool};
@@ -23,14 +24,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tenantscale_core::catalog::Catalog;
 use tenantscale_core::fairness::admission::{Admission, TenantLimits};
+use tenantscale_core::registry::Members;
 use tenantscale_core::routing::{Router, RouterConfig, stable_hash};
 
 /// How to run a gateway.
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
     pub listen: SocketAddr,
-    /// Pods as `host:port`.
-    pub pods: Vec<String>,
+    /// Where the pods come from.
+    pub discovery: Discovery,
     /// Shared secret with the pods, for `X-Tenantscale-Signature`.
     pub secret: Vec<u8>,
     /// Take the tenant from the seed's `X-Tenant-ID` (behind an authenticating ingress).
@@ -44,6 +46,17 @@ pub struct GatewayConfig {
     pub redis: Option<String>,
     /// Gateway replicas sharing the limits: without Redis each enforces 1/replicas of them.
     pub replicas: u32,
+}
+
+/// Where the gateway learns the pool's pods.
+#[derive(Debug, Clone)]
+pub enum Discovery {
+    /// A fixed list of `host:port`.
+    Static(Vec<String>),
+    /// An in-process registry (`tenantscale up`: the local actuator's).
+    Watch(tokio::sync::watch::Receiver<Members>),
+    /// An autoscaler's HTTP registry, e.g. `http://127.0.0.1:9090` (its `/v1/pods` watch).
+    Registry(String),
 }
 
 /// Time limits of each stage.
@@ -108,7 +121,11 @@ impl Gateway {
             .collect();
         let router = Router::new(config.router, tenant_keys);
         let metrics = Metrics::new(&catalog);
-        let pool = Pool::new(router, config.router.warmup_seconds, &config.pods, |pod| {
+        let addrs = match &config.discovery {
+            Discovery::Static(pods) => pods.clone(),
+            Discovery::Watch(_) | Discovery::Registry(_) => Vec::new(),
+        };
+        let pool = Pool::new(router, config.router.warmup_seconds, &addrs, |pod| {
             metrics.routed(pod)
         });
         let limits = TenantLimits::for_catalog(&catalog);
@@ -172,12 +189,37 @@ pub async fn run(
     if let Some(url) = gateway.config.redis.clone() {
         connect_redis(Arc::clone(&gateway), url).await;
     }
+    let discovery = match gateway.config.discovery.clone() {
+        Discovery::Static(_) => None,
+        Discovery::Watch(members) => {
+            let mut members = members;
+            let now = gateway.now();
+            let current = members.borrow_and_update().clone();
+            apply_members(&gateway, &current, now);
+            Some(tokio::spawn(follow_watch(Arc::clone(&gateway), members)))
+        }
+        Discovery::Registry(url) => {
+            let (tx, mut rx) = tokio::sync::watch::channel(Members::default());
+            // The first answer, so the pods are known before traffic (a registry that is
+            // down now is retried in the background).
+            if let Some(m) = registry_members(&gateway.client, &url, None).await {
+                let _ = tx.send(m);
+            }
+            let now = gateway.now();
+            apply_members(&gateway, &rx.borrow_and_update().clone(), now);
+            tokio::spawn(watch_registry(gateway.client.clone(), url, tx));
+            Some(tokio::spawn(follow_watch(Arc::clone(&gateway), rx)))
+        }
+    };
     // Know the pods before taking traffic.
     poll_pods(&gateway).await;
-    let ready = gateway.state().pool.router.ready_pods();
+    let (pods, ready) = {
+        let s = gateway.state();
+        (s.pool.members().len(), s.pool.router.ready_pods())
+    };
     tracing::info!(
         listen = %listener.local_addr()?,
-        pods = gateway.config.pods.len(),
+        pods,
         ready,
         "gateway serving"
     );
@@ -221,6 +263,9 @@ pub async fn run(
     }
     drop(listener);
     poller.abort();
+    if let Some(d) = discovery {
+        d.abort();
+    }
     tracing::info!("shutting down: no new connections; finishing open ones");
     if tokio::time::timeout(gateway.config.timeouts.shutdown, graceful.shutdown())
         .await
@@ -268,13 +313,94 @@ async fn poll_pods_forever(gateway: Arc<Gateway>) {
     }
 }
 
-/// Asks every pod's `/ready` at once and applies the answers.
+fn apply_members(gateway: &Gateway, members: &Members, now: f64) -> bool {
+    let mut s = gateway.state();
+    let joined = s
+        .pool
+        .set_members(&members.pods, now, |pod| gateway.metrics.routed(pod));
+    tracing::info!(
+        version = members.version,
+        pods = members.pods.len(),
+        draining = members.pods.iter().filter(|m| m.draining).count(),
+        "pod membership"
+    );
+    joined
+}
+
+/// Applies each new membership; new pods are polled at once, not at the next tick.
+async fn follow_watch(gateway: Arc<Gateway>, mut members: tokio::sync::watch::Receiver<Members>) {
+    while members.changed().await.is_ok() {
+        let current = members.borrow_and_update().clone();
+        if apply_members(&gateway, &current, gateway.now()) {
+            poll_pods(&gateway).await;
+        }
+    }
+}
+
+/// One read of an autoscaler's registry; with `after`, waits for a newer version.
+async fn registry_members(
+    client: &proxy::Client,
+    url: &str,
+    after: Option<u64>,
+) -> Option<Members> {
+    let query = after.map_or(String::new(), |v| format!("?after={v}&waitSeconds=25"));
+    let req = hyper::Request::get(format!("{}/v1/pods{query}", url.trim_end_matches('/')))
+        .body(http_body_util::Full::default())
+        .ok()?;
+    let exchange = async {
+        let res = client.request(req).await.ok()?;
+        if !res.status().is_success() {
+            return None;
+        }
+        let body = http_body_util::Limited::new(res.into_body(), 1 << 20)
+            .collect()
+            .await
+            .ok()?;
+        serde_json::from_slice::<Members>(&body.to_bytes()).ok()
+    };
+    tokio::time::timeout(Duration::from_secs(30), exchange)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// Follows an autoscaler's registry by long polls; while it is unreachable the last
+/// membership stands (pods keep being polled), and it is retried every second.
+async fn watch_registry(
+    client: proxy::Client,
+    url: String,
+    members: tokio::sync::watch::Sender<Members>,
+) {
+    let mut down = false;
+    loop {
+        let after = members.borrow().version;
+        match registry_members(&client, &url, Some(after)).await {
+            Some(m) => {
+                if down {
+                    tracing::info!(%url, "registry reachable again");
+                    down = false;
+                }
+                if m.version != after {
+                    let _ = members.send(m);
+                }
+            }
+            None => {
+                if !down {
+                    tracing::warn!(%url, "registry unreachable: keeping the last pods; retrying");
+                    down = true;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// Asks every member's `/ready` at once and applies the answers.
 async fn poll_pods(gateway: &Arc<Gateway>) {
-    let probes: Vec<_> = gateway
-        .config
-        .pods
+    let members = gateway.state().pool.members();
+    let probes: Vec<_> = members
         .iter()
-        .map(|addr| tokio::spawn(proxy::probe_ready(gateway.client.clone(), addr.clone())))
+        .map(|(_, addr)| tokio::spawn(proxy::probe_ready(gateway.client.clone(), addr.clone())))
         .collect();
     let mut answers = Vec::with_capacity(probes.len());
     for probe in probes {
@@ -285,7 +411,7 @@ async fn poll_pods(gateway: &Arc<Gateway>) {
         .map_or(0, |d| d.as_millis() as u64);
     let now = gateway.now();
     let mut state = gateway.state();
-    for (i, answer) in answers.into_iter().enumerate() {
+    for ((i, _), answer) in members.into_iter().zip(answers) {
         let observed = match answer {
             Some((status, body)) => Observed::from_ready(status, &body, now_ms),
             None => Observed::Unreachable,

@@ -1,11 +1,17 @@
 //! The pods the gateway knows, what their `/ready` says, and how that feeds the router: a
 //! `ready` pod routes at full weight, a `warming` pod ramps (slow start) until its reported
 //! `warmUntil`, a `draining`, unreachable or ejected pod gets no new requests at once.
+//!
+//! Membership comes from discovery (a static list, or a registry that adds pods and marks
+//! the ones being scaled down). A pod that leaves keeps its entry, out of rotation, so the
+//! router indices of requests still in flight on it stay valid; entries are a few hundred
+//! bytes, so even many thousands of scale events cost little.
 
 use crate::metrics::PodLabel;
 use hyper::http::uri::Authority;
 use prometheus_client::metrics::counter::Counter;
 use std::time::Duration;
+use tenantscale_core::registry::Member;
 use tenantscale_core::routing::{Router, stable_hash};
 
 /// What a pod's last `/ready` answer (or its absence) said.
@@ -54,6 +60,29 @@ pub struct Upstream {
     pub failures: u32,
     /// Out of rotation until this gateway time (seconds) after too many failures.
     pub ejected_until: f64,
+    /// Listed by discovery and not being scaled down: polled, and routable when ready.
+    pub member: bool,
+}
+
+impl Upstream {
+    fn new(addr: &str, routed: &impl Fn(&PodLabel) -> Counter) -> Self {
+        let label = PodLabel {
+            pod: addr.to_string(),
+        };
+        Self {
+            addr: addr.to_string(),
+            authority: addr
+                .parse()
+                .expect("pod addresses are validated as HOST:PORT"),
+            routed: routed(&label),
+            label,
+            route: None,
+            observed: Observed::Unreachable,
+            failures: 0,
+            ejected_until: f64::NEG_INFINITY,
+            member: true,
+        }
+    }
 }
 
 /// Failures in a row that eject a pod, and for how long.
@@ -80,25 +109,48 @@ impl Pool {
     ) -> Self {
         Self {
             router,
-            upstreams: addrs
-                .iter()
-                .map(|a| {
-                    let label = PodLabel { pod: a.clone() };
-                    Upstream {
-                        addr: a.clone(),
-                        authority: a.parse().expect("pod addresses are validated as HOST:PORT"),
-                        routed: routed(&label),
-                        label,
-                        route: None,
-                        observed: Observed::Unreachable,
-                        failures: 0,
-                        ejected_until: f64::NEG_INFINITY,
-                    }
-                })
-                .collect(),
+            upstreams: addrs.iter().map(|a| Upstream::new(a, &routed)).collect(),
             by_route: Vec::new(),
             warmup,
         }
+    }
+
+    /// Applies discovery's membership at `now`: new pods join (routable once their `/ready`
+    /// answers), pods marked draining or no longer listed leave rotation at once. Returns
+    /// whether any pod joined.
+    pub fn set_members(
+        &mut self,
+        members: &[Member],
+        now: f64,
+        routed: impl Fn(&PodLabel) -> Counter,
+    ) -> bool {
+        let mut joined = false;
+        for up in &mut self.upstreams {
+            up.member = false;
+        }
+        for m in members.iter().filter(|m| !m.draining) {
+            match self.upstreams.iter_mut().find(|u| u.addr == m.addr) {
+                Some(up) => up.member = true,
+                None => {
+                    self.upstreams.push(Upstream::new(&m.addr, &routed));
+                    joined = true;
+                }
+            }
+        }
+        for i in 0..self.upstreams.len() {
+            self.update(i, now);
+        }
+        joined
+    }
+
+    /// Addresses to poll: the members.
+    pub fn members(&self) -> Vec<(usize, String)> {
+        self.upstreams
+            .iter()
+            .enumerate()
+            .filter(|(_, u)| u.member)
+            .map(|(i, u)| (i, u.addr.clone()))
+            .collect()
     }
 
     /// The pod behind router index `route`.
@@ -119,7 +171,8 @@ impl Pool {
     /// Puts pod `i` in or out of rotation as its state and ejection say.
     fn update(&mut self, i: usize, now: f64) {
         let up = &self.upstreams[i];
-        let wanted = now >= up.ejected_until
+        let wanted = up.member
+            && now >= up.ejected_until
             && matches!(up.observed, Observed::Ready | Observed::Warming { .. });
         match (up.route, wanted) {
             (None, true) => {
@@ -180,10 +233,11 @@ impl Pool {
         }
     }
 
-    /// Each pod's state name for metrics.
+    /// Each member's state name for metrics.
     pub fn states(&self, now: f64) -> Vec<&'static str> {
         self.upstreams
             .iter()
+            .filter(|u| u.member)
             .map(|u| match u.observed {
                 _ if now < u.ejected_until => "ejected",
                 Observed::Ready => "ready",
@@ -194,10 +248,12 @@ impl Pool {
             .collect()
     }
 
-    /// Outstanding requests per pod (the current route of each, if any).
+    /// Outstanding requests per pod (the current route of each, if any), for members and
+    /// for departed pods still finishing requests.
     pub fn loads(&self) -> Vec<(PodLabel, u32)> {
         self.upstreams
             .iter()
+            .filter(|u| u.member || u.route.is_some())
             .map(|u| (u.label.clone(), u.route.map_or(0, |r| self.router.load(r))))
             .collect()
     }
@@ -276,6 +332,42 @@ mod tests {
         assert_eq!(p.upstreams[0].route, None, "still ejected");
         p.tick(EJECTION_SECONDS + 0.1);
         assert!(p.upstreams[0].route.is_some(), "back after the ejection");
+    }
+
+    #[test]
+    fn membership_adds_pods_and_takes_leaving_ones_out_at_once() {
+        let mut p = pool();
+        p.observe(0, Observed::Ready, 0.0);
+        p.observe(1, Observed::Ready, 0.0);
+        let member = |addr: &str, draining| Member {
+            addr: addr.into(),
+            draining,
+        };
+        let joined = p.set_members(
+            &[
+                member("a:1", false),
+                member("b:1", true),
+                member("c:1", false),
+            ],
+            1.0,
+            |_| Counter::default(),
+        );
+        assert!(joined);
+        assert!(p.upstreams[0].route.is_some(), "a stays");
+        assert_eq!(p.upstreams[1].route, None, "b is draining: out at once");
+        assert_eq!(p.upstreams[2].addr, "c:1");
+        assert_eq!(p.upstreams[2].route, None, "c waits for its /ready");
+        assert_eq!(p.members(), vec![(0, "a:1".into()), (2, "c:1".into())]);
+        p.observe(1, Observed::Ready, 1.5);
+        assert_eq!(
+            p.upstreams[1].route, None,
+            "a leaving pod's /ready cannot bring it back"
+        );
+        p.observe(2, Observed::Ready, 2.0);
+        assert!(p.upstreams[2].route.is_some());
+        assert!(!p.set_members(&[member("c:1", false)], 3.0, |_| Counter::default()));
+        assert_eq!(p.upstreams[0].route, None, "a is no longer listed");
+        assert_eq!(p.states(3.0), vec!["ready"]);
     }
 
     #[test]

@@ -40,12 +40,13 @@ const VOLUME_FLUSH: Duration = Duration::from_secs(30);
 
 /// Serves until `stop` completes (the binary passes SIGTERM or Ctrl-C), then drains: `/ready`
 /// turns 503 at once, new connections are refused after the grace period, and the process
-/// returns once every admitted query is answered (or the drain timeout passes).
+/// returns once every admitted query is answered (or the drain timeout passes), with the
+/// number of queries the drain timeout dropped.
 pub async fn serve(
     pod: Arc<Pod>,
     config: ServeConfig,
     stop: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) -> std::io::Result<u64> {
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     if !config.warm_up.is_zero() {
         pod.begin_warm_up(config.warm_up);
@@ -95,7 +96,7 @@ pub async fn serve(
     pod.metrics.dropped_by_drain(left);
     flush_volume(&pod).await;
     tracing::info!(dropped = left, "drained");
-    Ok(())
+    Ok(left)
 }
 
 /// Preloads the busiest tenants, then ends the warm-up window when it is over.

@@ -1,0 +1,322 @@
+//! The control loop: every interval, replace exited pods, scrape every pod's `/metrics` in
+//! parallel, decide with the engine, act, and persist the engine's state.
+
+use crate::engine::{Decision, Engine, EngineState, PodView};
+use crate::exposition;
+use crate::local::{LocalActuator, PodRecord};
+use crate::signals::{PodScrape, pool_signals};
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper::body::Bytes;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tenantscale_core::catalog::Catalog;
+
+/// How the loop runs.
+#[derive(Debug, Clone)]
+pub struct ControlConfig {
+    /// Between decisions (and scrapes).
+    pub interval: Duration,
+    /// One scrape may take this long; a pod that does not answer counts as missing.
+    pub scrape_timeout: Duration,
+    /// The engine's state and the pods, rewritten after every decision.
+    pub state_file: Option<PathBuf>,
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(1),
+            scrape_timeout: Duration::from_millis(800),
+            state_file: None,
+        }
+    }
+}
+
+/// The state file: the engine's memory and the pods, so a restart continues both.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Persisted {
+    pub policy: String,
+    pub engine: EngineState,
+    pub pods: Vec<PodRecord>,
+}
+
+impl Persisted {
+    /// Reads a state file; a missing one is a fresh start.
+    pub fn load(path: &std::path::Path) -> Result<Option<Self>, String> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => serde_json::from_str(&text)
+                .map(Some)
+                .map_err(|e| format!("{}: not a tenantscale state file: {e}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!("{}: {e}", path.display())),
+        }
+    }
+
+    /// Writes atomically (a temporary file renamed over the old one).
+    fn save(&self, path: &std::path::Path) -> std::io::Result<()> {
+        let tmp = path.with_extension("tmp");
+        std::fs::write(
+            &tmp,
+            serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?,
+        )?;
+        std::fs::rename(tmp, path)
+    }
+}
+
+/// One tenant on the status page.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantStatus {
+    pub id: String,
+    pub in_flight: f64,
+    pub queued: f64,
+    pub arrival_rate: f64,
+    /// Concurrency the policy counts for it: its demand, capped at its entitlement.
+    pub demand: f64,
+    /// `maxShare × maxReplicas × slotsPerPod`.
+    pub cap: f64,
+}
+
+/// `GET /status`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Status {
+    pub policy: String,
+    pub min_replicas: i32,
+    pub max_replicas: i32,
+    pub replicas: usize,
+    pub desired: i32,
+    pub pods: Vec<PodStatus>,
+    pub queue_depth_per_tenant: f64,
+    /// Tenants with any work, busiest first.
+    pub tenants: Vec<TenantStatus>,
+    /// The last decisions, newest last.
+    pub decisions: VecDeque<Decision>,
+    pub dropped_on_drain: u64,
+    pub restarts: u64,
+    pub scrape_failures: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodStatus {
+    pub addr: String,
+    /// `starting` (no scrape yet), `warming`, `ready`, `draining`, or `unreachable`.
+    pub state: String,
+    pub outstanding: f64,
+}
+
+/// Decisions kept on the status page.
+const DECISIONS_KEPT: usize = 20;
+/// Largest `/metrics` body read from a pod.
+const MAX_SCRAPE: usize = 8 << 20;
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// One scrape of `addr`, or why not.
+async fn scrape(
+    client: &Client<HttpConnector, Empty<Bytes>>,
+    catalog: &Catalog,
+    addr: &str,
+    timeout: Duration,
+) -> Result<(PodScrape, Option<String>), String> {
+    let exchange = async {
+        let uri: hyper::Uri = format!("http://{addr}/metrics")
+            .parse()
+            .map_err(|e| format!("{e}"))?;
+        let res = client.get(uri).await.map_err(|e| e.to_string())?;
+        if !res.status().is_success() {
+            return Err(format!("status {}", res.status()));
+        }
+        let body = Limited::new(res.into_body(), MAX_SCRAPE)
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        String::from_utf8(body.to_vec()).map_err(|_| "not UTF-8".to_string())
+    };
+    let text = tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| "timeout".to_string())??;
+    let samples = exposition::parse(&text).map_err(|e| e.to_string())?;
+    let state = samples
+        .iter()
+        .find(|s| s.name == "tenantscale_pod_state" && s.value == 1.0)
+        .and_then(|s| s.label("state").map(str::to_string));
+    Ok((
+        PodScrape::from_samples(catalog, unix_now(), &samples),
+        state,
+    ))
+}
+
+/// Runs the loop until `stop` completes; returns the actuator (for a drain or a hand-over).
+pub async fn run(
+    catalog: Catalog,
+    config: ControlConfig,
+    mut actuator: LocalActuator,
+    mut engine_state: EngineState,
+    status: Arc<Mutex<Status>>,
+    stop: impl Future<Output = ()>,
+) -> LocalActuator {
+    let engine = Engine::for_catalog(&catalog);
+    let (min, max) = engine.bounds();
+    for m in engine.unsupported_metrics() {
+        tracing::warn!(metric = %m, "the autoscaler cannot read this metric from pods: it counts as unavailable");
+    }
+    let client: Client<HttpConnector, Empty<Bytes>> =
+        Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+    let mut previous = HashMap::new();
+    // When each pod was last seen change readiness (for the HPA's readiness rules).
+    let mut ready_since: HashMap<String, (bool, f64)> = HashMap::new();
+    let mut scrape_failures = 0u64;
+    let mut ticks = tokio::time::interval(config.interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Below minReplicas (a fresh start or fewer pods adopted): start them now.
+    if actuator.replicas() < min.max(0) as usize {
+        actuator.scale_to(min as usize, &HashMap::new());
+    }
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            () = &mut stop => break,
+        }
+        actuator.replace_exited();
+        let pods = actuator.records();
+        let scrapes = futures_util::future::join_all(pods.iter().map(|p| {
+            let (client, catalog, addr) = (&client, &catalog, p.addr.clone());
+            async move {
+                (
+                    addr.clone(),
+                    scrape(client, catalog, &addr, config.scrape_timeout).await,
+                )
+            }
+        }))
+        .await;
+        let now = unix_now();
+        let mut round = Vec::new();
+        let mut views = Vec::new();
+        let mut pod_status = Vec::new();
+        for ((addr, result), record) in scrapes.into_iter().zip(&pods) {
+            let (state, outstanding, ready) = match result {
+                Ok((s, state)) => {
+                    let state = state.unwrap_or_else(|| "ready".into());
+                    let ready = state == "ready" || state == "warming";
+                    let outstanding = s.outstanding();
+                    round.push((addr.clone(), s));
+                    (state, outstanding, ready)
+                }
+                Err(e) => {
+                    // A pod still starting does not answer yet: that is not a failure.
+                    if now - record.started > 10.0 {
+                        scrape_failures += 1;
+                        tracing::debug!(pod = %addr, error = %e, "scrape failed");
+                        ("unreachable".to_string(), 0.0, false)
+                    } else {
+                        ("starting".to_string(), 0.0, false)
+                    }
+                }
+            };
+            let since = ready_since
+                .entry(addr.clone())
+                .or_insert((ready, record.started));
+            if since.0 != ready {
+                *since = (ready, now);
+            }
+            views.push(PodView {
+                ready,
+                draining: false,
+                started_seconds_ago: now - record.started,
+                ready_seconds_ago: now - since.1,
+            });
+            pod_status.push(PodStatus {
+                addr,
+                state,
+                outstanding,
+            });
+        }
+        ready_since.retain(|a, _| pods.iter().any(|p| &p.addr == a));
+        let signals = pool_signals(&catalog, &round, &mut previous);
+        let current = actuator.replicas() as i32;
+        let decision = engine.decide(&mut engine_state, now, current, &views, &signals);
+        if decision.desired != current {
+            tracing::info!(
+                from = current,
+                to = decision.desired,
+                reason = %decision.reason,
+                "scaling"
+            );
+            let outstanding: HashMap<String, f64> = pod_status
+                .iter()
+                .map(|p| (p.addr.clone(), p.outstanding))
+                .collect();
+            actuator.scale_to(decision.desired.max(0) as usize, &outstanding);
+        } else {
+            tracing::debug!(replicas = current, reason = %decision.reason, "steady");
+        }
+        if let Some(path) = &config.state_file {
+            let persisted = Persisted {
+                policy: engine.name().into(),
+                engine: engine_state.clone(),
+                pods: actuator.records(),
+            };
+            if let Err(e) = persisted.save(path) {
+                tracing::warn!(error = %e, path = %path.display(), "cannot write the state file");
+            }
+        }
+        let mut s = status.lock().expect("status lock");
+        s.policy = engine.name().into();
+        (s.min_replicas, s.max_replicas) = (min, max);
+        s.replicas = actuator.replicas();
+        s.desired = decision.desired;
+        s.pods = pod_status;
+        s.queue_depth_per_tenant = signals.queue_depth_per_tenant;
+        let entitlement =
+            |share: f64| share * f64::from(max) * f64::from(catalog.pool.slots_per_pod);
+        let mut tenants: Vec<TenantStatus> = signals
+            .demands
+            .iter()
+            .zip(&catalog.tenants)
+            .filter(|(d, _)| d.raw() > 0.0 || d.arrival_rate > 0.0)
+            .map(|(d, t)| TenantStatus {
+                id: t.id.clone(),
+                in_flight: d.in_flight,
+                queued: d.queued,
+                arrival_rate: d.arrival_rate,
+                demand: d.raw().min(entitlement(d.max_share)),
+                cap: entitlement(d.max_share),
+            })
+            .collect();
+        tenants.sort_by(|a, b| b.demand.total_cmp(&a.demand));
+        s.tenants = tenants;
+        s.decisions.push_back(decision);
+        while s.decisions.len() > DECISIONS_KEPT {
+            s.decisions.pop_front();
+        }
+        s.dropped_on_drain = actuator.counters.dropped_on_drain.load(Ordering::Relaxed);
+        s.restarts = actuator.counters.restarts.load(Ordering::Relaxed);
+        s.scrape_failures = scrape_failures;
+    }
+    if let Some(path) = &config.state_file {
+        let persisted = Persisted {
+            policy: engine.name().into(),
+            engine: engine_state,
+            pods: actuator.records(),
+        };
+        if let Err(e) = persisted.save(path) {
+            tracing::warn!(error = %e, "cannot write the state file");
+        }
+    }
+    actuator
+}

@@ -1,0 +1,208 @@
+//! The autoscaler's HTTP API: `GET /status` (JSON), `GET /metrics` (Prometheus), and
+//! `GET /v1/pods` — the registry a gateway follows (`?after=VERSION` waits up to
+//! `waitSeconds`, at most 30, for a newer version: an HTTP watch).
+
+use crate::control::Status;
+use axum::extract::{Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use serde::Deserialize;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tenantscale_core::registry::Members;
+use tokio::sync::watch;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TenantLabel {
+    tenant_id: String,
+}
+
+struct Metrics {
+    registry: Registry,
+    replicas: Gauge,
+    desired: Gauge,
+    min: Gauge,
+    max: Gauge,
+    dropped: Gauge,
+    restarts: Gauge,
+    scrape_failures: Gauge,
+    queue_depth: Gauge<f64, AtomicU64>,
+    demand: Family<TenantLabel, Gauge<f64, AtomicU64>>,
+    cap: Family<TenantLabel, Gauge<f64, AtomicU64>>,
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let mut m = Self {
+            registry: Registry::default(),
+            replicas: Gauge::default(),
+            desired: Gauge::default(),
+            min: Gauge::default(),
+            max: Gauge::default(),
+            dropped: Gauge::default(),
+            restarts: Gauge::default(),
+            scrape_failures: Gauge::default(),
+            queue_depth: Gauge::default(),
+            demand: Family::default(),
+            cap: Family::default(),
+        };
+        let r = &mut m.registry;
+        r.register(
+            "tenantscale_autoscaler_replicas",
+            "Pods running and not draining",
+            m.replicas.clone(),
+        );
+        r.register(
+            "tenantscale_autoscaler_desired_replicas",
+            "The last decision",
+            m.desired.clone(),
+        );
+        r.register(
+            "tenantscale_autoscaler_min_replicas",
+            "The policy's lower bound",
+            m.min.clone(),
+        );
+        r.register(
+            "tenantscale_autoscaler_max_replicas",
+            "The policy's upper bound",
+            m.max.clone(),
+        );
+        r.register(
+            "tenantscale_autoscaler_dropped_on_drain",
+            "Queries pods reported dropped when a scale-down drain timed out (since start)",
+            m.dropped.clone(),
+        );
+        r.register(
+            "tenantscale_autoscaler_pod_restarts",
+            "Pods that exited on their own and were replaced (since start)",
+            m.restarts.clone(),
+        );
+        r.register(
+            "tenantscale_autoscaler_scrape_failures",
+            "Pod scrapes that failed (since start)",
+            m.scrape_failures.clone(),
+        );
+        r.register(
+            "queue_depth_per_tenant",
+            "The seed's HPA metric: queued queries over tenants with work",
+            m.queue_depth.clone(),
+        );
+        r.register(
+            "tenantscale_autoscaler_tenant_demand",
+            "Concurrency the policy counts for the tenant (capped at its entitlement)",
+            m.demand.clone(),
+        );
+        r.register(
+            "tenantscale_autoscaler_tenant_entitlement",
+            "maxShare × maxReplicas × slotsPerPod",
+            m.cap.clone(),
+        );
+        m
+    }
+
+    fn encode(&self, s: &Status) -> String {
+        self.replicas.set(s.replicas as i64);
+        self.desired.set(i64::from(s.desired));
+        self.min.set(i64::from(s.min_replicas));
+        self.max.set(i64::from(s.max_replicas));
+        self.dropped.set(s.dropped_on_drain as i64);
+        self.restarts.set(s.restarts as i64);
+        self.scrape_failures.set(s.scrape_failures as i64);
+        self.queue_depth.set(s.queue_depth_per_tenant);
+        self.demand.clear();
+        self.cap.clear();
+        for t in &s.tenants {
+            let label = TenantLabel {
+                tenant_id: t.id.clone(),
+            };
+            self.demand.get_or_create(&label).set(t.demand);
+            self.cap.get_or_create(&label).set(t.cap);
+        }
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            .expect("writing to a String");
+        tenantscale_core::text::to_prometheus_text(&text)
+    }
+}
+
+#[derive(Clone)]
+struct Api {
+    status: Arc<Mutex<Status>>,
+    members: watch::Receiver<Members>,
+    metrics: Arc<Metrics>,
+}
+
+/// The API's routes.
+pub fn router(status: Arc<Mutex<Status>>, members: watch::Receiver<Members>) -> Router {
+    Router::new()
+        .route("/status", get(status_page))
+        .route("/metrics", get(metrics))
+        .route(
+            "/health",
+            get(|| async { Json(serde_json::json!({"status": "ok"})) }),
+        )
+        .route("/v1/pods", get(pods))
+        .with_state(Api {
+            status,
+            members,
+            metrics: Arc::new(Metrics::new()),
+        })
+}
+
+async fn status_page(State(api): State<Api>) -> Json<Status> {
+    Json(api.status.lock().expect("status lock").clone())
+}
+
+async fn metrics(State(api): State<Api>) -> Response {
+    let text = {
+        let s = api.status.lock().expect("status lock");
+        api.metrics.encode(&s)
+    };
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Watch {
+    after: Option<u64>,
+    wait_seconds: Option<f64>,
+}
+
+/// Longest wait of one watch request.
+const MAX_WAIT: f64 = 30.0;
+
+async fn pods(
+    State(api): State<Api>,
+    query: Result<Query<Watch>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Ok(Query(watch)) = query else {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(serde_json::json!({"error": {"code": "bad_query", "message": "expected ?after=VERSION&waitSeconds=S"}})),
+        )
+            .into_response();
+    };
+    let mut members = api.members.clone();
+    if let Some(after) = watch.after {
+        let wait = watch.wait_seconds.unwrap_or(MAX_WAIT).clamp(0.0, MAX_WAIT);
+        let newer = members.wait_for(|m| m.version > after);
+        // A timeout answers with the current (unchanged) version.
+        let _ = tokio::time::timeout(Duration::from_secs_f64(wait), newer).await;
+    }
+    let current = members.borrow().clone();
+    Json(current).into_response()
+}
