@@ -165,6 +165,9 @@ impl LocalActuator {
             .args(&self.config.args)
             .args(["--listen", &addr])
             .envs(self.config.env.iter().map(|(k, v)| (k, v)))
+            // Its own process group: a Ctrl-C in the terminal reaches the autoscaler, which
+            // drains the pods in order, not every pod at once.
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)

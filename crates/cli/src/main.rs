@@ -3,6 +3,7 @@
 //! This binary only wires: argument parsing, file reading, output. Decisions live in
 //! `tenantscale-core`.
 
+mod autoscale;
 mod check;
 mod gateway;
 mod replay;
@@ -63,6 +64,19 @@ enum Command {
     /// slow start for warming pods, none to draining ones), signed for the pod and proxied.
     /// GET /metrics, /health and /ready are the gateway's own. Logs "gateway serving listen=…".
     Gateway(gateway::GatewayArgs),
+    /// Run the autoscaler over a local pool of `serve` child processes.
+    ///
+    /// Every --interval it scrapes each pod's /metrics, decides with the catalog's policy
+    /// (tenant-aware, or Kubernetes' HPA exactly), starts pods or drains the least-loaded
+    /// ones, and replaces pods that exit. Serves /status (JSON), /metrics and the pod
+    /// registry /v1/pods for `gateway --registry`. Its state (windows, pods) survives a
+    /// restart in DATA_DIR/autoscaler-state.json.
+    Autoscale(autoscale::AutoscaleArgs),
+    /// Run the whole stack locally: gateway + autoscaler in one process, pods as children.
+    ///
+    /// Clients use the gateway at --listen; the autoscaler's /status is at --api. Ctrl-C
+    /// drains every pod (no query dropped) and exits.
+    Up(autoscale::UpArgs),
     /// Serve an OpenAI-compatible chat API that only waits: a TEST DOUBLE for a paid LLM.
     ///
     /// It answers with words lifted from the prompt after --latency-ms plus one token per
@@ -164,6 +178,8 @@ fn main() -> ExitCode {
         } => replay::run(&file, explain),
         Command::Serve(args) => serve::run_serve(args),
         Command::Gateway(args) => gateway::run(args),
+        Command::Autoscale(args) => autoscale::run_autoscale(args),
+        Command::Up(args) => autoscale::run_up(args),
         Command::LlmSim(args) => serve::run_llm_sim(&args),
         Command::Ingest {
             catalog,

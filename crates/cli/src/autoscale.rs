@@ -1,0 +1,275 @@
+//! `tenantscale autoscale` (the control loop over a local pool) and `tenantscale up` (the
+//! whole stack in one process: gateway + autoscaler, pods as child processes).
+
+use crate::gateway::GatewayOptions;
+use crate::{BadInput, CatalogFile};
+use anyhow::Context;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tenantscale_autoscaler::control::{self, ControlConfig, Persisted, Status};
+use tenantscale_autoscaler::engine::EngineState;
+use tenantscale_autoscaler::local::{LocalActuator, LocalConfig};
+use tenantscale_core::catalog::Catalog;
+use tenantscale_gateway::Discovery;
+
+/// How the local pool's pods are started and controlled (shared by `autoscale` and `up`).
+#[derive(clap::Args)]
+pub struct PoolArgs {
+    /// Directory for the store (unless --store), the autoscaler's state file and pod logs.
+    #[arg(long, default_value = "tenantscale-data")]
+    pub data_dir: PathBuf,
+    /// The pods' store (default: sqlite://DATA_DIR/store.db).
+    #[arg(long, env = "TENANTSCALE_STORE", hide_env_values = true)]
+    pub store: Option<String>,
+    /// The pods' embedder (see `serve --embedder`).
+    #[arg(long, env = "TENANTSCALE_EMBEDDER", default_value = "hashed")]
+    pub embedder: String,
+    /// OpenAI-compatible chat completions URL for the pods (see `serve --llm-url`).
+    #[arg(long = "llm", env = "TENANTSCALE_LLM_URL")]
+    pub llm_url: Option<String>,
+    /// Seconds a new pod reports `warming` (the gateway ramps its share over this window).
+    #[arg(long, default_value_t = 30.0)]
+    pub warm_up: f64,
+    /// Seconds a draining pod may take to finish its queries (then it drops them).
+    #[arg(long, default_value_t = 30.0)]
+    pub drain_timeout: f64,
+    /// Seconds between decisions (each one scrapes every pod first).
+    #[arg(long, default_value_t = 1.0)]
+    pub interval: f64,
+    /// More arguments for every `serve`, e.g. --pod-arg=--cache-bytes=1073741824.
+    #[arg(long = "pod-arg", allow_hyphen_values = true)]
+    pub pod_args: Vec<String>,
+}
+
+#[derive(clap::Args)]
+pub struct AutoscaleArgs {
+    #[command(flatten)]
+    pub catalog: CatalogFile,
+    /// The autoscaler's API: /status, /metrics, and the pod registry /v1/pods that
+    /// `tenantscale gateway --registry` follows.
+    #[arg(long, default_value = "127.0.0.1:9090")]
+    pub listen: SocketAddr,
+    /// Shared secret of the gateway and the pods (at least 16 bytes); given to the pods.
+    #[arg(long, env = "TENANTSCALE_SECRET", hide_env_values = true)]
+    pub secret: Option<String>,
+    #[command(flatten)]
+    pub pool: PoolArgs,
+    /// On SIGTERM, drain and stop the pods too. By default they keep running and the next
+    /// `autoscale` with the same --data-dir adopts them, as a restarted controller would.
+    #[arg(long)]
+    pub stop_pods: bool,
+}
+
+#[derive(clap::Args)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub catalog: CatalogFile,
+    /// The gateway's address (clients connect here).
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    pub listen: SocketAddr,
+    /// The autoscaler's API (/status, /metrics, /v1/pods).
+    #[arg(long, default_value = "127.0.0.1:9090")]
+    pub api: SocketAddr,
+    #[command(flatten)]
+    pub pool: PoolArgs,
+    #[command(flatten)]
+    pub gateway: GatewayOptions,
+}
+
+/// A secret from the flag, or a fresh random one for this run (only our children use it).
+fn secret_or_random(secret: Option<String>) -> anyhow::Result<String> {
+    match secret {
+        Some(s) if s.len() >= 16 => Ok(s),
+        Some(_) => Err(BadInput("--secret: use at least 16 bytes".into()).into()),
+        None => {
+            use std::io::Read;
+            let mut bytes = [0u8; 24];
+            std::fs::File::open("/dev/urandom")
+                .and_then(|mut f| f.read_exact(&mut bytes))
+                .context("reading /dev/urandom for a secret")?;
+            Ok(hex::encode(bytes))
+        }
+    }
+}
+
+struct Prepared {
+    catalog: Catalog,
+    actuator: LocalActuator,
+    members: tokio::sync::watch::Receiver<tenantscale_core::registry::Members>,
+    engine: EngineState,
+    control: ControlConfig,
+}
+
+/// Checks the flags, reads the state file and adopts the pods it lists that still run.
+fn prepare(catalog_path: &Path, pool: PoolArgs, secret: &str) -> anyhow::Result<Prepared> {
+    let catalog = crate::serve::catalog(catalog_path)?;
+    let interval = crate::serve::seconds("--interval", pool.interval)?;
+    if interval < Duration::from_millis(100) {
+        return Err(BadInput(format!("--interval {}: at least 0.1 s", pool.interval)).into());
+    }
+    let warm_up = crate::serve::seconds("--warm-up", pool.warm_up)?;
+    let drain_timeout = crate::serve::seconds("--drain-timeout", pool.drain_timeout)?;
+    std::fs::create_dir_all(&pool.data_dir)
+        .with_context(|| format!("cannot create {}", pool.data_dir.display()))?;
+    let data_dir = pool.data_dir.canonicalize()?;
+    let store = pool
+        .store
+        .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("store.db").display()));
+    let catalog_path = catalog_path
+        .canonicalize()
+        .with_context(|| format!("cannot read {}", catalog_path.display()))?;
+    let mut args: Vec<String> = vec![
+        "-c".into(),
+        catalog_path.display().to_string(),
+        "--store".into(),
+        store,
+        "--embedder".into(),
+        pool.embedder,
+        "--warm-up".into(),
+        warm_up.as_secs_f64().to_string(),
+        "--drain-timeout".into(),
+        drain_timeout.as_secs_f64().to_string(),
+    ];
+    if let Some(url) = pool.llm_url {
+        args.extend(["--llm-url".into(), url]);
+    }
+    args.extend(pool.pod_args);
+    let state_file = data_dir.join("autoscaler-state.json");
+    let persisted = Persisted::load(&state_file).map_err(BadInput)?;
+    let (mut actuator, members) = LocalActuator::new(LocalConfig {
+        program: std::env::current_exe().context("cannot find the tenantscale binary")?,
+        args,
+        env: vec![("TENANTSCALE_SECRET".into(), secret.into())],
+        log_dir: data_dir.join("logs"),
+        // The pod's grace period and drain, and a margin to exit.
+        stop_timeout: drain_timeout + Duration::from_secs(10),
+    });
+    let engine = match persisted {
+        Some(p) => {
+            let adopted = actuator.adopt(&p.pods);
+            tracing::info!(
+                adopted,
+                recorded = p.pods.len(),
+                file = %state_file.display(),
+                "restored the autoscaler's state"
+            );
+            p.engine
+        }
+        None => EngineState::default(),
+    };
+    Ok(Prepared {
+        catalog,
+        actuator,
+        members,
+        engine,
+        control: ControlConfig {
+            interval,
+            state_file: Some(state_file),
+            ..ControlConfig::default()
+        },
+    })
+}
+
+async fn serve_api(
+    listen: SocketAddr,
+    status: Arc<Mutex<Status>>,
+    members: tokio::sync::watch::Receiver<tenantscale_core::registry::Members>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    tracing::info!(listen = %listener.local_addr()?, "autoscaler API serving");
+    let app = tenantscale_autoscaler::http::router(status, members);
+    Ok(tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "autoscaler API failed");
+        }
+    }))
+}
+
+pub fn run_autoscale(args: AutoscaleArgs) -> anyhow::Result<()> {
+    let secret = match args.secret {
+        Some(s) => secret_or_random(Some(s))?,
+        None => {
+            return Err(BadInput(
+                "the pods check the gateway's signatures: give --secret (or TENANTSCALE_SECRET), the gateway's"
+                    .into(),
+            )
+            .into());
+        }
+    };
+    let prepared = prepare(&args.catalog.config, args.pool, &secret)?;
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(async move {
+            let status = Arc::new(Mutex::new(Status::default()));
+            let api = serve_api(args.listen, Arc::clone(&status), prepared.members).await?;
+            let actuator = control::run(
+                prepared.catalog,
+                prepared.control,
+                prepared.actuator,
+                prepared.engine,
+                status,
+                crate::stop_signal(),
+            )
+            .await;
+            if args.stop_pods {
+                tracing::info!("draining the pods");
+                actuator.shutdown().await;
+            } else {
+                tracing::info!("stopping; the pods keep running for the next autoscaler");
+            }
+            api.abort();
+            Ok(())
+        })
+}
+
+pub fn run_up(args: UpArgs) -> anyhow::Result<()> {
+    let secret = secret_or_random(args.gateway.secret.clone())?;
+    let prepared = prepare(&args.catalog.config, args.pool, &secret)?;
+    let gateway_catalog = prepared.catalog.clone();
+    let config = args.gateway.config(
+        args.listen,
+        Discovery::Watch(prepared.members.clone()),
+        secret.into_bytes(),
+    )?;
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(async move {
+            let status = Arc::new(Mutex::new(Status::default()));
+            let api = serve_api(args.api, Arc::clone(&status), prepared.members).await?;
+            let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+            let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+                let _ = rx.wait_for(|s| *s).await;
+            };
+            let gateway = tokio::spawn(tenantscale_gateway::run(
+                gateway_catalog,
+                config,
+                stopped(stop_rx.clone()),
+            ));
+            let control = control::run(
+                prepared.catalog,
+                prepared.control,
+                prepared.actuator,
+                prepared.engine,
+                status,
+                crate::stop_signal(),
+            );
+            let actuator = control.await;
+            // Pods first (the gateway stops sending to each as it drains), then the gateway.
+            tracing::info!("stopping: draining the pods");
+            actuator.shutdown().await;
+            let _ = stop_tx.send(true);
+            match gateway.await {
+                Ok(result) => result.context("gateway")?,
+                Err(e) => return Err(anyhow::anyhow!("gateway task: {e}")),
+            }
+            api.abort();
+            tracing::info!("stopped");
+            Ok(())
+        })
+}
