@@ -79,7 +79,7 @@ pub struct UpArgs {
 }
 
 /// A secret from the flag, or a fresh random one for this run (only our children use it).
-fn secret_or_random(secret: Option<String>) -> anyhow::Result<String> {
+pub fn secret_or_random(secret: Option<String>) -> anyhow::Result<String> {
     match secret {
         Some(s) if s.len() >= 16 => Ok(s),
         Some(_) => Err(BadInput("--secret: use at least 16 bytes".into()).into()),
@@ -94,16 +94,16 @@ fn secret_or_random(secret: Option<String>) -> anyhow::Result<String> {
     }
 }
 
-struct Prepared {
+pub struct Prepared {
     catalog: Catalog,
     actuator: LocalActuator,
-    members: tokio::sync::watch::Receiver<tenantscale_core::registry::Members>,
+    pub members: tokio::sync::watch::Receiver<tenantscale_core::registry::Members>,
     engine: EngineState,
     control: ControlConfig,
 }
 
 /// Checks the flags, reads the state file and adopts the pods it lists that still run.
-fn prepare(catalog_path: &Path, pool: PoolArgs, secret: &str) -> anyhow::Result<Prepared> {
+pub fn prepare(catalog_path: &Path, pool: PoolArgs, secret: &str) -> anyhow::Result<Prepared> {
     let catalog = crate::serve::catalog(catalog_path)?;
     let interval = crate::serve::seconds("--interval", pool.interval)?;
     if interval < Duration::from_millis(100) {
@@ -230,8 +230,7 @@ pub fn run_autoscale(args: AutoscaleArgs) -> anyhow::Result<()> {
 pub fn run_up(args: UpArgs) -> anyhow::Result<()> {
     let secret = secret_or_random(args.gateway.secret.clone())?;
     let prepared = prepare(&args.catalog.config, args.pool, &secret)?;
-    let gateway_catalog = prepared.catalog.clone();
-    let config = args.gateway.config(
+    let gateway = args.gateway.config(
         args.listen,
         Discovery::Watch(prepared.members.clone()),
         secret.into_bytes(),
@@ -241,35 +240,58 @@ pub fn run_up(args: UpArgs) -> anyhow::Result<()> {
         .build()?
         .block_on(async move {
             let status = Arc::new(Mutex::new(Status::default()));
-            let api = serve_api(args.api, Arc::clone(&status), prepared.members).await?;
-            let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-            let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-                let _ = rx.wait_for(|s| *s).await;
-            };
-            let gateway = tokio::spawn(tenantscale_gateway::run(
-                gateway_catalog,
-                config,
-                stopped(stop_rx.clone()),
-            ));
-            let control = control::run(
-                prepared.catalog,
-                prepared.control,
-                prepared.actuator,
-                prepared.engine,
-                status,
-                crate::stop_signal(),
-            );
-            let actuator = control.await;
-            // Pods first (the gateway stops sending to each as it drains), then the gateway.
-            tracing::info!("stopping: draining the pods");
-            actuator.shutdown().await;
-            let _ = stop_tx.send(true);
-            match gateway.await {
-                Ok(result) => result.context("gateway")?,
-                Err(e) => return Err(anyhow::anyhow!("gateway task: {e}")),
-            }
-            api.abort();
-            tracing::info!("stopped");
+            run_stack(prepared, gateway, args.api, status, crate::stop_signal()).await?;
             Ok(())
         })
+}
+
+/// What a stopped stack reports.
+pub struct Stopped {
+    /// Queries pods dropped when a drain timed out, over the whole run.
+    pub dropped_on_drain: u64,
+}
+
+/// Gateway + autoscaler until `stop`; then the pods drain (the gateway stops sending to
+/// each as it goes), then the gateway stops.
+pub async fn run_stack(
+    prepared: Prepared,
+    gateway: tenantscale_gateway::GatewayConfig,
+    api: SocketAddr,
+    status: Arc<Mutex<Status>>,
+    stop: impl Future<Output = ()>,
+) -> anyhow::Result<Stopped> {
+    let api = serve_api(api, Arc::clone(&status), prepared.members).await?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let gateway = tokio::spawn(tenantscale_gateway::run(
+        prepared.catalog.clone(),
+        gateway,
+        async move {
+            let mut rx = stop_rx;
+            let _ = rx.wait_for(|s| *s).await;
+        },
+    ));
+    let actuator = control::run(
+        prepared.catalog,
+        prepared.control,
+        prepared.actuator,
+        prepared.engine,
+        status,
+        stop,
+    )
+    .await;
+    tracing::info!("stopping: draining the pods");
+    let counters = Arc::clone(&actuator.counters);
+    actuator.shutdown().await;
+    let _ = stop_tx.send(true);
+    match gateway.await {
+        Ok(result) => result.context("gateway")?,
+        Err(e) => anyhow::bail!("gateway task: {e}"),
+    }
+    api.abort();
+    tracing::info!("stopped");
+    Ok(Stopped {
+        dropped_on_drain: counters
+            .dropped_on_drain
+            .load(std::sync::atomic::Ordering::Relaxed),
+    })
 }

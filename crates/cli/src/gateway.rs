@@ -136,6 +136,16 @@ pub fn run(args: GatewayArgs) -> anyhow::Result<()> {
 }
 
 impl GatewayOptions {
+    /// Every option at its default (and environment) value.
+    pub fn defaults() -> Self {
+        #[derive(clap::Parser)]
+        struct Defaults {
+            #[command(flatten)]
+            options: GatewayOptions,
+        }
+        <Defaults as clap::Parser>::parse_from(["tenantscale"]).options
+    }
+
     /// The gateway's config, every flag checked.
     pub fn config(
         self,

@@ -5,7 +5,9 @@
 
 mod autoscale;
 mod check;
+mod demo;
 mod gateway;
+mod loadgen;
 mod replay;
 mod serve;
 mod simulate;
@@ -72,6 +74,21 @@ enum Command {
     /// registry /v1/pods for `gateway --registry`. Its state (windows, pods) survives a
     /// restart in DATA_DIR/autoscaler-state.json.
     Autoscale(autoscale::AutoscaleArgs),
+    /// Send a scenario's traffic (the simulator's format) to a gateway, open loop.
+    ///
+    /// Per tenant, Poisson arrivals at its class's rate over the scenario's timeline
+    /// (--duration replays it faster). Prints progress, then a per-class summary (429s,
+    /// failures, p50/p99, p99 before and during the spike); --out writes every request and
+    /// the summary as JSON. Exit status 1 if any request failed (5xx, connection, timeout).
+    Loadgen(loadgen::LoadgenArgs),
+    /// Replay the seed's 2:47 AM incident live: 52 tenants, 8 media tenants spike 50×.
+    ///
+    /// Needs nothing else: writes the catalog and small corpora, starts llm-sim (200 ms)
+    /// and the whole stack (gateway, autoscaler, pods as children), drives the media-spike
+    /// scenario compressed to --duration, waits for the pool to shrink back, drains it,
+    /// prints a summary and writes REPORT/index.html (charts) and REPORT/summary.json.
+    /// Exit status 1 if any request failed or any query was dropped on drain.
+    Demo(demo::DemoArgs),
     /// Run the whole stack locally: gateway + autoscaler in one process, pods as children.
     ///
     /// Clients use the gateway at --listen; the autoscaler's /status is at --api. Ctrl-C
@@ -180,6 +197,8 @@ fn main() -> ExitCode {
         Command::Gateway(args) => gateway::run(args),
         Command::Autoscale(args) => autoscale::run_autoscale(args),
         Command::Up(args) => autoscale::run_up(args),
+        Command::Loadgen(args) => loadgen::run_command(args),
+        Command::Demo(args) => demo::run(args),
         Command::LlmSim(args) => serve::run_llm_sim(&args),
         Command::Ingest {
             catalog,
