@@ -130,6 +130,10 @@ fn push_vector(vectors: &mut Vec<f32>, blob: &[u8]) -> bool {
     true
 }
 
+/// SQLite write transactions take the write lock at BEGIN: one that read first and then
+/// upgraded could not wait for another writer (SQLite fails such an upgrade at once).
+const IMMEDIATE: rusqlite::TransactionBehavior = rusqlite::TransactionBehavior::Immediate;
+
 impl Store {
     /// Opens (creating if needed) the SQLite database at `path` and applies migrations.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
@@ -142,9 +146,25 @@ impl Store {
     }
 
     fn sqlite(db: rusqlite::Connection) -> Result<Self, StoreError> {
-        db.pragma_update(None, "journal_mode", "WAL")?;
-        db.pragma_update(None, "synchronous", "FULL")?;
-        db.execute_batch(&schema("INTEGER", "BLOB"))?;
+        // Pods started together share one file: a writer waits for another's lock instead
+        // of failing at once with "database is locked".
+        const WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+        db.busy_timeout(WAIT)?;
+        // Switching a new file to WAL while another process does the same can fail with
+        // SQLITE_BUSY without consulting the busy handler: retry that step for as long.
+        let deadline = std::time::Instant::now() + WAIT;
+        let setup = || -> rusqlite::Result<()> {
+            db.pragma_update(None, "journal_mode", "WAL")?;
+            db.pragma_update(None, "synchronous", "FULL")?;
+            db.execute_batch(&schema("INTEGER", "BLOB"))
+        };
+        while let Err(e) = setup() {
+            let busy = e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy);
+            if !busy || std::time::Instant::now() >= deadline {
+                return Err(e.into());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         Ok(Self {
             backend: Backend::Sqlite(Mutex::new(db)),
         })
@@ -188,7 +208,7 @@ impl Store {
         let stored: String = match &self.backend {
             Backend::Sqlite(db) => {
                 let mut db = db.lock().expect("store lock");
-                let tx = db.transaction()?;
+                let tx = db.transaction_with_behavior(IMMEDIATE)?;
                 let any: bool = tx.query_row(sql::ANY_CHUNK, [], |r| r.get(0))?;
                 let claim = if any { before_the_record } else { embedder };
                 tx.execute(sql::CLAIM_EMBEDDER, [claim])?;
@@ -239,7 +259,7 @@ impl Store {
         match &self.backend {
             Backend::Sqlite(db) => {
                 let mut db = db.lock().expect("store lock");
-                let tx = db.transaction()?;
+                let tx = db.transaction_with_behavior(IMMEDIATE)?;
                 for (d, metadata, chunks) in &prepared {
                     tx.execute(sql::DELETE_CHUNKS, (tenant, &d.id))?;
                     tx.execute(sql::UPSERT_DOCUMENT, (tenant, &d.id, &d.text, metadata))?;
@@ -272,7 +292,7 @@ impl Store {
         match &self.backend {
             Backend::Sqlite(db) => {
                 let mut db = db.lock().expect("store lock");
-                let tx = db.transaction()?;
+                let tx = db.transaction_with_behavior(IMMEDIATE)?;
                 tx.execute(sql::DELETE_CHUNKS, (tenant, id))?;
                 let n = tx.execute(sql::DELETE_DOCUMENT, (tenant, id))?;
                 tx.commit()?;
@@ -335,7 +355,7 @@ impl Store {
         match &self.backend {
             Backend::Sqlite(db) => {
                 let mut db = db.lock().expect("store lock");
-                let tx = db.transaction()?;
+                let tx = db.transaction_with_behavior(IMMEDIATE)?;
                 for (tenant, n) in &counts {
                     tx.execute(sql::ADD_VOLUME, (tenant, hour, n))?;
                 }

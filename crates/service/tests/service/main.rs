@@ -548,6 +548,38 @@ fn both_stores_scope_by_tenant_replace_by_id_and_rank_volume() {
     assert!(fresh.claim_embedder(Embedder::Hashed.name()).is_err());
 }
 
+#[test]
+fn pods_opening_one_sqlite_file_together_wait_for_each_other() {
+    // `tenantscale up` starts several pods on one store at once; each opens it, migrates it
+    // and claims its embedder (writes). None may fail with "database is locked".
+    let dir = std::env::temp_dir().join(format!("tenantscale-sqlite-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("store.db");
+    let openers: Vec<_> = (0..8)
+        .map(|_| {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                let store = Store::open(&path)?;
+                store.claim_embedder(Embedder::Hashed.name())?;
+                store.ingest(
+                    "media-1",
+                    &[tenantscale_service::store::NewDocument {
+                        id: "d".into(),
+                        text: "one shared file".into(),
+                        metadata: Value::Null,
+                    }],
+                    &Embedder::Hashed,
+                )
+            })
+        })
+        .collect();
+    for o in openers {
+        o.join().unwrap().unwrap();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Serves the llm-sim test double on a free port; returns its completions URL.
 async fn start_llm_sim(latency: Duration) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
