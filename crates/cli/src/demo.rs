@@ -52,7 +52,8 @@ const COOL_DOWN_LIMIT: Duration = Duration::from_secs(120);
 /// The seed's GCC platform (as examples/gcc-platform.yaml), with the autoscaler's windows
 /// shortened by `speed` (the scenario's clock runs that much faster than the wall's).
 fn catalog_yaml(speed: f64) -> String {
-    let window = |seconds: f64| (seconds / speed).clamp(3.0, seconds).round();
+    // Each window shrinks with the clock, down to what one-second scrapes can still measure.
+    let window = |seconds: f64, floor: f64| (seconds / speed).clamp(floor, seconds).round();
     let mut y = String::from(
         "# Written by `tenantscale demo`: the seed's 52 tenants; demo API keys are\n\
          # demo-key-<id>. Windows are shortened as the scenario's clock is sped up.\n\
@@ -84,10 +85,10 @@ fn catalog_yaml(speed: f64) -> String {
     let _ = write!(
         y,
         "pool:\n  minReplicas: 3\n  maxReplicas: 20\n  slotsPerPod: 8\n  queuePerTenant: 100\n  policy: tenant-aware\n  tenantAware:\n    targetUtilization: 0.7\n    stableWindowSeconds: {stable}\n    panicWindowSeconds: {panic}\n    panicThreshold: 2.0\n    behavior:\n      scaleUp:\n        stabilizationWindowSeconds: 0\n        selectPolicy: Max\n        policies: [{{type: Percent, value: 1000, periodSeconds: {up}}}]\n      scaleDown:\n        stabilizationWindowSeconds: {down}\n        selectPolicy: Max\n        policies: [{{type: Percent, value: 100, periodSeconds: {up}}}]\ncost: {{currency: INR, podHour: 150}}\n",
-        stable = window(60.0),
-        panic = window(6.0),
-        up = window(15.0),
-        down = window(300.0),
+        stable = window(60.0, 10.0),
+        panic = window(6.0, 1.0),
+        up = window(15.0, 1.0),
+        down = window(300.0, 10.0),
     );
     y
 }
@@ -143,6 +144,14 @@ struct Sample {
     share: Vec<f64>,
 }
 
+/// An autoscaler decision, on the run's clock.
+#[derive(Debug, Clone)]
+struct SeenDecision {
+    t: f64,
+    current: i32,
+    desired: i32,
+}
+
 /// The summary.json the issue specifies (times in seconds since the run started).
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -159,6 +168,17 @@ struct Summary {
     requests: u64,
     failed: u64,
     classes: Vec<ClassResult>,
+    /// Once a second: pods, the pool's queue and each class's queued requests.
+    timeline: Vec<TimelinePoint>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TimelinePoint {
+    t: f64,
+    replicas: usize,
+    queue_depth_per_tenant: f64,
+    queued: Vec<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -248,7 +268,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     let status = Arc::new(Mutex::new(Status::default()));
     let records: Records = Arc::default();
     let samples: Arc<Mutex<Vec<Sample>>> = Arc::default();
-    let decisions: Arc<Mutex<Vec<(f64, i32, i32, String)>>> = Arc::default();
+    let decisions: Arc<Mutex<Vec<SeenDecision>>> = Arc::default();
     let stopped: Stopped = runtime.block_on(async {
         let llm = tokio::net::TcpListener::bind(llm_addr).await?;
         tokio::spawn(async move {
@@ -336,6 +356,21 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         &args.report.join("summary.json"),
         &serde_json::to_value(&summary)?,
     )?;
+    let mut csv = String::from("t,tenant,class,status,latency_ms,queued_ms,generation_ms\n");
+    for r in &records {
+        let _ = writeln!(
+            csv,
+            "{:.3},{},{},{},{:.1},{:.1},{:.1}",
+            r.t,
+            catalog.tenants[usize::from(r.tenant)].id,
+            plan.scenario.classes[usize::from(r.class)].name,
+            r.status,
+            r.latency_ms,
+            r.queued_ms,
+            r.generation_ms
+        );
+    }
+    std::fs::write(args.report.join("requests.csv"), csv)?;
     std::fs::write(
         args.report.join("index.html"),
         html(&catalog, &plan, &summary, &samples, &records),
@@ -387,7 +422,7 @@ async fn watch(
     status: &Mutex<Status>,
     records: &Mutex<Vec<Record>>,
     samples: &Mutex<Vec<Sample>>,
-    decisions: &Mutex<Vec<(f64, i32, i32, String)>>,
+    decisions: &Mutex<Vec<SeenDecision>>,
 ) {
     let class_of: std::collections::HashMap<&str, usize> = plan
         .scenario
@@ -425,18 +460,17 @@ async fn watch(
         });
         {
             let mut d = decisions.lock().expect("decisions lock");
-            let last = d.last().map_or(f64::NEG_INFINITY, |x| x.0);
+            let last = d.last().map_or(f64::NEG_INFINITY, |x| x.t);
             for dec in s.decisions.iter().filter(|x| x.at - unix_start > last) {
-                d.push((
-                    dec.at - unix_start,
-                    dec.current,
-                    dec.desired,
-                    dec.reason.clone(),
-                ));
+                d.push(SeenDecision {
+                    t: dec.at - unix_start,
+                    current: dec.current,
+                    desired: dec.desired,
+                });
             }
         }
         n += 1;
-        if n % 5 == 0 {
+        if n.is_multiple_of(5) {
             let r = records.lock().expect("records lock");
             let reason = s.decisions.back().map_or("", |d| d.reason.as_str());
             eprintln!(
@@ -458,7 +492,7 @@ fn summarize(
     spike: Option<(f64, f64)>,
     records: &[Record],
     samples: &[Sample],
-    decisions: &[(f64, i32, i32, String)],
+    decisions: &[SeenDecision],
     dropped_on_drain: u64,
     duration: f64,
 ) -> Summary {
@@ -466,8 +500,8 @@ fn summarize(
     let first_scale_up_s = onset.and_then(|o| {
         decisions
             .iter()
-            .find(|(t, current, desired, _)| *t >= o && desired > current)
-            .map(|d| round1(d.0))
+            .find(|d| d.t >= o && d.desired > d.current)
+            .map(|d| round1(d.t))
     });
     // Relief: after the first scale-up, the first second from which the pool's queue stays
     // under one queued query per active tenant for 10 s.
@@ -516,6 +550,15 @@ fn summarize(
         requests: records.len() as u64,
         failed: records.iter().filter(|r| r.failed()).count() as u64,
         classes,
+        timeline: samples
+            .iter()
+            .map(|s| TimelinePoint {
+                t: round1(s.t),
+                replicas: s.replicas,
+                queue_depth_per_tenant: round3(s.queue_depth_per_tenant),
+                queued: s.queued.clone(),
+            })
+            .collect(),
     }
 }
 
@@ -604,8 +647,8 @@ fn html(
         let b = (x.t / BIN) as usize;
         replicas[b] += x.replicas as f64;
         counts[b] += 1;
-        for c in 0..classes {
-            queue[c][b] += x.queued[c] / tenants_in(c);
+        for (c, q) in queue.iter_mut().enumerate() {
+            q[b] += x.queued[c] / tenants_in(c);
         }
     }
     for b in 0..bins {

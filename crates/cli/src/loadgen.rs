@@ -80,6 +80,10 @@ pub struct Record {
     /// HTTP status; 0 for a connection error or a timeout.
     pub status: u16,
     pub latency_ms: f32,
+    /// The pod's own account of an answered query (`timings`): waiting for a slot, and
+    /// the LLM step; the rest of the latency is the network, the gateway and retrieval.
+    pub queued_ms: f32,
+    pub generation_ms: f32,
 }
 
 impl Record {
@@ -180,20 +184,32 @@ pub async fn run(plan: Plan, records: Records) {
                     let exchange = async {
                         let res = client.request(req).await.ok()?;
                         let status = res.status().as_u16();
-                        res.into_body().collect().await.ok()?;
-                        Some(status)
+                        let body = res.into_body().collect().await.ok()?.to_bytes();
+                        Some((status, body))
                     };
-                    let status = tokio::time::timeout(timeout, exchange)
+                    let (status, body) = tokio::time::timeout(timeout, exchange)
                         .await
                         .ok()
                         .flatten()
-                        .unwrap_or(0);
+                        .unwrap_or_default();
+                    let latency_ms = sent.elapsed().as_secs_f32() * 1000.0;
+                    let timings = (status == 200)
+                        .then(|| serde_json::from_slice::<serde_json::Value>(&body).ok())
+                        .flatten();
+                    let timing = |name: &str| {
+                        timings
+                            .as_ref()
+                            .and_then(|v| v["timings"][name].as_f64())
+                            .unwrap_or(0.0) as f32
+                    };
                     let record = Record {
                         t: sent.duration_since(start).as_secs_f64(),
                         tenant: tenant as u16,
                         class: class as u8,
                         status,
-                        latency_ms: sent.elapsed().as_secs_f32() * 1000.0,
+                        latency_ms,
+                        queued_ms: timing("queuedMs"),
+                        generation_ms: timing("generationMs"),
                     };
                     records.lock().expect("records lock").push(record);
                 });

@@ -327,12 +327,27 @@ fn apply_members(gateway: &Gateway, members: &Members, now: f64) -> bool {
     joined
 }
 
-/// Applies each new membership; new pods are polled at once, not at the next tick.
+/// Applies each new membership. New pods are polled at once and then every 100 ms until
+/// they answer (a pod just started is not listening yet), not only at the next tick: in a
+/// burst every second a new pod is not taking traffic counts.
 async fn follow_watch(gateway: Arc<Gateway>, mut members: tokio::sync::watch::Receiver<Members>) {
     while members.changed().await.is_ok() {
         let current = members.borrow_and_update().clone();
         if apply_members(&gateway, &current, gateway.now()) {
-            poll_pods(&gateway).await;
+            for _ in 0..30 {
+                poll_pods(&gateway).await;
+                let unknown = {
+                    let s = gateway.state();
+                    s.pool
+                        .members()
+                        .iter()
+                        .any(|(i, _)| s.pool.upstreams[*i].observed == Observed::Unreachable)
+                };
+                if !unknown || members.has_changed().unwrap_or(true) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
         }
     }
 }

@@ -2,9 +2,14 @@
 //!
 //! One bounded FIFO per tenant and a pod-wide budget of worker slots. Tenants with waiting
 //! work take turns in deficit round robin with a quantum of `weight` requests per turn, so over
-//! a busy period each gets slots in proportion to its weight. A tenant already holding its
+//! a busy period each gets slots in proportion to its weight; a tenant whose queue was empty
+//! joins at the head of the round, so light tenants wait for one slot, not for a round. A tenant already holding its
 //! `cap` of slots is skipped while another tenant waits; when only capped tenants wait, they are
-//! served anyway (the scheduler is work-conserving).
+//! served anyway. The last `slots / 4` free slots are headroom for sparse tenants, those with
+//! nothing else waiting: a tenant arriving in a neighbour's burst starts at once instead of
+//! waiting up to a whole service time for a slot to free (a burst fills every slot at the
+//! same moment, so they also free together). It costs a backlogged tenant at most one slot in
+//! four, only while the pod is full — until the autoscaler adds pods.
 
 use crate::catalog::Catalog;
 use std::collections::VecDeque;
@@ -63,7 +68,11 @@ pub struct QueueFull<T>(pub T);
 pub struct FairScheduler<T> {
     queues: Vec<TenantQueue<T>>,
     ring: VecDeque<TenantIndex>,
+    /// The first `fresh` tenants of the ring became active since their last turn.
+    fresh: usize,
     slots: u32,
+    /// Free slots that only tenants with nothing else waiting may take.
+    headroom: u32,
     busy: u32,
     queued: usize,
 }
@@ -86,7 +95,9 @@ impl<T> FairScheduler<T> {
         Self {
             queues,
             ring: VecDeque::new(),
+            fresh: 0,
             slots: slots.max(1),
+            headroom: slots / 4,
             busy: 0,
             queued: 0,
         }
@@ -103,7 +114,12 @@ impl<T> FairScheduler<T> {
         if !q.active {
             q.active = true;
             q.deficit = 0;
-            self.ring.push_back(tenant);
+            // A tenant that had nothing waiting goes ahead of the backlogged ones, after other
+            // newcomers (fq_codel's "new flows"): a sparse tenant's request starts at the next
+            // free slot instead of after a whole round of quanta. After its first turn it
+            // takes turns like everyone else.
+            self.ring.insert(self.fresh, tenant);
+            self.fresh += 1;
         }
         Ok(())
     }
@@ -119,6 +135,17 @@ impl<T> FairScheduler<T> {
 
     /// [`start_next`](Self::start_next) once a slot is free and work waits.
     fn pick(&mut self) -> Option<(TenantIndex, T)> {
+        if self.slots - self.busy <= self.headroom {
+            // Only a sparse tenant may take the headroom: one with nothing else waiting (a
+            // tenant with a backlog is the burst the headroom is kept from). The round keeps
+            // its order.
+            let t = self
+                .ring
+                .iter()
+                .copied()
+                .find(|t| self.queues[*t].items.len() == 1)?;
+            return Some(self.take(t));
+        }
         // At most one full lap looking for a tenant under its cap; else serve the head anyway.
         let mut fallback = None;
         for _ in 0..self.ring.len() {
@@ -126,7 +153,7 @@ impl<T> FairScheduler<T> {
             let q = &mut self.queues[t];
             if q.in_service >= q.cap {
                 fallback.get_or_insert(t);
-                self.ring.rotate_left(1);
+                self.rotate();
                 continue;
             }
             return Some(self.take(t));
@@ -149,15 +176,22 @@ impl<T> FairScheduler<T> {
         if q.items.is_empty() {
             q.active = false;
             q.deficit = 0;
-            if at_front {
-                self.ring.pop_front();
-            } else if let Some(pos) = self.ring.iter().position(|t| *t == tenant) {
+            if let Some(pos) = self.ring.iter().position(|t| *t == tenant) {
                 self.ring.remove(pos);
+                if pos < self.fresh {
+                    self.fresh -= 1;
+                }
             }
         } else if q.deficit == 0 && at_front {
-            self.ring.rotate_left(1);
+            self.rotate();
         }
         (tenant, item)
+    }
+
+    /// The tenant at the head of the round goes to its end (no longer a newcomer).
+    fn rotate(&mut self) {
+        self.ring.rotate_left(1);
+        self.fresh = self.fresh.saturating_sub(1);
     }
 
     /// A request of `tenant` finished: its slot is free.
@@ -210,6 +244,7 @@ impl<T> FairScheduler<T> {
             q.deficit = 0;
         }
         self.ring.clear();
+        self.fresh = 0;
         self.queued = 0;
         out
     }
@@ -288,7 +323,7 @@ mod tests {
 
     #[test]
     fn capped_tenant_yields_while_others_wait_but_work_conserves() {
-        // 4 slots, max share 0.25 → one slot each while the other waits.
+        // 4 slots (headroom 1), max share 0.25 → one slot each while the other waits.
         let mut s = FairScheduler::new(4, &tenants(&[1, 1], 0.25));
         for i in 0..10 {
             s.enqueue(0, i).unwrap();
@@ -301,9 +336,70 @@ mod tests {
             (0, 1),
             "tenant 1 is not starved by tenant 0's backlog"
         );
-        // Only tenant 0 waits now: it may use the idle slots.
+        // Only tenant 0 waits now: it may use the idle slots, all but the headroom.
         assert_eq!(s.start_next().map(|x| x.0), Some(0));
+        assert_eq!(s.start_next(), None);
+        assert_eq!(s.busy(), 3);
+    }
+
+    #[test]
+    fn a_tenant_that_was_idle_starts_before_the_backlogged_round() {
+        let mut s = FairScheduler::new(1, &tenants(&[3, 3, 1], 1.0));
+        for i in 0..10 {
+            s.enqueue(0, i).unwrap();
+            s.enqueue(1, 10 + i).unwrap();
+        }
+        let serve = |s: &mut FairScheduler<i32>, n: usize| -> Vec<usize> {
+            (0..n)
+                .map(|_| {
+                    let (t, _) = s.start_next().unwrap();
+                    s.complete(t);
+                    t
+                })
+                .collect()
+        };
+        // Both backlogged tenants have had a whole turn, and tenant 0 is into its second.
+        assert_eq!(serve(&mut s, 7), vec![0, 0, 0, 1, 1, 1, 0]);
+        s.enqueue(2, 100).unwrap();
+        assert_eq!(
+            s.start_next(),
+            Some((2, 100)),
+            "the newcomer does not wait a round"
+        );
+        s.complete(2);
+        // Tenant 0 resumes its turn, then tenant 1 has its.
+        assert_eq!(serve(&mut s, 5), vec![0, 0, 1, 1, 1]);
+    }
+
+    #[test]
+    fn a_burst_leaves_the_headroom_to_tenants_with_nothing_else_waiting() {
+        // 8 slots (headroom 2), max share 0.25 → a cap of 2 slots while others wait.
+        let mut s = FairScheduler::new(8, &tenants(&[1, 1, 1], 0.25));
+        for i in 0..20 {
+            s.enqueue(0, i).unwrap();
+        }
+        while s.start_next().is_some() {}
+        assert_eq!(s.busy(), 6, "the burst fills all but the headroom");
+        s.enqueue(1, 100).unwrap();
+        assert_eq!(s.start_next(), Some((1, 100)), "a newcomer starts at once");
+        // Even a tenant that holds a slot is sparse while nothing else of it waits.
+        s.enqueue(1, 101).unwrap();
+        assert_eq!(s.start_next(), Some((1, 101)));
+        s.enqueue(2, 200).unwrap();
+        assert_eq!(s.start_next(), None, "the pod is full");
+        // Slots free: the burst takes one only while the headroom stays free.
+        s.complete(1);
+        assert_eq!(s.start_next(), Some((2, 200)));
+        s.complete(1);
+        assert_eq!(
+            s.start_next(),
+            None,
+            "tenant 0 has a backlog: no headroom for it"
+        );
+        s.complete(0);
+        s.complete(2);
         assert_eq!(s.start_next().map(|x| x.0), Some(0));
-        assert_eq!(s.busy(), 4);
+        assert_eq!(s.start_next(), None);
+        assert_eq!(s.busy(), 6);
     }
 }
