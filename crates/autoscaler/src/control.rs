@@ -320,3 +320,80 @@ pub async fn run(
     }
     actuator
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::Engine;
+    use crate::signals::PoolSignals;
+    use tenantscale_core::scaling::tenant_aware::TenantDemand;
+
+    /// A restart in the middle of a run decides exactly as the uninterrupted run: everything
+    /// the engine remembers survives the state file.
+    #[test]
+    fn a_restored_state_file_decides_as_if_never_stopped() {
+        let catalog = Catalog::parse(
+            "cluster: {cores: 8, memory: 16Gi}\ntiers:\n  gold: {weight: 3, share: 0.9, maxShare: 0.3}\n\
+             tenants:\n  - {id: a, tier: gold}\n  - {id: b, tier: gold}\n\
+             pool:\n  minReplicas: 1\n  maxReplicas: 10\n  slotsPerPod: 2\n  tenantAware:\n    stableWindowSeconds: 20\n    panicWindowSeconds: 2\n    behavior:\n      scaleDown: {stabilizationWindowSeconds: 5, policies: [{type: Pods, value: 1, periodSeconds: 8}]}\n",
+        )
+        .unwrap()
+        .catalog;
+        let engine = Engine::for_catalog(&catalog);
+        let demand = |step: usize| PoolSignals {
+            demands: vec![
+                TenantDemand {
+                    in_flight: if (10..40).contains(&step) { 5.0 } else { 0.5 },
+                    max_share: 0.3,
+                    ..TenantDemand::default()
+                };
+                2
+            ],
+            queue_depth_per_tenant: 0.0,
+        };
+        let run = |restart_at: Option<usize>| {
+            let path = std::env::temp_dir().join(format!(
+                "tenantscale-state-{}-{restart_at:?}.json",
+                std::process::id()
+            ));
+            let mut state = EngineState::default();
+            let (mut current, mut out) = (1, vec![]);
+            for step in 0..120 {
+                if Some(step) == restart_at {
+                    Persisted {
+                        policy: engine.name().into(),
+                        engine: state,
+                        pods: vec![],
+                    }
+                    .save(&path)
+                    .unwrap();
+                    state = Persisted::load(&path).unwrap().unwrap().engine;
+                }
+                let d = engine.decide(
+                    &mut state,
+                    1e9 + step as f64 * 0.5,
+                    current,
+                    &[],
+                    &demand(step),
+                );
+                current = d.desired;
+                out.push(d.desired);
+            }
+            let _ = std::fs::remove_file(path);
+            out
+        };
+        let uninterrupted = run(None);
+        assert!(
+            uninterrupted.iter().max() > Some(&3),
+            "it scaled up: {uninterrupted:?}"
+        );
+        assert!(uninterrupted.windows(2).any(|w| w[1] < w[0]), "and down");
+        for restart in [12, 45, 50, 60, 80] {
+            assert_eq!(
+                run(Some(restart)),
+                uninterrupted,
+                "restart at step {restart}"
+            );
+        }
+    }
+}

@@ -114,9 +114,9 @@ impl Engine {
                         d.stable_desired
                     },
                     if d.panicking {
-                        ", panic mode (6 s window)"
+                        format!(", panic mode ({} s window)", config.panic_window_seconds)
                     } else {
-                        ""
+                        String::new()
                     },
                 );
                 append_limit(&mut reason, &state.tenant_aware.hpa);
@@ -203,4 +203,57 @@ fn queue_depth_samples(pods: &[PodView], signals: &PoolSignals) -> Vec<PodSample
             metric_window_seconds: 1.0,
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::signals::PoolSignals;
+    use tenantscale_core::scaling::tenant_aware::TenantDemand;
+
+    fn catalog(pool: &str) -> Catalog {
+        Catalog::parse(&format!(
+            "cluster: {{cores: 8, memory: 16Gi}}\ntiers:\n  gold: {{weight: 3, share: 0.9, maxShare: 0.3}}\n\
+             tenants:\n  - {{id: a, tier: gold}}\n  - {{id: b, tier: gold}}\npool:\n{pool}"
+        ))
+        .unwrap()
+        .catalog
+    }
+
+    fn demand(n: f64) -> PoolSignals {
+        PoolSignals {
+            demands: vec![
+                TenantDemand {
+                    in_flight: n,
+                    max_share: 0.3,
+                    ..TenantDemand::default()
+                };
+                2
+            ],
+            queue_depth_per_tenant: 0.0,
+        }
+    }
+
+    #[test]
+    fn the_catalogs_scale_down_rate_limit_holds_between_decisions() {
+        let c = catalog(
+            "  minReplicas: 1\n  maxReplicas: 4\n  slotsPerPod: 2\n  tenantAware:\n    stableWindowSeconds: 10\n    panicWindowSeconds: 2\n    behavior:\n      scaleDown: {stabilizationWindowSeconds: 0, policies: [{type: Pods, value: 1, periodSeconds: 600}]}\n",
+        );
+        let engine = Engine::for_catalog(&c);
+        let mut state = EngineState::default();
+        let mut current = 4;
+        let mut t = 1000.0;
+        let mut changes = vec![];
+        for step in 0..60 {
+            let load = if step < 20 { 4.0 } else { 0.0 };
+            let d = engine.decide(&mut state, t, current, &[], &demand(load));
+            if d.desired != current {
+                changes.push((step, d.desired));
+                current = d.desired;
+            }
+            t += 0.5;
+        }
+        assert_eq!(changes.len(), 1, "one pod down per 600 s: {changes:?}");
+        assert_eq!(current, 3);
+    }
 }

@@ -1,0 +1,351 @@
+//! The local loop with real processes: `tenantscale demo`, `up` and `autoscale` starting
+//! `serve` pods as children, `gateway --registry` following the autoscaler, and `llm-sim` (the
+//! test double for a paid LLM) so a query can take a set time.
+
+use super::{Server, http_with, root, temp_file};
+use serde_json::Value;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+const SECRET: &str = "local-loop-test-secret-0123";
+
+/// A fresh directory for one test.
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("tenantscale-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// GET a JSON document.
+fn get_json(addr: &str, path: &str) -> Value {
+    let (status, body) = http_with(addr, "GET", path, &[], "").unwrap();
+    assert_eq!(status, 200, "{path}: {body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// Polls `GET /status` until `done` holds (or panics after `limit`); returns that status.
+fn wait_status(api: &str, limit: Duration, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + limit;
+    loop {
+        let s = get_json(api, "/status");
+        if done(&s) {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "gave up waiting; last status: {s}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn pod_addrs(status: &Value) -> Vec<String> {
+    let mut pods: Vec<String> = status["pods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["addr"].as_str().unwrap().to_string())
+        .collect();
+    pods.sort();
+    pods
+}
+
+fn ready_pods(status: &Value) -> usize {
+    status["pods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["state"] == "ready" || p["state"] == "warming")
+        .count()
+}
+
+/// SIGTERM and wait (its pods drain first); asserts a clean exit and returns the log.
+fn stop(server: Server) -> String {
+    server.terminate();
+    server.exit_log()
+}
+
+/// Threads sending queries through the gateway until stopped: (answered, failed) where failed
+/// is a 5xx or a connection error (a 429 is the gateway's limit, not a failure).
+struct Load {
+    stop: Arc<AtomicBool>,
+    answered: Arc<AtomicUsize>,
+    failed: Arc<AtomicUsize>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(gateway: &str, tenants: &[&str], generate: bool) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (answered, failed) = (Arc::<AtomicUsize>::default(), Arc::<AtomicUsize>::default());
+        let threads = tenants
+            .iter()
+            .map(|t| {
+                let (gateway, tenant) = (gateway.to_string(), t.to_string());
+                let (stop, answered, failed) = (
+                    Arc::clone(&stop),
+                    Arc::clone(&answered),
+                    Arc::clone(&failed),
+                );
+                std::thread::spawn(move || {
+                    let body = format!(r#"{{"query":"refunds","generate":{generate}}}"#);
+                    let auth = format!("Bearer demo-key-{tenant}");
+                    while !stop.load(Ordering::Relaxed) {
+                        let headers = [
+                            ("Authorization", auth.as_str()),
+                            ("X-Tenant-ID", tenant.as_str()),
+                        ];
+                        match http_with(&gateway, "POST", "/v1/query", &headers, &body) {
+                            Ok((200, _)) => answered.fetch_add(1, Ordering::Relaxed),
+                            Ok((429, _)) => 0,
+                            Ok((status, body)) => {
+                                eprintln!("{tenant}: {status} {body}");
+                                failed.fetch_add(1, Ordering::Relaxed)
+                            }
+                            Err(e) => {
+                                eprintln!("{tenant}: {e}");
+                                failed.fetch_add(1, Ordering::Relaxed)
+                            }
+                        };
+                    }
+                })
+            })
+            .collect();
+        Self {
+            stop,
+            answered,
+            failed,
+            threads,
+        }
+    }
+
+    /// Stops the threads: (answered, failed).
+    fn finish(self) -> (usize, usize) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            t.join().unwrap();
+        }
+        (
+            self.answered.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
+    }
+}
+
+#[test]
+fn demo_scales_up_for_the_spike_and_back_down_without_losing_a_query() {
+    let report = temp_dir("demo-report");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tenantscale"))
+        .args(["demo", "--duration", "45s", "--report"])
+        .arg(&report)
+        .current_dir(root())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "demo failed: {log}");
+    let s: Value =
+        serde_json::from_str(&std::fs::read_to_string(report.join("summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(s["failed"], 0, "{s}");
+    assert_eq!(s["droppedOnDrain"], 0, "{s}");
+    let min = s["minReplicas"].as_u64().unwrap();
+    assert!(
+        s["peakReplicas"].as_u64().unwrap() > min,
+        "it scaled up: {s}"
+    );
+    assert_eq!(
+        s["finalReplicas"].as_u64(),
+        Some(min),
+        "it scaled back down: {s}"
+    );
+    let onset = s["spikeStartS"].as_f64().unwrap();
+    let first_up = s["firstScaleUpS"]
+        .as_f64()
+        .expect("a scale-up after the onset");
+    assert!(
+        first_up >= onset && first_up - onset <= 5.0,
+        "reaction: {s}"
+    );
+    for class in s["classes"].as_array().unwrap() {
+        assert!(class["requests"].as_u64().unwrap() > 0);
+        assert!(
+            class["maxShare"].as_f64().unwrap() <= class["allowedShare"].as_f64().unwrap() + 1e-9,
+            "{class}"
+        );
+    }
+    let html = std::fs::read_to_string(report.join("index.html")).unwrap();
+    assert!(html.contains("<svg") && html.contains("media"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("first scale-up"));
+    let _ = std::fs::remove_dir_all(&report);
+}
+
+#[test]
+fn up_replaces_a_killed_pod_without_failing_a_query_and_drains_on_sigterm() {
+    let data = temp_dir("up-kill");
+    let mut up = Server::start(&[
+        "up",
+        "-c",
+        "examples/gcc-platform.yaml",
+        "--listen",
+        "127.0.0.1:0",
+        "--api",
+        "127.0.0.1:0",
+        "--warm-up",
+        "0",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    let api = up.addr.clone();
+    let line = up.wait_for("gateway serving");
+    let gateway = line
+        .split_once("listen=")
+        .unwrap()
+        .1
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    let before = wait_status(&api, Duration::from_secs(30), |s| ready_pods(s) == 3);
+
+    let load = Load::start(
+        &gateway,
+        &["media-1", "finance-1", "retail-1", "media-2"],
+        false,
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let state: Value =
+        serde_json::from_str(&std::fs::read_to_string(data.join("autoscaler-state.json")).unwrap())
+            .unwrap();
+    let victim = &state["pods"][0];
+    let status = std::process::Command::new("kill")
+        .args(["-KILL", &victim["pid"].to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let after = wait_status(&api, Duration::from_secs(20), |s| {
+        ready_pods(s) == 3 && !pod_addrs(s).contains(&victim["addr"].as_str().unwrap().to_string())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let (answered, failed) = load.finish();
+    assert!(answered > 50, "{answered} answered");
+    assert_eq!(
+        failed, 0,
+        "a killed pod cost no query (the gateway retried them)"
+    );
+    assert!(after["restarts"].as_u64().unwrap() >= 1);
+    assert_ne!(pod_addrs(&before), pod_addrs(&after));
+
+    let pids: Vec<u64> = serde_json::from_str::<Value>(
+        &std::fs::read_to_string(data.join("autoscaler-state.json")).unwrap(),
+    )
+    .unwrap()["pods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["pid"].as_u64().unwrap())
+        .collect();
+    let log = stop(up);
+    assert!(log.contains("pod drained and stopped"), "{log}");
+    for pid in pids {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "pod {pid} still runs"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&data);
+}
+
+#[test]
+fn a_restarted_autoscaler_adopts_its_pods_and_keeps_its_scale_down_window() {
+    let data = temp_dir("restart");
+    // Small pods and a 10-minute scale-down window: once scaled up, the pool stays, across a
+    // restart too. (That the restored state decides exactly as the uninterrupted one would is
+    // the control module's unit test.)
+    let base = std::fs::read_to_string(root().join("examples/gcc-platform.yaml")).unwrap();
+    let tenants_only = base.split("pool:").next().unwrap();
+    let catalog = temp_file(
+        "restart.yaml",
+        &format!(
+            "{tenants_only}pool:\n  minReplicas: 1\n  maxReplicas: 4\n  slotsPerPod: 2\n  tenantAware:\n    stableWindowSeconds: 10\n    panicWindowSeconds: 2\n    behavior:\n      scaleDown: {{stabilizationWindowSeconds: 600}}\n"
+        ),
+    );
+    let llm = Server::start(&["llm-sim", "--listen", "127.0.0.1:0", "--latency-ms", "300"]);
+    let llm_url = format!("http://{}/v1/chat/completions", llm.addr);
+    let autoscale = |extra: &[&str]| {
+        let mut args = vec![
+            "autoscale",
+            "-c",
+            catalog.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--secret",
+            SECRET,
+            "--llm",
+            &llm_url,
+            "--warm-up",
+            "0",
+            "--interval",
+            "0.5",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        Server::start(&args)
+    };
+    let first = autoscale(&[]);
+    wait_status(&first.addr, Duration::from_secs(30), |s| ready_pods(s) == 1);
+    let registry = format!("http://{}", first.addr);
+    let gateway = Server::start(&[
+        "gateway",
+        "-c",
+        catalog.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--secret",
+        SECRET,
+        "--registry",
+        &registry,
+    ]);
+    let tenants = [
+        "media-1",
+        "media-2",
+        "media-3",
+        "finance-1",
+        "finance-2",
+        "finance-3",
+    ];
+    let load = Load::start(&gateway.addr, &tenants, true);
+    let grown = wait_status(&first.addr, Duration::from_secs(30), |s| {
+        s["replicas"].as_u64() >= Some(3) && ready_pods(s) >= 3
+    });
+    let (answered, failed) = load.finish();
+    assert!(answered > 0);
+    assert_eq!(failed, 0);
+    drop(gateway);
+    // No demand now, but the window holds the pool.
+    std::thread::sleep(Duration::from_secs(2));
+    let held = get_json(&first.addr, "/status");
+    let replicas = held["replicas"].as_u64().unwrap();
+    assert_eq!(Some(replicas), grown["replicas"].as_u64(), "{held}");
+    let pods = pod_addrs(&held);
+    let log = stop(first);
+    assert!(log.contains("pods keep running"), "{log}");
+
+    // (Its "restored … adopted=N" line comes before the address Server::start waits for.)
+    let second = autoscale(&["--stop-pods"]);
+    // Ten decisions later: the same pods, no scale-down (the window), no scale-up.
+    std::thread::sleep(Duration::from_secs(5));
+    let after = get_json(&second.addr, "/status");
+    assert_eq!(pod_addrs(&after), pods, "the same pods, adopted: {after}");
+    assert_eq!(after["restarts"], 0);
+    for d in after["decisions"].as_array().unwrap() {
+        assert_eq!(d["desired"].as_u64(), Some(replicas), "{d}");
+    }
+    let log = stop(second);
+    assert!(log.contains("draining the pods"), "{log}");
+    drop(llm);
+    let _ = std::fs::remove_dir_all(&data);
+}
