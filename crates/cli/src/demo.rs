@@ -503,22 +503,7 @@ fn summarize(
             .find(|d| d.t >= o && d.desired > d.current)
             .map(|d| round1(d.t))
     });
-    // Relief: after the first scale-up, the first second from which the pool's queue stays
-    // under one queued query per active tenant for 10 s.
-    let relief_s = first_scale_up_s.and_then(|up| {
-        let after: Vec<&Sample> = samples.iter().filter(|s| s.t >= up).collect();
-        after
-            .iter()
-            .position(|s| s.queue_depth_per_tenant < 1.0)
-            .and_then(|i| {
-                let from = after[i].t;
-                after[i..]
-                    .iter()
-                    .take_while(|s| s.t < from + 10.0)
-                    .all(|s| s.queue_depth_per_tenant < 1.0)
-                    .then(|| round1(from))
-            })
-    });
+    let relief_s = first_scale_up_s.and_then(|up| relief(samples, up));
     let classes = loadgen::summarize(plan, records, spike)
         .into_iter()
         .enumerate()
@@ -560,6 +545,24 @@ fn summarize(
             })
             .collect(),
     }
+}
+
+/// Relief: the first sample at or after the first scale-up from which the pool's queue stays
+/// under one queued query per active tenant for 10 s (`None` if it never does, or the run
+/// ends first).
+fn relief(samples: &[Sample], first_up: f64) -> Option<f64> {
+    let after: Vec<&Sample> = samples.iter().filter(|s| s.t >= first_up).collect();
+    let last = after.last()?.t;
+    (0..after.len())
+        .find(|&i| {
+            let from = after[i].t;
+            last >= from + 10.0
+                && after[i..]
+                    .iter()
+                    .take_while(|s| s.t < from + 10.0)
+                    .all(|s| s.queue_depth_per_tenant < 1.0)
+        })
+        .map(|i| round1(after[i].t))
 }
 
 fn round1(x: f64) -> f64 {
@@ -787,4 +790,42 @@ fn compare_sim(plan: &Plan, s: &Summary, samples: &[Sample]) {
         ]);
     }
     print!("{}", tenantscale_core::text::table(&rows));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn samples(queue: &[f64]) -> Vec<Sample> {
+        queue
+            .iter()
+            .enumerate()
+            .map(|(t, q)| Sample {
+                t: t as f64,
+                replicas: 3,
+                queue_depth_per_tenant: *q,
+                queued: vec![],
+                share: vec![],
+            })
+            .collect()
+    }
+
+    #[test]
+    fn relief_is_when_the_queue_stays_down_after_the_scale_up() {
+        // Scale-up at 2 s, while the queue is still empty: it builds, then clears at 5 s.
+        let mut q = vec![0.0, 0.0, 0.0, 3.0, 4.0];
+        q.extend([0.0; 12]);
+        assert_eq!(relief(&samples(&q), 2.0), Some(5.0));
+        // A blip inside the 10 s restarts the count.
+        q[9] = 2.0;
+        assert_eq!(
+            relief(&samples(&q), 2.0),
+            None,
+            "the run ends too soon after it"
+        );
+        q.extend([0.0; 5]);
+        assert_eq!(relief(&samples(&q), 2.0), Some(10.0));
+        // A queue that never builds: relief at the scale-up.
+        assert_eq!(relief(&samples(&[0.0; 15]), 2.0), Some(2.0));
+    }
 }

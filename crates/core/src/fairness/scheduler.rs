@@ -5,11 +5,13 @@
 //! a busy period each gets slots in proportion to its weight; a tenant whose queue was empty
 //! joins at the head of the round, so light tenants wait for one slot, not for a round. A tenant already holding its
 //! `cap` of slots is skipped while another tenant waits; when only capped tenants wait, they are
-//! served anyway. The last `slots / 4` free slots are headroom for sparse tenants, those with
+//! served anyway. The last `slots / 8` free slots are headroom for sparse tenants, those with
 //! nothing else waiting: a tenant arriving in a neighbour's burst starts at once instead of
 //! waiting up to a whole service time for a slot to free (a burst fills every slot at the
-//! same moment, so they also free together). It costs a backlogged tenant at most one slot in
-//! four, only while the pod is full — until the autoscaler adds pods.
+//! same moment, so they also free together). It costs backlogged tenants at most one slot in
+//! eight, only while the pod is full — until the autoscaler adds pods. (A quarter protected
+//! the demo's light tenants a little more, but in the simulator, where pods take 30–90 s to
+//! start, the lost capacity made the noisy-neighbor scenario breach for steady tenants too.)
 
 use crate::catalog::Catalog;
 use std::collections::VecDeque;
@@ -97,7 +99,7 @@ impl<T> FairScheduler<T> {
             ring: VecDeque::new(),
             fresh: 0,
             slots: slots.max(1),
-            headroom: slots / 4,
+            headroom: slots / 8,
             busy: 0,
             queued: 0,
         }
@@ -323,7 +325,7 @@ mod tests {
 
     #[test]
     fn capped_tenant_yields_while_others_wait_but_work_conserves() {
-        // 4 slots (headroom 1), max share 0.25 → one slot each while the other waits.
+        // 4 slots (no headroom below 8), max share 0.25 → one slot each while the other waits.
         let mut s = FairScheduler::new(4, &tenants(&[1, 1], 0.25));
         for i in 0..10 {
             s.enqueue(0, i).unwrap();
@@ -336,10 +338,10 @@ mod tests {
             (0, 1),
             "tenant 1 is not starved by tenant 0's backlog"
         );
-        // Only tenant 0 waits now: it may use the idle slots, all but the headroom.
+        // Only tenant 0 waits now: it may use the idle slots.
         assert_eq!(s.start_next().map(|x| x.0), Some(0));
-        assert_eq!(s.start_next(), None);
-        assert_eq!(s.busy(), 3);
+        assert_eq!(s.start_next().map(|x| x.0), Some(0));
+        assert_eq!(s.busy(), 4);
     }
 
     #[test]
@@ -373,22 +375,23 @@ mod tests {
 
     #[test]
     fn a_burst_leaves_the_headroom_to_tenants_with_nothing_else_waiting() {
-        // 8 slots (headroom 2), max share 0.25 → a cap of 2 slots while others wait.
+        // 8 slots (headroom 1), max share 0.25 → a cap of 2 slots while others wait.
         let mut s = FairScheduler::new(8, &tenants(&[1, 1, 1], 0.25));
         for i in 0..20 {
             s.enqueue(0, i).unwrap();
         }
         while s.start_next().is_some() {}
-        assert_eq!(s.busy(), 6, "the burst fills all but the headroom");
+        assert_eq!(s.busy(), 7, "the burst fills all but the headroom");
         s.enqueue(1, 100).unwrap();
         assert_eq!(s.start_next(), Some((1, 100)), "a newcomer starts at once");
-        // Even a tenant that holds a slot is sparse while nothing else of it waits.
         s.enqueue(1, 101).unwrap();
-        assert_eq!(s.start_next(), Some((1, 101)));
         s.enqueue(2, 200).unwrap();
         assert_eq!(s.start_next(), None, "the pod is full");
-        // Slots free: the burst takes one only while the headroom stays free.
-        s.complete(1);
+        // One slot frees at a time: each is headroom, and goes to a sparse tenant (even one
+        // that holds a slot), not to the backlogged burst.
+        s.complete(0);
+        assert_eq!(s.start_next(), Some((1, 101)));
+        s.complete(0);
         assert_eq!(s.start_next(), Some((2, 200)));
         s.complete(1);
         assert_eq!(
@@ -396,10 +399,9 @@ mod tests {
             None,
             "tenant 0 has a backlog: no headroom for it"
         );
-        s.complete(0);
-        s.complete(2);
+        s.complete(1);
         assert_eq!(s.start_next().map(|x| x.0), Some(0));
         assert_eq!(s.start_next(), None);
-        assert_eq!(s.busy(), 6);
+        assert_eq!(s.busy(), 7);
     }
 }
