@@ -296,43 +296,38 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         wait_ready(&status, min_replicas as usize).await;
         let started = Instant::now();
         let load = tokio::spawn(loadgen::run(plan.clone(), Arc::clone(&records)));
+        let phases = async {
+            load.await.context("load task")?;
+            eprintln!("demo: load finished; waiting for the pool to return to {min_replicas} pods");
+            let cool_down = async {
+                loop {
+                    let s = status.lock().expect("status lock").clone();
+                    if s.replicas <= min_replicas as usize && s.pods.len() <= min_replicas as usize
+                    {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            };
+            if tokio::time::timeout(COOL_DOWN_LIMIT, cool_down)
+                .await
+                .is_err()
+            {
+                eprintln!(
+                    "demo: the pool did not shrink within {} s",
+                    COOL_DOWN_LIMIT.as_secs()
+                );
+            }
+            anyhow::Ok(())
+        };
+        // The watcher samples the status every second through both phases; it never ends.
         let watching = watch(
-            &catalog,
-            &plan,
-            started,
-            &status,
-            &records,
-            &samples,
-            &decisions,
+            &catalog, &plan, started, &status, &records, &samples, &decisions,
         );
         tokio::select! {
-            r = load => r.context("load task")?,
+            r = phases => r?,
             () = watching => {}
             () = crate::stop_signal() => anyhow::bail!("interrupted"),
-        }
-        eprintln!("demo: load finished; waiting for the pool to return to {min_replicas} pods");
-        let cool_down = async {
-            loop {
-                let s = status.lock().expect("status lock").clone();
-                if s.replicas <= min_replicas as usize && s.pods.len() <= min_replicas as usize {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        };
-        let watching = watch(
-            &catalog,
-            &plan,
-            started,
-            &status,
-            &records,
-            &samples,
-            &decisions,
-        );
-        tokio::select! {
-            () = cool_down => {}
-            () = watching => {}
-            () = tokio::time::sleep(COOL_DOWN_LIMIT) => eprintln!("demo: the pool did not shrink within {} s", COOL_DOWN_LIMIT.as_secs()),
         }
         let _ = done_tx.send(());
         stack.await.context("stack task")?
