@@ -282,8 +282,7 @@ pub async fn run(
         s.desired = decision.desired;
         s.pods = pod_status;
         s.queue_depth_per_tenant = signals.queue_depth_per_tenant;
-        let entitlement =
-            |share: f64| share * f64::from(max) * f64::from(catalog.pool.slots_per_pod);
+        let entitlement = |share| catalog.pool.tenant_aware.entitlement(share);
         let mut tenants: Vec<TenantStatus> = signals
             .demands
             .iter()

@@ -8,10 +8,9 @@ use tenantscale_core::scaling::behavior::ConditionType;
 use tenantscale_core::scaling::hpa::{HpaState, MetricInput};
 use tenantscale_core::scaling::replica::{Observation, PodInfo, PodPhase, PodSample};
 use tenantscale_core::scaling::spec::{HpaConfig, Metric};
-use tenantscale_core::scaling::tenant_aware::{TenantAwareConfig, TenantAwareState};
-
-/// The HPA metric the autoscaler computes from the pods' `tenant_queue_depth` (the seed's).
-pub const QUEUE_DEPTH_METRIC: &str = "queue_depth_per_tenant";
+use tenantscale_core::scaling::tenant_aware::{
+    QUEUE_DEPTH_METRIC, TenantAwareConfig, TenantAwareState,
+};
 
 /// A pod as the decision sees it.
 #[derive(Debug, Clone, PartialEq)]

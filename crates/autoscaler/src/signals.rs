@@ -7,7 +7,7 @@
 use crate::exposition::Sample;
 use std::collections::HashMap;
 use tenantscale_core::catalog::Catalog;
-use tenantscale_core::scaling::tenant_aware::TenantDemand;
+use tenantscale_core::scaling::tenant_aware::{TenantDemand, queue_depth_per_tenant};
 
 /// One tenant's series in one scrape of one pod.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -133,17 +133,8 @@ pub fn pool_signals(
             0.0
         };
     }
-    let active = demands
-        .iter()
-        .filter(|d| d.queued > 0.0 || d.arrival_rate > 0.0)
-        .count();
-    let queued: f64 = demands.iter().map(|d| d.queued).sum();
     PoolSignals {
-        queue_depth_per_tenant: if active == 0 {
-            0.0
-        } else {
-            queued / active as f64
-        },
+        queue_depth_per_tenant: queue_depth_per_tenant(&demands),
         demands,
     }
 }

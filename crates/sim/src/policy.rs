@@ -7,11 +7,9 @@ use tenantscale_core::catalog::Catalog;
 use tenantscale_core::scaling::hpa::{HpaState, MetricInput};
 use tenantscale_core::scaling::replica::{Observation, PodInfo, PodPhase, PodSample};
 use tenantscale_core::scaling::spec::{ControllerSettings, HpaConfig, HpaSpec, Metric};
-use tenantscale_core::scaling::tenant_aware::{TenantAwareConfig, TenantAwareState, TenantDemand};
-
-/// The metric name of the seed's HPA: the average over active tenants of a tenant's total
-/// queue depth, reported for every pod.
-pub const QUEUE_DEPTH_METRIC: &str = "queue_depth_per_tenant";
+use tenantscale_core::scaling::tenant_aware::{
+    QUEUE_DEPTH_METRIC, TenantAwareConfig, TenantAwareState, TenantDemand, queue_depth_per_tenant,
+};
 
 /// Which data plane a policy runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -215,7 +213,8 @@ impl Autoscaler {
         match self {
             Autoscaler::Static(_) => None,
             Autoscaler::Hpa { config, state } => {
-                let observations = hpa_observations(config, scrape, pods, cpu, now);
+                let depth = queue_depth_per_tenant(&tenant_demands(catalog, scrape));
+                let observations = hpa_observations(config, scrape, pods, cpu, depth, now);
                 let d = config.reconcile(
                     state,
                     now,
@@ -266,25 +265,13 @@ pub fn tenant_demands(catalog: &Catalog, scrape: &Scrape) -> Vec<TenantDemand> {
         .collect()
 }
 
-/// The seed's `queue_depth_per_tenant`: total backlog over tenants active in the interval.
-pub fn queue_depth_per_tenant(scrape: &Scrape) -> f64 {
-    let active = (0..scrape.backlog.len())
-        .filter(|t| scrape.backlog[*t] > 0 || scrape.arrival_rate[*t] > 0.0)
-        .count();
-    let total: u64 = scrape.backlog.iter().map(|b| u64::from(*b)).sum();
-    if active == 0 {
-        0.0
-    } else {
-        total as f64 / active as f64
-    }
-}
-
 /// The pods as the HPA controller sees them, with each metric's samples.
 fn hpa_observations(
     config: &HpaConfig,
     scrape: &Scrape,
     pods: &[PodView],
     cpu: &[Option<f64>],
+    queue_depth_per_tenant: f64,
     now: f64,
 ) -> Vec<Option<Observation>> {
     let age = (now - scrape.at).max(0.0);
@@ -303,7 +290,7 @@ fn hpa_observations(
             p.started_seconds_ago
         },
     };
-    let queue_depth = (queue_depth_per_tenant(scrape) * 1000.0).round() as i64;
+    let queue_depth = (queue_depth_per_tenant * 1000.0).round() as i64;
     config
         .metrics
         .iter()

@@ -43,6 +43,23 @@ impl TenantDemand {
     }
 }
 
+/// The seed's HPA metric (served by its prometheus-adapter rule for every pod).
+pub const QUEUE_DEPTH_METRIC: &str = "queue_depth_per_tenant";
+
+/// The seed's `queue_depth_per_tenant`: requests queued over all pods, divided by the tenants
+/// with work (queued, or arriving). The simulator and the live autoscaler both feed it to the
+/// `hpa` policy.
+pub fn queue_depth_per_tenant(demands: &[TenantDemand]) -> f64 {
+    let active = demands
+        .iter()
+        .filter(|d| d.queued > 0.0 || d.arrival_rate > 0.0)
+        .count();
+    if active == 0 {
+        return 0.0;
+    }
+    demands.iter().map(|d| d.queued).sum::<f64>() / active as f64
+}
+
 /// Settings of the tenant-aware policy.
 ///
 /// Defaults (via [`TenantAwareConfig::new`]): target utilization 0.7, stable window 60 s,
