@@ -59,8 +59,6 @@ pub struct Counters {
     pub dropped_on_drain: AtomicU64,
     /// Pods that exited on their own and were replaced.
     pub restarts: AtomicU64,
-    /// Pods drained and stopped by scale-down.
-    pub stopped: AtomicU64,
 }
 
 pub struct LocalActuator {
@@ -335,7 +333,6 @@ async fn stop_pod(
         if is_live_pod(record.pid) {
             let _ = kill(pid, Signal::SIGKILL);
         }
-        counters.stopped.fetch_add(1, Ordering::Relaxed);
         return addr;
     };
     let report = async {
@@ -371,6 +368,5 @@ async fn stop_pod(
             let _ = child.wait().await;
         }
     }
-    counters.stopped.fetch_add(1, Ordering::Relaxed);
     addr
 }

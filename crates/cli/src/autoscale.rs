@@ -81,8 +81,7 @@ pub struct UpArgs {
 /// A secret from the flag, or a fresh random one for this run (only our children use it).
 pub fn secret_or_random(secret: Option<String>) -> anyhow::Result<String> {
     match secret {
-        Some(s) if s.len() >= 16 => Ok(s),
-        Some(_) => Err(BadInput("--secret: use at least 16 bytes".into()).into()),
+        Some(s) => crate::check_secret(s),
         None => {
             use std::io::Read;
             let mut bytes = [0u8; 24];
@@ -191,7 +190,7 @@ async fn serve_api(
 
 pub fn run_autoscale(args: AutoscaleArgs) -> anyhow::Result<()> {
     let secret = match args.secret {
-        Some(s) => secret_or_random(Some(s))?,
+        Some(s) => crate::check_secret(s)?,
         None => {
             return Err(BadInput(
                 "the pods check the gateway's signatures: give --secret (or TENANTSCALE_SECRET), the gateway's"

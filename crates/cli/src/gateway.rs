@@ -85,8 +85,7 @@ fn time_limit(flag: &str, value: f64) -> anyhow::Result<Duration> {
 pub fn run(args: GatewayArgs) -> anyhow::Result<()> {
     let catalog = crate::serve::catalog(&args.catalog.config)?;
     let secret = match args.options.secret.clone() {
-        Some(s) if s.len() >= 16 => s.into_bytes(),
-        Some(_) => return Err(BadInput("--secret: use at least 16 bytes".into()).into()),
+        Some(s) => crate::check_secret(s)?.into_bytes(),
         None => {
             return Err(BadInput(
                 "the gateway signs each request for the pods: give --secret (or TENANTSCALE_SECRET), the same as theirs"

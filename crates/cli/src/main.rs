@@ -222,6 +222,14 @@ fn main() -> ExitCode {
     }
 }
 
+/// A `--secret` shared by the gateway and the pods: at least 16 bytes.
+fn check_secret(secret: String) -> anyhow::Result<String> {
+    if secret.len() < 16 {
+        return Err(BadInput("--secret: use at least 16 bytes".into()).into());
+    }
+    Ok(secret)
+}
+
 /// Completes on SIGTERM or Ctrl-C: what stops `serve` (it drains) and `gateway`.
 async fn stop_signal() {
     let ctrl_c = tokio::signal::ctrl_c();

@@ -145,8 +145,7 @@ pub fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     let catalog = catalog(&args.catalog.config)?;
     let auth = match (args.trust_tenant_header, args.secret) {
         (true, _) => TenantAuth::TrustHeader,
-        (false, Some(s)) if s.len() >= 16 => TenantAuth::Signed(s.into_bytes()),
-        (false, Some(_)) => return Err(BadInput("--secret: use at least 16 bytes".into()).into()),
+        (false, Some(s)) => TenantAuth::Signed(crate::check_secret(s)?.into_bytes()),
         (false, None) => {
             return Err(BadInput(
                 "pods trust only the gateway: give --secret (or TENANTSCALE_SECRET), or --trust-tenant-header behind an authenticating ingress"
