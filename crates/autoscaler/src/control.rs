@@ -1,17 +1,19 @@
-//! The control loop: every interval, replace exited pods, scrape every pod's `/metrics` in
-//! parallel, decide with the engine, act, and persist the engine's state.
+//! The control loop: every interval, replace exited pods, observe them (every pod's
+//! `/metrics` scraped in parallel, or a Prometheus server asked), decide with the engine, act,
+//! and persist the engine's state.
 
 use crate::engine::{Decision, Engine, EngineState, PodView};
 use crate::exposition;
 use crate::local::{LocalActuator, PodRecord};
-use crate::signals::{PodScrape, pool_signals};
+use crate::prometheus::PrometheusSource;
+use crate::signals::{PodScrape, PoolSignals, pool_signals};
+use crate::state::{Persisted, StateStore};
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
-use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -24,8 +26,10 @@ pub struct ControlConfig {
     pub interval: Duration,
     /// One scrape may take this long; a pod that does not answer counts as missing.
     pub scrape_timeout: Duration,
-    /// The engine's state and the pods, rewritten after every decision.
-    pub state_file: Option<PathBuf>,
+    /// Where the engine's state and the pods are written after every decision.
+    pub state: Option<StateStore>,
+    /// Ask this Prometheus server instead of scraping the pods.
+    pub prometheus: Option<PrometheusSource>,
 }
 
 impl Default for ControlConfig {
@@ -33,40 +37,9 @@ impl Default for ControlConfig {
         Self {
             interval: Duration::from_secs(1),
             scrape_timeout: Duration::from_millis(800),
-            state_file: None,
+            state: None,
+            prometheus: None,
         }
-    }
-}
-
-/// The state file: the engine's memory and the pods, so a restart continues both.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Persisted {
-    pub policy: String,
-    pub engine: EngineState,
-    pub pods: Vec<PodRecord>,
-}
-
-impl Persisted {
-    /// Reads a state file; a missing one is a fresh start.
-    pub fn load(path: &std::path::Path) -> Result<Option<Self>, String> {
-        match std::fs::read_to_string(path) {
-            Ok(text) => serde_json::from_str(&text)
-                .map(Some)
-                .map_err(|e| format!("{}: not a tenantscale state file: {e}", path.display())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(format!("{}: {e}", path.display())),
-        }
-    }
-
-    /// Writes atomically (a temporary file renamed over the old one).
-    fn save(&self, path: &std::path::Path) -> std::io::Result<()> {
-        let tmp = path.with_extension("tmp");
-        std::fs::write(
-            &tmp,
-            serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?,
-        )?;
-        std::fs::rename(tmp, path)
     }
 }
 
@@ -89,6 +62,8 @@ pub struct TenantStatus {
 #[serde(rename_all = "camelCase")]
 pub struct Status {
     pub policy: String,
+    /// Where the signals come from: `scrape` (the pods' `/metrics`) or `prometheus`.
+    pub source: String,
     pub min_replicas: i32,
     pub max_replicas: i32,
     pub replicas: usize,
@@ -102,6 +77,9 @@ pub struct Status {
     pub dropped_on_drain: u64,
     pub restarts: u64,
     pub scrape_failures: u64,
+    /// Rounds with no observation at all (Prometheus did not answer): no decision was made.
+    pub source_errors: u64,
+    pub last_source_error: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -160,6 +138,69 @@ async fn scrape(
     ))
 }
 
+/// What one pod showed this round: its state (`tenantscale_pod_state`), and its queued + in
+/// flight work.
+struct PodSeen {
+    state: Option<String>,
+    outstanding: f64,
+}
+
+fn source_name(config: &ControlConfig) -> &'static str {
+    if config.prometheus.is_some() {
+        "prometheus"
+    } else {
+        "scrape"
+    }
+}
+
+/// One round of observation: per pod (in `pods`' order) what it showed or why not, and the
+/// pool's signals. An error means no observation at all.
+async fn observe(
+    config: &ControlConfig,
+    client: &Client<HttpConnector, Empty<Bytes>>,
+    catalog: &Catalog,
+    pods: &[PodRecord],
+    previous: &mut HashMap<String, PodScrape>,
+) -> Result<(Vec<Result<PodSeen, String>>, PoolSignals), String> {
+    if let Some(prometheus) = &config.prometheus {
+        let addrs: Vec<String> = pods.iter().map(|p| p.addr.clone()).collect();
+        let mut seen = prometheus
+            .observe(client, catalog, &addrs, config.scrape_timeout)
+            .await?;
+        let per_pod = addrs
+            .iter()
+            .map(|a| {
+                seen.pods
+                    .remove(a)
+                    .map(|p| PodSeen {
+                        state: p.state,
+                        outstanding: p.outstanding,
+                    })
+                    .ok_or_else(|| "no series in Prometheus".to_string())
+            })
+            .collect();
+        return Ok((per_pod, seen.signals));
+    }
+    let scrapes = futures_util::future::join_all(
+        pods.iter()
+            .map(|p| scrape(client, catalog, &p.addr, config.scrape_timeout)),
+    )
+    .await;
+    let mut round = Vec::new();
+    let per_pod = scrapes
+        .into_iter()
+        .zip(pods)
+        .map(|(result, pod)| {
+            result.map(|(scrape, state)| {
+                let outstanding = scrape.outstanding();
+                round.push((pod.addr.clone(), scrape));
+                PodSeen { state, outstanding }
+            })
+        })
+        .collect();
+    Ok((per_pod, pool_signals(catalog, &round, previous)))
+}
+
 /// Runs the loop until `stop` completes; returns the actuator (for a drain or a hand-over).
 pub async fn run(
     catalog: Catalog,
@@ -179,7 +220,13 @@ pub async fn run(
     let mut previous = HashMap::new();
     // When each pod was last seen change readiness (for the HPA's readiness rules).
     let mut ready_since: HashMap<String, (bool, f64)> = HashMap::new();
-    let mut scrape_failures = 0u64;
+    let (mut scrape_failures, mut source_errors) = (0u64, 0u64);
+    // Prometheus sees a new pod only after its discovery refresh and a scrape.
+    let startup_grace = if config.prometheus.is_some() {
+        30.0
+    } else {
+        10.0
+    };
     let mut ticks = tokio::time::interval(config.interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Below minReplicas (a fresh start or fewer pods adopted): start them now.
@@ -194,34 +241,34 @@ pub async fn run(
         }
         actuator.replace_exited();
         let pods = actuator.records();
-        let scrapes = futures_util::future::join_all(pods.iter().map(|p| {
-            let (client, catalog, addr) = (&client, &catalog, p.addr.clone());
-            async move {
-                (
-                    addr.clone(),
-                    scrape(client, catalog, &addr, config.scrape_timeout).await,
-                )
-            }
-        }))
-        .await;
+        let Some((observed, signals)) = observe(&config, &client, &catalog, &pods, &mut previous)
+            .await
+            .inspect_err(|e| {
+                source_errors += 1;
+                tracing::warn!(error = %e, "no observation this round: no decision");
+                status.lock().expect("status lock").last_source_error = Some(e.clone());
+            })
+            .ok()
+        else {
+            status.lock().expect("status lock").source_errors = source_errors;
+            continue;
+        };
         let now = unix_now();
-        let mut round = Vec::new();
         let mut views = Vec::new();
         let mut pod_status = Vec::new();
-        for ((addr, result), record) in scrapes.into_iter().zip(&pods) {
+        for (result, record) in observed.into_iter().zip(&pods) {
+            let addr = record.addr.clone();
             let (state, outstanding, ready) = match result {
-                Ok((s, state)) => {
-                    let state = state.unwrap_or_else(|| "ready".into());
+                Ok(seen) => {
+                    let state = seen.state.unwrap_or_else(|| "ready".into());
                     let ready = state == "ready" || state == "warming";
-                    let outstanding = s.outstanding();
-                    round.push((addr.clone(), s));
-                    (state, outstanding, ready)
+                    (state, seen.outstanding, ready)
                 }
                 Err(e) => {
                     // A pod still starting does not answer yet: that is not a failure.
-                    if now - record.started > 10.0 {
+                    if now - record.started > startup_grace {
                         scrape_failures += 1;
-                        tracing::debug!(pod = %addr, error = %e, "scrape failed");
+                        tracing::debug!(pod = %addr, error = %e, "no metrics from pod");
                         ("unreachable".to_string(), 0.0, false)
                     } else {
                         ("starting".to_string(), 0.0, false)
@@ -247,7 +294,6 @@ pub async fn run(
             });
         }
         ready_since.retain(|a, _| pods.iter().any(|p| &p.addr == a));
-        let signals = pool_signals(&catalog, &round, &mut previous);
         let current = actuator.replicas() as i32;
         let decision = engine.decide(&mut engine_state, now, current, &views, &signals);
         if decision.desired != current {
@@ -265,18 +311,19 @@ pub async fn run(
         } else {
             tracing::debug!(replicas = current, reason = %decision.reason, "steady");
         }
-        if let Some(path) = &config.state_file {
+        if let Some(store) = &config.state {
             let persisted = Persisted {
                 policy: engine.name().into(),
                 engine: engine_state.clone(),
                 pods: actuator.records(),
             };
-            if let Err(e) = persisted.save(path) {
-                tracing::warn!(error = %e, path = %path.display(), "cannot write the state file");
+            if let Err(e) = store.save(&persisted).await {
+                tracing::warn!(error = %e, "cannot persist the autoscaler's state");
             }
         }
         let mut s = status.lock().expect("status lock");
         s.policy = engine.name().into();
+        s.source = source_name(&config).into();
         (s.min_replicas, s.max_replicas) = (min, max);
         s.replicas = actuator.replicas();
         s.desired = decision.desired;
@@ -306,15 +353,17 @@ pub async fn run(
         s.dropped_on_drain = actuator.counters.dropped_on_drain.load(Ordering::Relaxed);
         s.restarts = actuator.counters.restarts.load(Ordering::Relaxed);
         s.scrape_failures = scrape_failures;
+        s.source_errors = source_errors;
+        s.last_source_error = None;
     }
-    if let Some(path) = &config.state_file {
+    if let Some(store) = &config.state {
         let persisted = Persisted {
             policy: engine.name().into(),
             engine: engine_state,
             pods: actuator.records(),
         };
-        if let Err(e) = persisted.save(path) {
-            tracing::warn!(error = %e, "cannot write the state file");
+        if let Err(e) = store.save(&persisted).await {
+            tracing::warn!(error = %e, "cannot persist the autoscaler's state");
         }
     }
     actuator
@@ -324,7 +373,6 @@ pub async fn run(
 mod tests {
     use super::*;
     use crate::engine::Engine;
-    use crate::signals::PoolSignals;
     use tenantscale_core::scaling::tenant_aware::TenantDemand;
 
     /// A restart in the middle of a run decides exactly as the uninterrupted run: everything
@@ -355,18 +403,21 @@ mod tests {
                 "tenantscale-state-{}-{restart_at:?}.json",
                 std::process::id()
             ));
+            let store = StateStore::File(path.clone());
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
             let mut state = EngineState::default();
             let (mut current, mut out) = (1, vec![]);
             for step in 0..120 {
                 if Some(step) == restart_at {
-                    Persisted {
+                    let persisted = Persisted {
                         policy: engine.name().into(),
                         engine: state,
                         pods: vec![],
-                    }
-                    .save(&path)
-                    .unwrap();
-                    state = Persisted::load(&path).unwrap().unwrap().engine;
+                    };
+                    runtime.block_on(store.save(&persisted)).unwrap();
+                    state = store.load().unwrap().unwrap().engine;
                 }
                 let d = engine.decide(
                     &mut state,

@@ -1,6 +1,7 @@
 //! The autoscaler's HTTP API: `GET /status` (JSON), `GET /metrics` (Prometheus), and
 //! `GET /v1/pods` — the registry a gateway follows (`?after=VERSION` waits up to
-//! `waitSeconds`, at most 30, for a newer version: an HTTP watch).
+//! `waitSeconds`, at most 30, for a newer version: an HTTP watch), and
+//! `GET /v1/prometheus-targets` — the pods for a Prometheus' `http_sd_configs`.
 
 use crate::control::Status;
 use axum::extract::{Query, State};
@@ -149,6 +150,7 @@ pub fn router(status: Arc<Mutex<Status>>, members: watch::Receiver<Members>) -> 
             get(|| async { Json(serde_json::json!({"status": "ok"})) }),
         )
         .route("/v1/pods", get(pods))
+        .route("/v1/prometheus-targets", get(prometheus_targets))
         .with_state(Api {
             status,
             members,
@@ -205,4 +207,20 @@ async fn pods(
     }
     let current = members.borrow().clone();
     Json(current).into_response()
+}
+
+/// Every pod, draining ones too (they still hold work), in the target-group format of
+/// Prometheus' HTTP service discovery.
+async fn prometheus_targets(State(api): State<Api>) -> Json<serde_json::Value> {
+    let targets: Vec<String> = api
+        .members
+        .borrow()
+        .pods
+        .iter()
+        .map(|m| m.addr.clone())
+        .collect();
+    Json(serde_json::json!([{
+        "targets": targets,
+        "labels": {"tenantscale_pool": "local"},
+    }]))
 }

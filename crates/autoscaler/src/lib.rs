@@ -11,4 +11,6 @@ pub mod engine;
 pub mod exposition;
 pub mod http;
 pub mod local;
+pub mod prometheus;
 pub mod signals;
+pub mod state;

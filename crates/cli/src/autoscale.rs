@@ -8,11 +8,15 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tenantscale_autoscaler::control::{self, ControlConfig, Persisted, Status};
+use tenantscale_autoscaler::control::{self, ControlConfig, Status};
 use tenantscale_autoscaler::engine::EngineState;
 use tenantscale_autoscaler::local::{LocalActuator, LocalConfig};
+use tenantscale_autoscaler::prometheus::PrometheusSource;
+use tenantscale_autoscaler::state::StateStore;
 use tenantscale_core::catalog::Catalog;
 use tenantscale_gateway::Discovery;
+
+pub const DEFAULT_STATE_KEY: &str = "tenantscale:autoscaler-state";
 
 /// How the local pool's pods are started and controlled (shared by `autoscale` and `up`).
 #[derive(clap::Args)]
@@ -38,6 +42,18 @@ pub struct PoolArgs {
     /// Seconds between decisions (each one scrapes every pod first).
     #[arg(long, default_value_t = 1.0)]
     pub interval: f64,
+    /// Read the signals from this Prometheus server (http://HOST:PORT) instead of scraping
+    /// the pods; it must scrape them, e.g. with `http_sd_configs` on the autoscaler's
+    /// /v1/prometheus-targets, as examples/prometheus-local.yml does.
+    #[arg(long, value_name = "URL")]
+    pub prometheus: Option<String>,
+    /// Seconds of `rate(...)` in the Prometheus queries: at least two of its scrape intervals.
+    #[arg(long, default_value_t = 30.0, requires = "prometheus")]
+    pub prometheus_window: f64,
+    /// The Redis key of the autoscaler's state when --redis is given (instead of
+    /// DATA_DIR/autoscaler-state.json).
+    #[arg(long, default_value = DEFAULT_STATE_KEY)]
+    pub state_key: String,
     /// More arguments for every `serve`, e.g. --pod-arg=--cache-bytes=1073741824.
     #[arg(long = "pod-arg", allow_hyphen_values = true)]
     pub pod_args: Vec<String>,
@@ -54,6 +70,9 @@ pub struct AutoscaleArgs {
     /// Shared secret of the gateway and the pods (at least 16 bytes); given to the pods.
     #[arg(long, env = "TENANTSCALE_SECRET", hide_env_values = true)]
     pub secret: Option<String>,
+    /// Keep the autoscaler's state (windows, pods) in this Redis, e.g. redis://127.0.0.1:6379.
+    #[arg(long, value_name = "URL")]
+    pub redis: Option<String>,
     #[command(flatten)]
     pub pool: PoolArgs,
     /// On SIGTERM, drain and stop the pods too. By default they keep running and the next
@@ -101,13 +120,29 @@ pub struct Prepared {
     control: ControlConfig,
 }
 
-/// Checks the flags, reads the state file and adopts the pods it lists that still run.
-pub fn prepare(catalog_path: &Path, pool: PoolArgs, secret: &str) -> anyhow::Result<Prepared> {
+/// Checks the flags, reads the saved state (the file, or `redis`) and adopts the pods it lists
+/// that still run.
+pub fn prepare(
+    catalog_path: &Path,
+    pool: PoolArgs,
+    redis: Option<&str>,
+    secret: &str,
+) -> anyhow::Result<Prepared> {
     let catalog = crate::serve::catalog(catalog_path)?;
     let interval = crate::serve::seconds("--interval", pool.interval)?;
     if interval < Duration::from_millis(100) {
         return Err(BadInput(format!("--interval {}: at least 0.1 s", pool.interval)).into());
     }
+    let prometheus = match &pool.prometheus {
+        Some(url) => Some(
+            PrometheusSource::new(
+                url,
+                crate::serve::seconds("--prometheus-window", pool.prometheus_window)?,
+            )
+            .map_err(BadInput)?,
+        ),
+        None => None,
+    };
     let warm_up = crate::serve::seconds("--warm-up", pool.warm_up)?;
     let drain_timeout = crate::serve::seconds("--drain-timeout", pool.drain_timeout)?;
     std::fs::create_dir_all(&pool.data_dir)
@@ -135,8 +170,11 @@ pub fn prepare(catalog_path: &Path, pool: PoolArgs, secret: &str) -> anyhow::Res
         args.extend(["--llm-url".into(), url]);
     }
     args.extend(pool.pod_args);
-    let state_file = data_dir.join("autoscaler-state.json");
-    let persisted = Persisted::load(&state_file).map_err(BadInput)?;
+    let store = match redis {
+        Some(url) => StateStore::redis(url, &pool.state_key).map_err(BadInput)?,
+        None => StateStore::File(data_dir.join("autoscaler-state.json")),
+    };
+    let persisted = store.load().map_err(BadInput)?;
     let (mut actuator, members) = LocalActuator::new(LocalConfig {
         program: std::env::current_exe().context("cannot find the tenantscale binary")?,
         args,
@@ -151,7 +189,7 @@ pub fn prepare(catalog_path: &Path, pool: PoolArgs, secret: &str) -> anyhow::Res
             tracing::info!(
                 adopted,
                 recorded = p.pods.len(),
-                file = %state_file.display(),
+                from = %store.describe(),
                 "restored the autoscaler's state"
             );
             p.engine
@@ -165,7 +203,8 @@ pub fn prepare(catalog_path: &Path, pool: PoolArgs, secret: &str) -> anyhow::Res
         engine,
         control: ControlConfig {
             interval,
-            state_file: Some(state_file),
+            state: Some(store),
+            prometheus,
             ..ControlConfig::default()
         },
     })
@@ -199,7 +238,12 @@ pub fn run_autoscale(args: AutoscaleArgs) -> anyhow::Result<()> {
             .into());
         }
     };
-    let prepared = prepare(&args.catalog.config, args.pool, &secret)?;
+    let prepared = prepare(
+        &args.catalog.config,
+        args.pool,
+        args.redis.as_deref(),
+        &secret,
+    )?;
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
@@ -228,7 +272,13 @@ pub fn run_autoscale(args: AutoscaleArgs) -> anyhow::Result<()> {
 
 pub fn run_up(args: UpArgs) -> anyhow::Result<()> {
     let secret = secret_or_random(args.gateway.secret.clone())?;
-    let prepared = prepare(&args.catalog.config, args.pool, &secret)?;
+    // One Redis for the gateway's shared limits and the autoscaler's state.
+    let prepared = prepare(
+        &args.catalog.config,
+        args.pool,
+        args.gateway.redis.as_deref(),
+        &secret,
+    )?;
     let gateway = args.gateway.config(
         args.listen,
         Discovery::Watch(prepared.members.clone()),

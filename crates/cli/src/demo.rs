@@ -239,8 +239,12 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
             warm_up: (300.0 / scenario_speed).clamp(5.0, 300.0),
             drain_timeout: 30.0,
             interval: 1.0,
+            prometheus: None,
+            prometheus_window: 30.0,
+            state_key: crate::autoscale::DEFAULT_STATE_KEY.into(),
             pod_args: vec!["--preload=0".into()],
         },
+        None,
         &secret,
     )?;
     let options = GatewayOptions::defaults();

@@ -44,7 +44,8 @@ pub struct GatewayOptions {
     #[arg(long)]
     pub trust_tenant_header: bool,
     /// Redis shared by the gateway replicas for rate limits and in-flight counts, e.g.
-    /// redis://127.0.0.1:6379. Without it each replica enforces its part alone.
+    /// redis://127.0.0.1:6379. Without it each replica enforces its part alone. (`up` keeps
+    /// the autoscaler's state there too.)
     #[arg(long, env = "TENANTSCALE_REDIS")]
     pub redis: Option<String>,
     /// Gateway replicas: while Redis is unreachable each enforces 1/N of every limit.

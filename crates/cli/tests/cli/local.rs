@@ -351,3 +351,233 @@ fn a_restarted_autoscaler_adopts_its_pods_and_neither_grows_nor_shrinks_them() {
     drop(llm);
     let _ = std::fs::remove_dir_all(&data);
 }
+
+/// A throwaway Prometheus (the Debian package's binary) on a free port with `config`, killed on
+/// drop. Without the binary the test is skipped, except under CI (`.ci/run` installs it).
+struct Prometheus {
+    child: std::process::Child,
+    addr: String,
+    dir: std::path::PathBuf,
+}
+
+impl Prometheus {
+    fn start(config: &str) -> Option<Self> {
+        let dir = temp_dir("prometheus");
+        std::fs::write(dir.join("prometheus.yml"), config).unwrap();
+        let addr = format!("127.0.0.1:{}", free_port());
+        let spawned = std::process::Command::new("prometheus")
+            .arg(format!(
+                "--config.file={}",
+                dir.join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address={addr}"))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.join("log")).unwrap())
+            .spawn();
+        let child = match spawned {
+            Ok(child) => child,
+            Err(e) => {
+                assert!(
+                    std::env::var_os("CI").is_none(),
+                    "CI must install prometheus (see .ci/run): {e}"
+                );
+                eprintln!("skipped: no prometheus ({e})");
+                return None;
+            }
+        };
+        let server = Self { child, addr, dir };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !matches!(
+            http_with(&server.addr, "GET", "/-/ready", &[], ""),
+            Ok((200, _))
+        ) {
+            assert!(Instant::now() < deadline, "prometheus did not get ready");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Some(server)
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn autoscale_can_read_its_signals_from_prometheus_and_holds_still_when_it_is_gone() {
+    let api = format!("127.0.0.1:{}", free_port());
+    // The shipped example, pointed at this test's autoscaler.
+    let config = std::fs::read_to_string(root().join("examples/prometheus-local.yml"))
+        .unwrap()
+        .replace("127.0.0.1:9090", &api);
+    let Some(prometheus) = Prometheus::start(&config) else {
+        return;
+    };
+    let data = temp_dir("prometheus-source");
+    let base = std::fs::read_to_string(root().join("examples/gcc-platform.yaml")).unwrap();
+    let tenants_only = base.split("pool:").next().unwrap();
+    let catalog = temp_file(
+        "prometheus-source.yaml",
+        &format!(
+            "{tenants_only}pool:\n  minReplicas: 1\n  maxReplicas: 4\n  slotsPerPod: 2\n  tenantAware:\n    stableWindowSeconds: 10\n    panicWindowSeconds: 2\n    behavior:\n      scaleDown: {{stabilizationWindowSeconds: 3}}\n"
+        ),
+    );
+    let llm = Server::start(&["llm-sim", "--listen", "127.0.0.1:0", "--latency-ms", "300"]);
+    let llm_url = format!("http://{}/v1/chat/completions", llm.addr);
+    let prometheus_url = format!("http://{}", prometheus.addr);
+    let autoscaler = Server::start(&[
+        "autoscale",
+        "-c",
+        catalog.to_str().unwrap(),
+        "--listen",
+        &api,
+        "--secret",
+        SECRET,
+        "--llm",
+        &llm_url,
+        "--warm-up",
+        "0",
+        "--interval",
+        "0.5",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--prometheus",
+        &prometheus_url,
+        "--prometheus-window",
+        "4",
+        "--stop-pods",
+    ]);
+    // The first pod is ready once Prometheus has scraped it (found through the API).
+    wait_status(&api, Duration::from_secs(40), |s| ready_pods(s) == 1);
+    let registry = format!("http://{api}");
+    let gateway = Server::start(&[
+        "gateway",
+        "-c",
+        catalog.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--secret",
+        SECRET,
+        "--registry",
+        &registry,
+    ]);
+    let tenants = ["media-1", "media-2", "finance-1", "finance-2", "retail-1"];
+    let load = Load::start(&gateway.addr, &tenants, true);
+    let grown = wait_status(&api, Duration::from_secs(40), |s| {
+        s["replicas"].as_u64() >= Some(3)
+    });
+    assert_eq!(grown["source"], "prometheus", "{grown}");
+    assert!(
+        grown["tenants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["id"] == "media-1" && t["demand"].as_f64() > Some(0.0)),
+        "per-tenant demand comes from Prometheus: {grown}"
+    );
+    let (answered, failed) = load.finish();
+    assert!(answered > 0);
+    assert_eq!(failed, 0);
+
+    // Prometheus goes away: no observation, so no decision — the pool holds, as Kubernetes'
+    // HPA does when its metrics API fails.
+    let before = get_json(&api, "/status");
+    drop(prometheus);
+    let blind = wait_status(&api, Duration::from_secs(20), |s| {
+        s["sourceErrors"].as_u64() >= Some(4)
+    });
+    assert_eq!(blind["replicas"], before["replicas"], "{blind}");
+    assert!(
+        blind["lastSourceError"]
+            .as_str()
+            .is_some_and(|e| e.contains("Prometheus at")),
+        "{blind}"
+    );
+    let log = stop(autoscaler);
+    assert!(log.contains("no observation this round"), "{log}");
+    drop((gateway, llm));
+    let _ = std::fs::remove_dir_all(&data);
+}
+
+#[test]
+fn with_redis_the_autoscaler_state_lives_in_redis_and_a_new_data_dir_resumes_from_it() {
+    let Some(redis) = super::RedisServer::start() else {
+        return;
+    };
+    let catalog = root().join("examples/gcc-platform.yaml");
+    let autoscale = |data: &std::path::Path, extra: &[&str]| {
+        let mut args = vec![
+            "autoscale",
+            "-c",
+            catalog.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--secret",
+            SECRET,
+            "--warm-up",
+            "0",
+            "--interval",
+            "0.5",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--redis",
+            &redis.url,
+            "--state-key",
+            "test:autoscaler",
+        ];
+        args.extend_from_slice(extra);
+        Server::start(&args)
+    };
+    let first_dir = temp_dir("redis-state-1");
+    let first = autoscale(&first_dir, &[]);
+    let started = wait_status(&first.addr, Duration::from_secs(30), |s| ready_pods(s) == 3);
+    let pods = pod_addrs(&started);
+    stop(first);
+    assert!(
+        !first_dir.join("autoscaler-state.json").exists(),
+        "with --redis the state is not in the data dir"
+    );
+    let stored: String = redis::cmd("GET")
+        .arg("test:autoscaler")
+        .query(&mut redis.connection())
+        .unwrap();
+    let stored: Value = serde_json::from_str(&stored).unwrap();
+    assert_eq!(stored["policy"], "tenant-aware");
+    let mut recorded: Vec<String> = stored["pods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["addr"].as_str().unwrap().to_string())
+        .collect();
+    recorded.sort();
+    assert_eq!(recorded, pods, "{stored}");
+
+    // Another data dir, the same Redis: it resumes with the same pods.
+    let second_dir = temp_dir("redis-state-2");
+    let second = autoscale(&second_dir, &["--stop-pods"]);
+    let resumed = wait_status(&second.addr, Duration::from_secs(10), |s| {
+        ready_pods(s) == 3
+    });
+    assert_eq!(pod_addrs(&resumed), pods, "{resumed}");
+    assert_eq!(resumed["restarts"], 0);
+    stop(second);
+    for dir in [first_dir, second_dir] {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

@@ -60,6 +60,19 @@ pub fn queue_depth_per_tenant(demands: &[TenantDemand]) -> f64 {
     demands.iter().map(|d| d.queued).sum::<f64>() / active as f64
 }
 
+/// [`queue_depth_per_tenant`] in PromQL, over the series matching `selector` (e.g.
+/// `namespace="rag"`), with arrivals as `rate(...[window])`. The seed's adapter rule,
+/// `avg(sum(tenant_queue_depth) by (tenant_id))`, divides by every tenant with a series, idle
+/// ones too; this divides by the tenants with work, as the simulator and the autoscaler do.
+/// With no active tenant the result is empty (read it as 0).
+pub fn queue_depth_promql(selector: &str, window: &str) -> String {
+    format!(
+        "sum(tenant_queue_depth{{{selector}}}) / count(\
+         sum by (tenant_id) (tenant_queue_depth{{{selector}}}) > 0 \
+         or sum by (tenant_id) (rate(total_queries_processed_total{{{selector}}}[{window}])) > 0)"
+    )
+}
+
 /// Settings of the tenant-aware policy.
 ///
 /// Defaults (via [`TenantAwareConfig::new`]): target utilization 0.7, stable window 60 s,

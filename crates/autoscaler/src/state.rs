@@ -1,0 +1,140 @@
+//! What the autoscaler remembers across a restart — the engine's windows and the pods it
+//! runs — and where: a file in the data directory, or a Redis key when one is configured (so
+//! the memory outlives the machine's disk, and any autoscaler pointed at that Redis resumes).
+
+use crate::engine::EngineState;
+use crate::local::PodRecord;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The engine's memory and the pods, so a restart continues both.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Persisted {
+    pub policy: String,
+    pub engine: EngineState,
+    pub pods: Vec<PodRecord>,
+}
+
+/// How long one Redis command may take, connecting included.
+const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Where [`Persisted`] lives.
+#[derive(Debug, Clone)]
+pub enum StateStore {
+    File(PathBuf),
+    Redis { client: redis::Client, key: String },
+}
+
+impl StateStore {
+    /// The Redis at `url` (`redis://HOST:PORT[/DB]`), under `key`.
+    pub fn redis(url: &str, key: &str) -> Result<Self, String> {
+        let client = redis::Client::open(url).map_err(|e| format!("--redis {url:?}: {e}"))?;
+        if key.is_empty() {
+            return Err("--state-key: empty".into());
+        }
+        Ok(Self::Redis {
+            client,
+            key: key.to_string(),
+        })
+    }
+
+    /// For logs: `file /path` or `redis key K`.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::File(path) => format!("file {}", path.display()),
+            Self::Redis { key, .. } => format!("redis key {key}"),
+        }
+    }
+
+    /// The last state written; `None` on a fresh start. Blocking (called before the loop).
+    pub fn load(&self) -> Result<Option<Persisted>, String> {
+        let (text, source) = match self {
+            Self::File(path) => match std::fs::read_to_string(path) {
+                Ok(text) => (text, path.display().to_string()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(format!("{}: {e}", path.display())),
+            },
+            Self::Redis { client, key } => {
+                let text: Option<String> = redis_query(client, redis::cmd("GET").arg(key))
+                    .map_err(|e| format!("reading the state from Redis key {key}: {e}"))?;
+                match text {
+                    Some(text) => (text, format!("Redis key {key}")),
+                    None => return Ok(None),
+                }
+            }
+        };
+        serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| format!("{source}: not a tenantscale autoscaler state ({e})"))
+    }
+
+    /// Replaces the stored state (a file atomically: a temporary file renamed over it).
+    pub async fn save(&self, state: &Persisted) -> Result<(), String> {
+        let json = serde_json::to_string_pretty(state).map_err(|e| e.to_string())?;
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || match &store {
+            Self::File(path) => {
+                write_atomically(path, &json).map_err(|e| format!("{}: {e}", path.display()))
+            }
+            Self::Redis { client, key } => {
+                redis_query::<()>(client, redis::cmd("SET").arg(key).arg(json))
+                    .map_err(|e| format!("Redis key {key}: {e}"))
+            }
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
+}
+
+fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(tmp, path)
+}
+
+fn redis_query<T: redis::FromRedisValue>(
+    client: &redis::Client,
+    cmd: &redis::Cmd,
+) -> redis::RedisResult<T> {
+    let mut conn = client.get_connection_with_timeout(REDIS_TIMEOUT)?;
+    conn.set_read_timeout(Some(REDIS_TIMEOUT))?;
+    conn.set_write_timeout(Some(REDIS_TIMEOUT))?;
+    cmd.query(&mut conn)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_file_store_round_trips_and_a_missing_file_is_a_fresh_start() {
+        let path =
+            std::env::temp_dir().join(format!("tenantscale-store-{}.json", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let store = StateStore::File(path.clone());
+        assert_eq!(store.load(), Ok(None));
+        let state = Persisted {
+            policy: "hpa".into(),
+            engine: EngineState::default(),
+            pods: vec![PodRecord {
+                addr: "127.0.0.1:4000".into(),
+                pid: 42,
+                started: 1.5,
+            }],
+        };
+        store.save(&state).await.unwrap();
+        assert_eq!(store.load(), Ok(Some(state)));
+        std::fs::write(&path, "{").unwrap();
+        let e = store.load().unwrap_err();
+        assert!(e.contains("not a tenantscale autoscaler state"), "{e}");
+        let _ = std::fs::remove_file(path);
+    }
+
+    #[test]
+    fn a_bad_redis_url_names_the_flag() {
+        let e = StateStore::redis("http://nope", "k").unwrap_err();
+        assert!(e.starts_with("--redis \"http://nope\""), "{e}");
+    }
+}
