@@ -40,6 +40,17 @@ pub struct DemoArgs {
     /// Also run the scenario through the simulator and print both side by side.
     #[arg(long)]
     pub compare_sim: bool,
+    /// Progress lines instead of the live view, even on a terminal.
+    #[arg(long)]
+    pub plain: bool,
+}
+
+/// With the live view on (a terminal of at least 60×20, no --plain), the stack's logs go to
+/// this file instead of the screen the view owns.
+pub fn dashboard_log(args: &DemoArgs) -> Option<PathBuf> {
+    let roomy = ratatui::crossterm::terminal::size().is_ok_and(|(w, h)| w >= 60 && h >= 20);
+    (std::io::IsTerminal::is_terminal(&std::io::stderr()) && roomy && !args.plain)
+        .then(|| args.report.join("demo.log"))
 }
 
 /// The scenario the demo plays (its catalog is replaced by the demo's own).
@@ -302,7 +313,9 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         let load = tokio::spawn(loadgen::run(plan.clone(), Arc::clone(&records)));
         let phases = async {
             load.await.context("load task")?;
-            eprintln!("demo: load finished; waiting for the pool to return to {min_replicas} pods");
+            tracing::info!(
+                "demo: load finished; waiting for the pool to return to {min_replicas} pods"
+            );
             let cool_down = async {
                 loop {
                     let s = status.lock().expect("status lock").clone();
@@ -317,7 +330,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
                 .await
                 .is_err()
             {
-                eprintln!(
+                tracing::warn!(
                     "demo: the pool did not shrink within {} s",
                     COOL_DOWN_LIMIT.as_secs()
                 );
@@ -325,8 +338,14 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
             anyhow::Ok(())
         };
         // The watcher samples the status every second through both phases; it never ends.
+        let screen = dashboard_log(&args).and_then(|log| {
+            crate::dashboard::Screen::enter()
+                .inspect_err(|e| eprintln!("demo: no live view ({e}); progress lines instead"))
+                .ok()
+                .map(|screen| (screen, log))
+        });
         let watching = watch(
-            &catalog, &plan, started, &status, &records, &samples, &decisions,
+            &catalog, &plan, started, &status, &records, &samples, &decisions, screen,
         );
         tokio::select! {
             r = phases => r?,
@@ -412,7 +431,8 @@ async fn wait_ready(status: &Mutex<Status>, pods: usize) {
     }
 }
 
-/// Every second: a sample of the autoscaler's status, new decisions, a progress line.
+/// Every second: a sample of the autoscaler's status, new decisions, and the live view on
+/// `screen` (with the log file it names) or a progress line every 5 s.
 #[allow(clippy::too_many_arguments)]
 async fn watch(
     catalog: &Catalog,
@@ -422,6 +442,7 @@ async fn watch(
     records: &Mutex<Vec<Record>>,
     samples: &Mutex<Vec<Sample>>,
     decisions: &Mutex<Vec<SeenDecision>>,
+    mut screen: Option<(crate::dashboard::Screen, PathBuf)>,
 ) {
     let class_of: std::collections::HashMap<&str, usize> = plan
         .scenario
@@ -431,6 +452,7 @@ async fn watch(
         .collect();
     let classes = plan.scenario.classes.len();
     let slots = f64::from(catalog.pool.slots_per_pod);
+    let spike = loadgen::spike_window(plan);
     let unix_start = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
@@ -450,7 +472,8 @@ async fn watch(
                 share[c] = share[c].max(tenant.in_flight / capacity);
             }
         }
-        samples.lock().expect("samples lock").push(Sample {
+        let mut samples = samples.lock().expect("samples lock");
+        samples.push(Sample {
             t,
             replicas: s.replicas,
             queue_depth_per_tenant: s.queue_depth_per_tenant,
@@ -469,12 +492,33 @@ async fn watch(
             }
         }
         n += 1;
-        if n.is_multiple_of(5) {
-            let r = records.lock().expect("records lock");
+        let records = records.lock().expect("records lock");
+        if let Some((screen, log)) = &mut screen {
+            let view = crate::dashboard::View {
+                scenario: plan.scenario.name.clone(),
+                t,
+                total: plan.wall_seconds,
+                spike,
+                replicas: s.replicas,
+                desired: s.desired,
+                min_replicas: s.min_replicas,
+                max_replicas: s.max_replicas,
+                replica_history: samples.iter().map(|x| x.replicas as u64).collect(),
+                classes: class_rows(catalog, plan, &records, &samples, t),
+                decision: s.decisions.back().map(|d| crate::dashboard::LastDecision {
+                    t: d.at - unix_start,
+                    current: d.current,
+                    desired: d.desired,
+                    reason: d.reason.clone(),
+                }),
+                log: log.display().to_string(),
+            };
+            screen.show(&view);
+        } else if n.is_multiple_of(5) {
             let reason = s.decisions.back().map_or("", |d| d.reason.as_str());
             eprintln!(
                 "{}  pods {:>2} (desired {:>2})  queue/tenant {:>5.1}  {}",
-                loadgen::progress_line(t, plan.wall_seconds, &r),
+                loadgen::progress_line(t, plan.wall_seconds, &records),
                 s.replicas,
                 s.desired,
                 s.queue_depth_per_tenant,
@@ -482,6 +526,45 @@ async fn watch(
             );
         }
     }
+}
+
+/// The live view's rows: per class, counts so far, queued now, p99 of the last 10 s.
+fn class_rows(
+    catalog: &Catalog,
+    plan: &Plan,
+    records: &[Record],
+    samples: &[Sample],
+    now: f64,
+) -> Vec<crate::dashboard::ClassRow> {
+    plan.scenario
+        .classes
+        .iter()
+        .enumerate()
+        .map(|(c, class)| {
+            let of_class = || records.iter().filter(move |r| usize::from(r.class) == c);
+            let mut recent: Vec<f64> = of_class()
+                .filter(|r| r.status == 200 && r.t >= now - 10.0)
+                .map(|r| f64::from(r.latency_ms))
+                .collect();
+            crate::dashboard::ClassRow {
+                name: class.name.clone(),
+                spiking: class.spiking,
+                requests: of_class().count() as u64,
+                rejected_429: of_class().filter(|r| r.status == 429).count() as u64,
+                failed: of_class().filter(|r| r.failed()).count() as u64,
+                queued: samples.last().map_or(0.0, |x| x.queued[c]),
+                recent_p99_ms: loadgen::quantile(&mut recent, 0.99),
+                max_share: samples.iter().map(|x| x.share[c]).fold(0.0, f64::max),
+                allowed_share: plan
+                    .scenario
+                    .traffic
+                    .iter()
+                    .filter(|t| t.class == c)
+                    .map(|t| catalog.tenants[t.tenant].max_share)
+                    .fold(0.0, f64::max),
+            }
+        })
+        .collect()
 }
 
 #[allow(clippy::too_many_arguments)]

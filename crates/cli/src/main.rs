@@ -5,6 +5,7 @@
 
 mod autoscale;
 mod check;
+mod dashboard;
 mod demo;
 mod gateway;
 mod loadgen;
@@ -180,14 +181,36 @@ impl std::error::Error for BadInput {}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("TENANTSCALE_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    let filter = || {
+        tracing_subscriber::EnvFilter::try_from_env("TENANTSCALE_LOG")
+            .unwrap_or_else(|_| "info".into())
+    };
+    // The demo's live view owns the terminal: its logs go to a file.
+    let log_file = match &cli.command {
+        Command::Demo(args) => demo::dashboard_log(args),
+        _ => None,
+    };
+    let opened = log_file.as_ref().map(|path| {
+        path.parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| std::fs::File::create(path))
+    });
+    match opened {
+        Some(Ok(file)) => tracing_subscriber::fmt()
+            .with_writer(std::sync::Mutex::new(file))
+            .with_ansi(false)
+            .with_env_filter(filter())
+            .init(),
+        Some(Err(e)) => {
+            eprintln!("error: cannot write the demo's log file: {e}");
+            return ExitCode::from(2);
+        }
+        None => tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_env_filter(filter())
+            .init(),
+    }
     let result = match cli.command {
         Command::Check { catalog, json } => check::run(&catalog.config, json),
         Command::Hpa {
