@@ -4,7 +4,7 @@ use crate::serve::seconds;
 use crate::{BadInput, CatalogFile};
 use std::time::Duration;
 use tenantscale_core::routing::RouterConfig;
-use tenantscale_gateway::{Discovery, GatewayConfig, Timeouts};
+use tenantscale_gateway::{Discovery, GatewayConfig, TenantScope, Timeouts};
 
 #[derive(clap::Args)]
 pub struct GatewayArgs {
@@ -51,6 +51,13 @@ pub struct GatewayOptions {
     /// Gateway replicas: while Redis is unreachable each enforces 1/N of every limit.
     #[arg(long, default_value_t = 1)]
     pub replicas: u32,
+    /// Serve only this tenant (a silo tenant's own gateway); others get 403.
+    #[arg(long, value_name = "TENANT", conflicts_with = "except_silos")]
+    pub only_tenant: Option<String>,
+    /// Refuse the catalog's silo tenants with 403 (the shared gateway when silos have their
+    /// own deployments).
+    #[arg(long)]
+    pub except_silos: bool,
     /// Largest request body, bytes.
     #[arg(long, default_value_t = 1 << 20)]
     pub max_body: usize,
@@ -114,6 +121,14 @@ pub fn run(args: GatewayArgs) -> anyhow::Result<()> {
         return Err(BadInput("--threads 0: expected at least 1".into()).into());
     }
     let config = args.options.config(args.listen, discovery, secret)?;
+    if let TenantScope::Only(id) = &config.scope
+        && !catalog.tenants.iter().any(|t| &t.id == id)
+    {
+        return Err(BadInput(format!(
+            "--only-tenant {id:?}: no such tenant in the catalog"
+        ))
+        .into());
+    }
     // One thread: the current-thread scheduler, without the work-stealing machinery.
     let mut runtime = match args.threads {
         Some(1) => tokio::runtime::Builder::new_current_thread(),
@@ -191,6 +206,11 @@ impl GatewayOptions {
             share_retry_after: 1.0,
             redis: args.redis,
             replicas: args.replicas,
+            scope: match (args.only_tenant, args.except_silos) {
+                (Some(id), _) => TenantScope::Only(id),
+                (None, true) => TenantScope::ExceptSilos,
+                (None, false) => TenantScope::All,
+            },
         })
     }
 }

@@ -9,6 +9,7 @@ mod dashboard;
 mod demo;
 mod gateway;
 mod loadgen;
+mod render;
 mod replay;
 mod serve;
 mod simulate;
@@ -113,6 +114,13 @@ enum Command {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
+    /// Write Kubernetes manifests for the catalog, one resource per file.
+    ///
+    /// The shared pool (pods, gateway, PodDisruptionBudget, the catalog as a ConfigMap), its
+    /// autoscaler (ours with RBAC, or --hpa native: the stock HPA and prometheus-adapter
+    /// rules), a namespace with ResourceQuota, LimitRange and NetworkPolicy per silo tenant,
+    /// and monitoring. Deterministic: the same catalog gives the same bytes.
+    Render(render::RenderArgs),
     /// Kubernetes HorizontalPodAutoscaler tools.
     Hpa {
         #[command(subcommand)]
@@ -222,6 +230,7 @@ fn main() -> ExitCode {
         Command::Up(args) => autoscale::run_up(args),
         Command::Loadgen(args) => loadgen::run_command(args),
         Command::Demo(args) => demo::run(args),
+        Command::Render(args) => render::run(args),
         Command::LlmSim(args) => serve::run_llm_sim(&args),
         Command::Ingest {
             catalog,

@@ -37,6 +37,35 @@ struct CatalogFile {
     pool: PoolFile,
     #[serde(default)]
     cost: CostFile,
+    #[serde(default)]
+    kubernetes: KubernetesFile,
+}
+
+/// `kubernetes`: how `tenantscale render` deploys the catalog.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct KubernetesFile {
+    #[serde(default)]
+    namespace: Option<String>,
+    #[serde(default)]
+    image: Option<String>,
+    #[serde(default)]
+    pod_resources: Option<ResourcesFile>,
+    #[serde(default)]
+    anti_affinity: Option<AntiAffinity>,
+    #[serde(default)]
+    gateway_replicas: Option<i32>,
+    #[serde(default)]
+    host: Option<String>,
+    #[serde(default)]
+    drain_timeout_seconds: Option<u32>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ResourcesFile {
+    requests: CpuMemory,
+    limits: CpuMemory,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -79,6 +108,8 @@ struct TenantFile {
     slo_ms: Option<u32>,
     #[serde(default)]
     api_key_sha256: Option<String>,
+    #[serde(default)]
+    silo: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -217,6 +248,9 @@ pub struct Tenant {
     pub slo_ms: u32,
     /// SHA-256 of the tenant's API key; `None`: the gateway rejects the tenant.
     pub api_key_sha256: Option<[u8; 32]>,
+    /// Deployed apart on Kubernetes: its own namespace, quota and pods (`tenantscale
+    /// render`); locally it is served like any tenant.
+    pub silo: bool,
 }
 
 /// The shared pod pool. Defaults: minReplicas 3, slotsPerPod 8, queuePerTenant 100,
@@ -247,6 +281,41 @@ pub struct Cost {
     pub pod_hour: f64,
 }
 
+/// CPU and memory of a container.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CpuMemory {
+    pub cpu: Quantity,
+    pub memory: Quantity,
+}
+
+/// How the pool's pods avoid sharing a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum AntiAffinity {
+    /// At most one pod per node: the pool can never outgrow the nodes.
+    Required,
+    /// Spread when possible, share nodes when the pool outgrows them.
+    #[default]
+    Preferred,
+}
+
+/// `kubernetes`: what `tenantscale render` needs beyond the pool. Defaults: namespace
+/// `tenantscale`, image `tenantscale:latest`, pods requesting 1 CPU / 2Gi and limited to 2 CPU
+/// / 2Gi, preferred anti-affinity, 2 gateway replicas, no Ingress, a 30 s drain.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Kubernetes {
+    pub namespace: String,
+    pub image: String,
+    pub requests: CpuMemory,
+    pub limits: CpuMemory,
+    pub anti_affinity: AntiAffinity,
+    pub gateway_replicas: i32,
+    /// An Ingress for this host name.
+    pub host: Option<String>,
+    pub drain_timeout_seconds: u32,
+}
+
 /// A validated catalog.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Catalog {
@@ -255,6 +324,7 @@ pub struct Catalog {
     pub tenants: Vec<Tenant>,
     pub pool: Pool,
     pub cost: Cost,
+    pub kubernetes: Kubernetes,
 }
 
 /// One thing wrong with a catalog.
@@ -352,6 +422,90 @@ impl Checker<'_> {
                 self.error(&format!("{path}.burst"), "must be >= 1");
             }
         }
+    }
+}
+
+/// `kubernetes`, defaulted and checked.
+fn kubernetes_config(c: &mut Checker, k: &KubernetesFile) -> Kubernetes {
+    let namespace = k.namespace.clone().unwrap_or_else(|| "tenantscale".into());
+    if !is_dns1123_label(&namespace) {
+        c.error(
+            "kubernetes.namespace",
+            format!("{namespace:?} is not a DNS-1123 label"),
+        );
+    }
+    let image = k
+        .image
+        .clone()
+        .unwrap_or_else(|| "tenantscale:latest".into());
+    if image.trim().is_empty() || image.chars().any(char::is_whitespace) {
+        c.error(
+            "kubernetes.image",
+            format!("{image:?} is not an image reference"),
+        );
+    }
+    let quantity = |s: &str| Quantity::parse(s).expect("a valid default quantity");
+    let (requests, limits) = match &k.pod_resources {
+        Some(r) => (r.requests.clone(), r.limits.clone()),
+        None => (
+            CpuMemory {
+                cpu: quantity("1"),
+                memory: quantity("2Gi"),
+            },
+            CpuMemory {
+                cpu: quantity("2"),
+                memory: quantity("2Gi"),
+            },
+        ),
+    };
+    for (name, request, limit) in [
+        ("cpu", &requests.cpu, &limits.cpu),
+        ("memory", &requests.memory, &limits.memory),
+    ] {
+        if request.milli_value() <= 0 {
+            c.error(
+                &format!("kubernetes.podResources.requests.{name}"),
+                "must be > 0",
+            );
+        }
+        if limit.milli_value() < request.milli_value() {
+            c.error(
+                &format!("kubernetes.podResources.limits.{name}"),
+                format!("{limit} is less than the request ({request})"),
+            );
+        }
+    }
+    let gateway_replicas = k.gateway_replicas.unwrap_or(2);
+    if !(1..=100).contains(&gateway_replicas) {
+        c.error(
+            "kubernetes.gatewayReplicas",
+            format!("{gateway_replicas} is not in [1, 100]"),
+        );
+    }
+    if let Some(host) = &k.host
+        && (host.is_empty() || host.len() > 253 || !host.split('.').all(is_dns1123_label))
+    {
+        c.error(
+            "kubernetes.host",
+            format!("{host:?} is not a DNS host name"),
+        );
+    }
+    let drain_timeout_seconds = k.drain_timeout_seconds.unwrap_or(30);
+    if !(1..=3600).contains(&drain_timeout_seconds) {
+        c.error(
+            "kubernetes.drainTimeoutSeconds",
+            format!("{drain_timeout_seconds} is not in [1, 3600]"),
+        );
+    }
+    Kubernetes {
+        namespace,
+        image,
+        requests,
+        limits,
+        anti_affinity: k.anti_affinity.unwrap_or_default(),
+        gateway_replicas,
+        host: k.host.clone(),
+        drain_timeout_seconds,
     }
 }
 
@@ -518,6 +672,7 @@ impl Catalog {
                 rate_limit: t.rate_limit.or(tier.rate_limit),
                 slo_ms: t.slo_ms.unwrap_or(tier.slo_ms),
                 api_key_sha256,
+                silo: t.silo,
             });
         }
         for (i, tier) in tiers.iter().enumerate() {
@@ -584,6 +739,7 @@ impl Catalog {
         if file.cost.currency.trim().is_empty() {
             c.error("cost.currency", "must not be empty");
         }
+        let kubernetes = kubernetes_config(&mut c, &file.kubernetes);
 
         match (hpa, tenant_aware) {
             (Some(hpa), Some(tenant_aware)) if c.problems.is_empty() => Ok(Loaded {
@@ -609,6 +765,7 @@ impl Catalog {
                         currency: file.cost.currency,
                         pod_hour: file.cost.pod_hour,
                     },
+                    kubernetes,
                 },
                 warnings: c.warnings,
             }),

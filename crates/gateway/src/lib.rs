@@ -46,6 +46,30 @@ pub struct GatewayConfig {
     pub redis: Option<String>,
     /// Gateway replicas sharing the limits: without Redis each enforces 1/replicas of them.
     pub replicas: u32,
+    /// The tenants this gateway serves.
+    pub scope: TenantScope,
+}
+
+/// Which tenants a gateway serves. On Kubernetes a silo tenant has its own deployment: the
+/// shared gateway refuses it and the silo's gateway serves only it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum TenantScope {
+    #[default]
+    All,
+    /// Every tenant not marked `silo` in the catalog.
+    ExceptSilos,
+    /// One tenant, by id.
+    Only(String),
+}
+
+impl TenantScope {
+    pub fn serves(&self, tenant: &tenantscale_core::catalog::Tenant) -> bool {
+        match self {
+            Self::All => true,
+            Self::ExceptSilos => !tenant.silo,
+            Self::Only(id) => &tenant.id == id,
+        }
+    }
 }
 
 /// Where the gateway learns the pool's pods.

@@ -178,6 +178,20 @@ async fn forward(
 ) -> Result<Response<ResponseBody>, ErrorResponse> {
     let started = Instant::now();
     let tenant = authenticate(&gateway, req.headers())?;
+    if !gateway
+        .config
+        .scope
+        .serves(&gateway.catalog.tenants[tenant])
+    {
+        return Err(Box::new(error(
+            StatusCode::FORBIDDEN,
+            "other_deployment",
+            format!(
+                "tenant {:?} is served by its own deployment, not this gateway",
+                gateway.catalog.tenants[tenant].id
+            ),
+        )));
+    }
     let (parts, body) = req.into_parts();
     let body = read_body(&gateway, &parts, body).await?;
 

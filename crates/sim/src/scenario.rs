@@ -480,6 +480,7 @@ impl Scenario {
                                 rate_limit: t.rate_limit,
                                 slo_ms: t.slo_ms,
                                 api_key_sha256: None,
+                                silo: false,
                             });
                             catalog.tenants.len() - 1
                         })

@@ -566,3 +566,38 @@ fn gateway_refuses_bad_flags_naming_them() {
         );
     }
 }
+
+#[test]
+fn the_shared_gateway_refuses_silo_tenants_and_a_silo_gateway_serves_only_its_own() {
+    // finance-1 is a silo tenant in the example catalog.
+    let stack = Stack::start(&[0], 10, &["--except-silos"]);
+    let (status, body) = Stack::query(&stack.gateway.addr, "finance-1", false);
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("other_deployment"), "{body}");
+    assert_eq!(Stack::query(&stack.gateway.addr, "finance-2", false).0, 200);
+
+    let silo = Stack::gateway(&stack.pods, &["--only-tenant", "finance-1"]);
+    assert_eq!(Stack::query(&silo.addr, "finance-1", false).0, 200);
+    let (status, body) = Stack::query(&silo.addr, "finance-2", false);
+    assert_eq!(status, 403, "{body}");
+    // An unknown API key is still a 401, before any scope check.
+    assert_eq!(Stack::query(&silo.addr, "nobody", false).0, 401);
+
+    let o = super::tenantscale(&[
+        "gateway",
+        "-c",
+        CATALOG,
+        "--secret",
+        SECRET,
+        "--pods",
+        "127.0.0.1:1",
+        "--only-tenant",
+        "nobody",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        super::stderr(&o).contains("--only-tenant \"nobody\""),
+        "{}",
+        super::stderr(&o)
+    );
+}

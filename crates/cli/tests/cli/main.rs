@@ -6,6 +6,7 @@ use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 mod gateway;
+mod k8s;
 mod local;
 
 fn root() -> PathBuf {
@@ -166,7 +167,7 @@ fn check_rejects_bad_catalogs_with_paths_and_lines() {
     ]);
     assert_eq!(o.status.code(), Some(2));
     assert!(
-        stderr(&o).contains(r#"tenants[10].tier (line 24): unknown tier "platinum""#),
+        stderr(&o).contains(r#"tenants[10].tier (line 26): unknown tier "platinum""#),
         "{}",
         stderr(&o)
     );

@@ -267,3 +267,36 @@ fn json_catalogs_are_accepted_with_the_same_errors() {
         vec![r#"tenants[0].tier (line 3): unknown tier "platinum""#]
     );
 }
+
+#[test]
+fn the_kubernetes_section_defaults_and_names_bad_fields() {
+    let k = Catalog::parse(BASE).unwrap().catalog.kubernetes;
+    assert_eq!(k.namespace, "tenantscale");
+    assert_eq!(k.requests.cpu.to_string(), "1");
+    assert_eq!(k.limits.memory.to_string(), "2Gi");
+    assert_eq!(k.gateway_replicas, 2);
+    let bad = format!(
+        "{BASE}kubernetes:\n  namespace: Tenant_Scale\n  podResources:\n    requests: {{cpu: \"2\", memory: 1Gi}}\n    limits: {{cpu: \"1\", memory: 1Gi}}\n  gatewayReplicas: 0\n  host: \"bad host\"\n"
+    );
+    let errors = errors_of(&bad);
+    for expected in [
+        "kubernetes.namespace (line 12)",
+        "kubernetes.podResources.limits.cpu (line 15): 1 is less than the request (2)",
+        "kubernetes.gatewayReplicas (line 16): 0 is not in [1, 100]",
+        "kubernetes.host (line 17)",
+    ] {
+        assert!(
+            errors.iter().any(|e| e.starts_with(expected)),
+            "{expected} in {errors:#?}"
+        );
+    }
+    let unknown = errors_of(&format!("{BASE}kubernetes: {{replicas: 3}}\n"));
+    assert!(unknown[0].starts_with("kubernetes.replicas"), "{unknown:?}");
+    let silo = Catalog::parse(&BASE.replace(
+        "{id: media-2, tier: gold}",
+        "{id: media-2, tier: gold, silo: true}",
+    ))
+    .unwrap()
+    .catalog;
+    assert_eq!(silo.tenants.iter().filter(|t| t.silo).count(), 1);
+}

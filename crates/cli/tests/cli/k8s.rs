@@ -1,0 +1,298 @@
+//! `tenantscale render`: golden files of the example catalog, `kubernetes-validate --strict`
+//! for the oldest and newest supported versions, the seed's HPA on the native path, alert
+//! rules through `promtool check rules`, and version-gated fields.
+
+use super::{golden, root, stderr, temp_file, tenantscale};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn render(name: &str, catalog: &Path, extra: &[&str]) -> (PathBuf, String) {
+    let out =
+        std::env::temp_dir().join(format!("tenantscale-render-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let mut args = vec![
+        "render",
+        "-c",
+        catalog.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let o = tenantscale(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    (out, stderr(&o))
+}
+
+/// Every rendered file (relative path, text), sorted.
+fn files(dir: &Path) -> Vec<(String, String)> {
+    let mut all = Vec::new();
+    for sub in std::fs::read_dir(dir).unwrap().flatten() {
+        for f in std::fs::read_dir(sub.path()).unwrap().flatten() {
+            let path = f.path();
+            let relative = path
+                .strip_prefix(dir)
+                .unwrap()
+                .to_string_lossy()
+                .to_string();
+            all.push((relative, std::fs::read_to_string(&path).unwrap()));
+        }
+    }
+    all.sort();
+    all
+}
+
+/// All files as one stream, each under a `# path` comment (the golden form).
+fn stream(dir: &Path) -> String {
+    files(dir)
+        .into_iter()
+        .map(|(path, text)| format!("---\n# {path}\n{text}"))
+        .collect()
+}
+
+fn example() -> PathBuf {
+    root().join("examples/gcc-platform.yaml")
+}
+
+#[test]
+fn render_matches_the_golden_files_and_is_deterministic() {
+    let (first, log) = render("golden-a", &example(), &["--kubernetes-version", "1.30"]);
+    assert!(
+        log.contains("create secret generic tenantscale-secret"),
+        "{log}"
+    );
+    let (second, _) = render("golden-b", &example(), &["--kubernetes-version", "1.30"]);
+    assert_eq!(
+        stream(&first),
+        stream(&second),
+        "the same catalog, the same bytes"
+    );
+    golden("render-tenantscale-1.30.yaml", &stream(&first));
+    let (native, _) = render(
+        "golden-native",
+        &example(),
+        &[
+            "--kubernetes-version",
+            "1.37.0",
+            "--hpa",
+            "native",
+            "--prometheus-operator",
+        ],
+    );
+    golden("render-native-1.37.yaml", &stream(&native));
+    for dir in [first, second, native] {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+/// `kubernetes-validate` (PyPI) is installed by `.ci/run`; elsewhere a missing one skips.
+fn kubernetes_validate(version: &str, files: &[PathBuf]) -> Option<std::process::Output> {
+    match Command::new("kubernetes-validate")
+        .args(["--strict", "--quiet", "-k", version])
+        .args(files)
+        .output()
+    {
+        Ok(o) => Some(o),
+        Err(e) => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI must install kubernetes-validate (see .ci/run): {e}"
+            );
+            eprintln!("skipped: no kubernetes-validate ({e})");
+            None
+        }
+    }
+}
+
+#[test]
+fn every_rendered_manifest_passes_kubernetes_validate_strict() {
+    for version in ["1.30.0", "1.37.0"] {
+        for extra in [&[][..], &["--hpa", "native", "--prometheus-operator"][..]] {
+            let mut args = vec!["--kubernetes-version", version];
+            args.extend_from_slice(extra);
+            let (dir, _) = render(
+                &format!("validate-{version}-{}", extra.len()),
+                &example(),
+                &args,
+            );
+            // prometheus-operator's kinds have no schema there: golden files and promtool
+            // cover them.
+            let paths: Vec<PathBuf> = files(&dir)
+                .into_iter()
+                .filter(|(p, _)| !p.contains("/servicemonitor-") && !p.contains("/prometheusrule-"))
+                .map(|(p, _)| dir.join(p))
+                .collect();
+            assert!(paths.len() > 30, "{} files", paths.len());
+            let Some(o) = kubernetes_validate(version, &paths) else {
+                return;
+            };
+            assert!(
+                o.status.success(),
+                "{version} {extra:?}:\n{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            );
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+fn yaml(path: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).unwrap();
+    let value: serde_json::Value = serde_saphyr::from_str(&text).unwrap();
+    value
+}
+
+#[test]
+fn the_native_path_renders_the_seeds_hpa_and_a_working_adapter_rule() {
+    let (dir, _) = render("native", &example(), &["--hpa", "native"]);
+    let hpa = yaml(&dir.join("tenantscale/horizontalpodautoscaler-tenantscale-pod.yaml"));
+    let spec = &hpa["spec"];
+    assert_eq!(spec["minReplicas"], 3);
+    assert_eq!(spec["maxReplicas"], 20);
+    assert_eq!(spec["scaleTargetRef"]["name"], "tenantscale-pod");
+    assert_eq!(
+        spec["metrics"][0]["pods"]["metric"]["name"],
+        "queue_depth_per_tenant"
+    );
+    assert_eq!(spec["metrics"][0]["pods"]["target"]["averageValue"], "10");
+    assert_eq!(
+        spec["metrics"][1]["resource"]["target"]["averageUtilization"],
+        70
+    );
+    let up = &spec["behavior"]["scaleUp"];
+    assert_eq!(up["stabilizationWindowSeconds"], 60);
+    assert_eq!(
+        up["policies"][0],
+        serde_json::json!({"type": "Pods", "value": 4, "periodSeconds": 60})
+    );
+    assert_eq!(
+        spec["behavior"]["scaleDown"]["stabilizationWindowSeconds"],
+        300
+    );
+    // The pool is the HPA's: no autoscaler of ours, and no replicas in the Deployment.
+    assert!(
+        !dir.join("tenantscale/deployment-tenantscale-autoscaler.yaml")
+            .exists()
+    );
+    let pods = yaml(&dir.join("tenantscale/deployment-tenantscale-pod.yaml"));
+    assert!(pods["spec"].get("replicas").is_none());
+    // The adapter answers per pod (seed NOTES #7), with the pool's value for each.
+    let adapter = yaml(&dir.join("tenantscale/configmap-tenantscale-prometheus-adapter.yaml"));
+    let rules: serde_json::Value =
+        serde_saphyr::from_str(adapter["data"]["config.yaml"].as_str().unwrap()).unwrap();
+    let query = rules["rules"][0]["metricsQuery"].as_str().unwrap();
+    assert!(query.starts_with("count by (<<.GroupBy>>)"), "{query}");
+    assert_eq!(rules["rules"][0]["name"]["as"], "queue_depth_per_tenant");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn silo_tenants_get_a_namespace_quota_limits_and_a_gateway_of_their_own() {
+    let (dir, log) = render("silo", &example(), &[]);
+    let quota = yaml(&dir.join("tenant-finance-1/resourcequota-gold-quota.yaml"));
+    let hard = &quota["spec"]["hard"];
+    assert_eq!(
+        hard["persistentvolumeclaims"], "5",
+        "the seed's gold extras"
+    );
+    assert_eq!(hard["services.loadbalancers"], "3");
+    assert_eq!(hard["limits.cpu"], "12000m", "maxShare 0.30 of 40 cores");
+    let bronze = yaml(&dir.join("tenant-retail-3/resourcequota-bronze-quota.yaml"));
+    assert_eq!(bronze["spec"]["hard"]["services.loadbalancers"], "0");
+    // A bronze tenant's guaranteed 0.36 cores cannot hold a 1-CPU pod: raised, and said so.
+    assert!(
+        log.contains("tenant retail-3: its tier's guaranteed share"),
+        "{log}"
+    );
+    let gateway = yaml(&dir.join("tenant-finance-1/deployment-tenantscale-finance-1-gateway.yaml"));
+    let args = gateway["spec"]["template"]["spec"]["containers"][0]["args"].to_string();
+    assert!(args.contains("\"--only-tenant\",\"finance-1\""), "{args}");
+    let shared = yaml(&dir.join("tenantscale/deployment-tenantscale-gateway.yaml"));
+    assert!(shared.to_string().contains("--except-silos"));
+    let policy = yaml(&dir.join("tenant-finance-1/networkpolicy-tenantscale-finance-1-pod.yaml"));
+    assert_eq!(
+        policy["spec"]["ingress"][0]["from"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"],
+        "gateway"
+    );
+    assert!(
+        dir.join("tenant-finance-1/limitrange-tenant-limits.yaml")
+            .exists()
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn the_alert_rules_pass_promtool() {
+    let (dir, _) = render("rules", &example(), &["--prometheus-operator"]);
+    let rule = yaml(&dir.join("tenantscale/prometheusrule-tenantscale.yaml"));
+    let rules = temp_file(
+        "tenantscale-rules.yaml",
+        &serde_saphyr::to_string(&rule["spec"]).unwrap(),
+    );
+    let o = Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(&rules)
+        .output()
+        .expect("promtool (the prometheus package) is installed");
+    assert!(
+        o.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(String::from_utf8_lossy(&o.stdout).contains("4 rules found"));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_field_the_cluster_lacks_is_left_out_with_a_warning_never_emitted_invalid() {
+    let base = std::fs::read_to_string(example()).unwrap();
+    let with_tolerance = base.replacen(
+        "      scaleDown:\n        stabilizationWindowSeconds: 300",
+        "      scaleDown:\n        tolerance: \"0.05\"\n        stabilizationWindowSeconds: 300",
+        1,
+    );
+    assert_ne!(with_tolerance, base);
+    let catalog = temp_file("tolerance.yaml", &with_tolerance);
+    let hpa_of =
+        |dir: &Path| yaml(&dir.join("tenantscale/horizontalpodautoscaler-tenantscale-pod.yaml"));
+    let (old, log) = render(
+        "tolerance-old",
+        &catalog,
+        &["--hpa", "native", "--kubernetes-version", "1.32"],
+    );
+    assert!(
+        log.contains("pool.hpa.behavior.scaleDown.tolerance left out"),
+        "{log}"
+    );
+    assert!(
+        hpa_of(&old)["spec"]["behavior"]["scaleDown"]
+            .get("tolerance")
+            .is_none()
+    );
+    let (new, log) = render(
+        "tolerance-new",
+        &catalog,
+        &["--hpa", "native", "--kubernetes-version", "1.33"],
+    );
+    assert!(!log.contains("left out"), "{log}");
+    // Kubernetes' canonical form of 0.05.
+    assert_eq!(
+        hpa_of(&new)["spec"]["behavior"]["scaleDown"]["tolerance"],
+        "50m"
+    );
+    let o = tenantscale(&[
+        "render",
+        "-c",
+        catalog.to_str().unwrap(),
+        "-o",
+        "/tmp/x",
+        "--kubernetes-version",
+        "1.29",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("1.30–1.37"), "{}", stderr(&o));
+    for dir in [old, new] {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

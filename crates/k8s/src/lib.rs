@@ -1,0 +1,3 @@
+//! tenantscale on Kubernetes. `render`: the catalog as manifests (`tenantscale render`).
+
+pub mod render;
