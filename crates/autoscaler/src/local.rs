@@ -16,7 +16,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use tenantscale_core::registry::{Member, Members};
+use tenantscale_core::registry::{Candidate, Member, Members, scale_down_order};
 use tokio::io::AsyncBufReadExt;
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
@@ -244,27 +244,24 @@ impl LocalActuator {
             }
             self.publish();
         } else if desired < current {
-            let mut candidates: Vec<usize> = (0..self.pods.len())
+            let candidates: Vec<usize> = (0..self.pods.len())
                 .filter(|i| !self.pods[*i].draining)
                 .collect();
-            let load = |i: &usize| {
-                outstanding
-                    .get(&self.pods[*i].record.addr)
-                    .copied()
-                    .unwrap_or(0.0)
-            };
-            // Least loaded first; among equals the youngest (coldest cache) goes first.
-            candidates.sort_by(|a, b| {
-                load(a).total_cmp(&load(b)).then(
-                    self.pods[*b]
-                        .record
-                        .started
-                        .total_cmp(&self.pods[*a].record.started),
-                )
-            });
+            let order = scale_down_order(
+                &candidates
+                    .iter()
+                    .map(|&i| Candidate {
+                        outstanding: outstanding
+                            .get(&self.pods[i].record.addr)
+                            .copied()
+                            .unwrap_or(0.0),
+                        started: self.pods[i].record.started,
+                    })
+                    .collect::<Vec<_>>(),
+            );
             let mut leaving = Vec::new();
-            for i in candidates.into_iter().take(current - desired) {
-                let pod = &mut self.pods[i];
+            for k in order.into_iter().take(current - desired) {
+                let pod = &mut self.pods[candidates[k]];
                 pod.draining = true;
                 leaving.push((pod.record.clone(), pod.child.take()));
             }
