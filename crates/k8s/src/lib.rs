@@ -3,4 +3,6 @@
 
 #[cfg(feature = "cluster")]
 pub mod cluster;
+#[cfg(feature = "fake-api")]
+pub mod fake_api;
 pub mod render;
