@@ -1,11 +1,12 @@
 # tenantscale: one binary for every role (serve, gateway, autoscale, …).
-# Build: docker build -t tenantscale:0.1.0 .   (add --build-arg FEATURES=minilm for the MiniLM
-# embedder; its model files are mounted at run time, nothing downloads).
+# Build: docker build -t tenantscale:0.1.0 .   (Kubernetes support is in by default; add MiniLM
+# with --build-arg FEATURES=kubernetes,minilm — its model files are mounted at run time,
+# nothing downloads).
 # It cannot be built on the project's CI machines (no registry access for base images there);
 # see docs/kubernetes.md.
 
 FROM rust:1.95-slim-bookworm AS build
-ARG FEATURES=""
+ARG FEATURES="kubernetes"
 WORKDIR /src
 COPY . .
 RUN cargo build --release --locked -p tenantscale ${FEATURES:+--features $FEATURES} \

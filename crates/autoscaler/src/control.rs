@@ -4,7 +4,8 @@
 
 use crate::engine::{Decision, Engine, EngineState, PodView};
 use crate::exposition;
-use crate::local::{LocalActuator, PodRecord};
+use crate::local::PodRecord;
+use crate::pool::Pool;
 use crate::prometheus::PrometheusSource;
 use crate::signals::{PodScrape, PoolSignals, pool_signals};
 use crate::state::{Persisted, StateStore};
@@ -14,7 +15,6 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tenantscale_core::catalog::Catalog;
@@ -62,6 +62,8 @@ pub struct TenantStatus {
 #[serde(rename_all = "camelCase")]
 pub struct Status {
     pub policy: String,
+    /// Deciding (always, locally); on Kubernetes only the Lease's holder decides.
+    pub leading: bool,
     /// Where the signals come from: `scrape` (the pods' `/metrics`) or `prometheus`.
     pub source: String,
     pub min_replicas: i32,
@@ -201,15 +203,15 @@ async fn observe(
     Ok((per_pod, pool_signals(catalog, &round, previous)))
 }
 
-/// Runs the loop until `stop` completes; returns the actuator (for a drain or a hand-over).
-pub async fn run(
+/// Runs the loop until `stop` completes; returns the pool (for a drain or a hand-over).
+pub async fn run<P: Pool>(
     catalog: Catalog,
     config: ControlConfig,
-    mut actuator: LocalActuator,
+    mut actuator: P,
     mut engine_state: EngineState,
     status: Arc<Mutex<Status>>,
     stop: impl Future<Output = ()>,
-) -> LocalActuator {
+) -> P {
     let engine = Engine::for_catalog(&catalog);
     let (min, max) = engine.bounds();
     for m in engine.unsupported_metrics() {
@@ -230,8 +232,9 @@ pub async fn run(
     let mut ticks = tokio::time::interval(config.interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Below minReplicas (a fresh start or fewer pods adopted): start them now.
-    if actuator.replicas() < min.max(0) as usize {
-        actuator.scale_to(min as usize, &HashMap::new());
+    let mut leading = actuator.prepare().await == Ok(true);
+    if leading && actuator.replicas() < min.max(0) as usize {
+        actuator.scale_to(min as usize, &HashMap::new()).await;
     }
     tokio::pin!(stop);
     loop {
@@ -239,7 +242,31 @@ pub async fn run(
             _ = ticks.tick() => {}
             () = &mut stop => break,
         }
-        actuator.replace_exited();
+        let was_leading = leading;
+        leading = match actuator.prepare().await {
+            Ok(l) => l,
+            Err(e) => {
+                source_errors += 1;
+                tracing::warn!(error = %e, "cannot see the pool this round: no decision");
+                let mut s = status.lock().expect("status lock");
+                s.source_errors = source_errors;
+                s.last_source_error = Some(e);
+                continue;
+            }
+        };
+        if leading && !was_leading {
+            // Another autoscaler led until now: continue from the windows it saved.
+            if let Some(store) = &config.state {
+                match store.load().await {
+                    Ok(Some(saved)) => engine_state = saved.engine,
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(error = %e, "cannot read the saved state"),
+                }
+            }
+            tracing::info!("leading: this autoscaler decides now");
+        } else if was_leading && !leading {
+            tracing::info!("another autoscaler leads now: observing only");
+        }
         let pods = actuator.records();
         let Some((observed, signals)) = observe(&config, &client, &catalog, &pods, &mut previous)
             .await
@@ -295,6 +322,14 @@ pub async fn run(
         }
         ready_since.retain(|a, _| pods.iter().any(|p| &p.addr == a));
         let current = actuator.replicas() as i32;
+        if !leading {
+            let mut s = status.lock().expect("status lock");
+            s.leading = false;
+            s.replicas = actuator.replicas();
+            s.pods = pod_status;
+            s.queue_depth_per_tenant = signals.queue_depth_per_tenant;
+            continue;
+        }
         let decision = engine.decide(&mut engine_state, now, current, &views, &signals);
         if decision.desired != current {
             tracing::info!(
@@ -307,7 +342,9 @@ pub async fn run(
                 .iter()
                 .map(|p| (p.addr.clone(), p.outstanding))
                 .collect();
-            actuator.scale_to(decision.desired.max(0) as usize, &outstanding);
+            actuator
+                .scale_to(decision.desired.max(0) as usize, &outstanding)
+                .await;
         } else {
             tracing::debug!(replicas = current, reason = %decision.reason, "steady");
         }
@@ -315,13 +352,14 @@ pub async fn run(
             let persisted = Persisted {
                 policy: engine.name().into(),
                 engine: engine_state.clone(),
-                pods: actuator.records(),
+                pods: actuator.adoptable(),
             };
             if let Err(e) = store.save(&persisted).await {
                 tracing::warn!(error = %e, "cannot persist the autoscaler's state");
             }
         }
         let mut s = status.lock().expect("status lock");
+        s.leading = true;
         s.policy = engine.name().into();
         s.source = source_name(&config).into();
         (s.min_replicas, s.max_replicas) = (min, max);
@@ -350,17 +388,16 @@ pub async fn run(
         while s.decisions.len() > DECISIONS_KEPT {
             s.decisions.pop_front();
         }
-        s.dropped_on_drain = actuator.counters.dropped_on_drain.load(Ordering::Relaxed);
-        s.restarts = actuator.counters.restarts.load(Ordering::Relaxed);
+        (s.dropped_on_drain, s.restarts) = actuator.counters();
         s.scrape_failures = scrape_failures;
         s.source_errors = source_errors;
         s.last_source_error = None;
     }
-    if let Some(store) = &config.state {
+    if let Some(store) = config.state.as_ref().filter(|_| leading) {
         let persisted = Persisted {
             policy: engine.name().into(),
             engine: engine_state,
-            pods: actuator.records(),
+            pods: actuator.adoptable(),
         };
         if let Err(e) = store.save(&persisted).await {
             tracing::warn!(error = %e, "cannot persist the autoscaler's state");
@@ -417,7 +454,7 @@ mod tests {
                         pods: vec![],
                     };
                     runtime.block_on(store.save(&persisted)).unwrap();
-                    state = store.load().unwrap().unwrap().engine;
+                    state = runtime.block_on(store.load()).unwrap().unwrap().engine;
                 }
                 let d = engine.decide(
                     &mut state,

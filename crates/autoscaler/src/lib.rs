@@ -10,7 +10,10 @@ pub mod control;
 pub mod engine;
 pub mod exposition;
 pub mod http;
+#[cfg(feature = "kubernetes")]
+pub mod kubernetes;
 pub mod local;
+pub mod pool;
 pub mod prometheus;
 pub mod signals;
 pub mod state;

@@ -367,3 +367,38 @@ async fn stop_pod(
     }
     addr
 }
+
+impl crate::pool::Pool for LocalActuator {
+    fn prepare(&mut self) -> impl Future<Output = Result<bool, String>> + Send {
+        self.replace_exited();
+        std::future::ready(Ok(true))
+    }
+
+    fn records(&self) -> Vec<PodRecord> {
+        LocalActuator::records(self)
+    }
+
+    fn replicas(&self) -> usize {
+        LocalActuator::replicas(self)
+    }
+
+    fn scale_to(
+        &mut self,
+        desired: usize,
+        outstanding: &HashMap<String, f64>,
+    ) -> impl Future<Output = ()> + Send {
+        LocalActuator::scale_to(self, desired, outstanding);
+        std::future::ready(())
+    }
+
+    fn counters(&self) -> (u64, u64) {
+        (
+            self.counters.dropped_on_drain.load(Ordering::Relaxed),
+            self.counters.restarts.load(Ordering::Relaxed),
+        )
+    }
+
+    fn adoptable(&self) -> Vec<PodRecord> {
+        LocalActuator::records(self)
+    }
+}

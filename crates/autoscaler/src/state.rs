@@ -24,7 +24,13 @@ const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Debug, Clone)]
 pub enum StateStore {
     File(PathBuf),
-    Redis { client: redis::Client, key: String },
+    Redis {
+        client: redis::Client,
+        key: String,
+    },
+    /// A ConfigMap next to the Deployment (the Kubernetes actuator).
+    #[cfg(feature = "kubernetes")]
+    ConfigMap(tenantscale_k8s::cluster::ConfigMapState),
 }
 
 impl StateStore {
@@ -45,22 +51,26 @@ impl StateStore {
         match self {
             Self::File(path) => format!("file {}", path.display()),
             Self::Redis { key, .. } => format!("redis key {key}"),
+            #[cfg(feature = "kubernetes")]
+            Self::ConfigMap(_) => "a ConfigMap".to_string(),
         }
     }
 
-    /// The last state written; `None` on a fresh start. Blocking (called before the loop).
-    pub fn load(&self) -> Result<Option<Persisted>, String> {
+    /// The last state written; `None` on a fresh start.
+    pub async fn load(&self) -> Result<Option<Persisted>, String> {
         let (text, source) = match self {
-            Self::File(path) => match std::fs::read_to_string(path) {
-                Ok(text) => (text, path.display().to_string()),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-                Err(e) => return Err(format!("{}: {e}", path.display())),
+            #[cfg(feature = "kubernetes")]
+            Self::ConfigMap(map) => match map.load().await.map_err(|e| e.to_string())? {
+                Some(text) => (text, "the state ConfigMap".to_string()),
+                None => return Ok(None),
             },
-            Self::Redis { client, key } => {
-                let text: Option<String> = redis_query(client, redis::cmd("GET").arg(key))
-                    .map_err(|e| format!("reading the state from Redis key {key}: {e}"))?;
-                match text {
-                    Some(text) => (text, format!("Redis key {key}")),
+            Self::File(_) | Self::Redis { .. } => {
+                let store = self.clone();
+                match tokio::task::spawn_blocking(move || store.read_blocking())
+                    .await
+                    .map_err(|e| e.to_string())??
+                {
+                    Some(found) => found,
                     None => return Ok(None),
                 }
             }
@@ -70,9 +80,31 @@ impl StateStore {
             .map_err(|e| format!("{source}: not a tenantscale autoscaler state ({e})"))
     }
 
+    /// The stored text and where it came from (file and Redis stores).
+    fn read_blocking(&self) -> Result<Option<(String, String)>, String> {
+        match self {
+            Self::File(path) => match std::fs::read_to_string(path) {
+                Ok(text) => Ok(Some((text, path.display().to_string()))),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(format!("{}: {e}", path.display())),
+            },
+            Self::Redis { client, key } => {
+                let text: Option<String> = redis_query(client, redis::cmd("GET").arg(key))
+                    .map_err(|e| format!("reading the state from Redis key {key}: {e}"))?;
+                Ok(text.map(|t| (t, format!("Redis key {key}"))))
+            }
+            #[cfg(feature = "kubernetes")]
+            Self::ConfigMap(_) => Ok(None),
+        }
+    }
+
     /// Replaces the stored state (a file atomically: a temporary file renamed over it).
     pub async fn save(&self, state: &Persisted) -> Result<(), String> {
         let json = serde_json::to_string_pretty(state).map_err(|e| e.to_string())?;
+        #[cfg(feature = "kubernetes")]
+        if let Self::ConfigMap(map) = self {
+            return map.save(&json).await.map_err(|e| e.to_string());
+        }
         let store = self.clone();
         tokio::task::spawn_blocking(move || match &store {
             Self::File(path) => {
@@ -82,6 +114,8 @@ impl StateStore {
                 redis_query::<()>(client, redis::cmd("SET").arg(key).arg(json))
                     .map_err(|e| format!("Redis key {key}: {e}"))
             }
+            #[cfg(feature = "kubernetes")]
+            Self::ConfigMap(_) => unreachable!("saved above"),
         })
         .await
         .map_err(|e| e.to_string())?
@@ -114,7 +148,7 @@ mod tests {
             std::env::temp_dir().join(format!("tenantscale-store-{}.json", std::process::id()));
         let _ = std::fs::remove_file(&path);
         let store = StateStore::File(path.clone());
-        assert_eq!(store.load(), Ok(None));
+        assert_eq!(store.load().await, Ok(None));
         let state = Persisted {
             policy: "hpa".into(),
             engine: EngineState::default(),
@@ -125,9 +159,9 @@ mod tests {
             }],
         };
         store.save(&state).await.unwrap();
-        assert_eq!(store.load(), Ok(Some(state)));
+        assert_eq!(store.load().await, Ok(Some(state)));
         std::fs::write(&path, "{").unwrap();
-        let e = store.load().unwrap_err();
+        let e = store.load().await.unwrap_err();
         assert!(e.contains("not a tenantscale autoscaler state"), "{e}");
         let _ = std::fs::remove_file(path);
     }

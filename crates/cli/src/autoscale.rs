@@ -75,6 +75,15 @@ pub struct AutoscaleArgs {
     pub redis: Option<String>,
     #[command(flatten)]
     pub pool: PoolArgs,
+    /// Scale this Deployment on Kubernetes (NAMESPACE/NAME) instead of local pods: the
+    /// `scale` subresource, pod-deletion-cost before a scale-down, a Lease so only one
+    /// replica decides, the engine's state in a ConfigMap. Credentials: in-cluster, or
+    /// KUBECONFIG. Builds with `--features kubernetes` (the Dockerfile's).
+    #[arg(long, value_name = "NAMESPACE/NAME")]
+    pub kubernetes_deployment: Option<String>,
+    /// The pods' HTTP port (with --kubernetes-deployment).
+    #[arg(long, default_value_t = 8080, requires = "kubernetes_deployment")]
+    pub pod_port: u16,
     /// On SIGTERM, drain and stop the pods too. By default they keep running and the next
     /// `autoscale` with the same --data-dir adopts them, as a restarted controller would.
     #[arg(long)]
@@ -174,7 +183,10 @@ pub fn prepare(
         Some(url) => StateStore::redis(url, &pool.state_key).map_err(BadInput)?,
         None => StateStore::File(data_dir.join("autoscaler-state.json")),
     };
-    let persisted = store.load().map_err(BadInput)?;
+    let persisted = tokio::runtime::Builder::new_current_thread()
+        .build()?
+        .block_on(store.load())
+        .map_err(BadInput)?;
     let (mut actuator, members) = LocalActuator::new(LocalConfig {
         program: std::env::current_exe().context("cannot find the tenantscale binary")?,
         args,
@@ -228,6 +240,9 @@ async fn serve_api(
 }
 
 pub fn run_autoscale(args: AutoscaleArgs) -> anyhow::Result<()> {
+    if let Some(target) = &args.kubernetes_deployment {
+        return run_on_kubernetes(&args, target);
+    }
     let secret = match args.secret {
         Some(s) => crate::check_secret(s)?,
         None => {
@@ -343,4 +358,76 @@ pub async fn run_stack(
             .dropped_on_drain
             .load(std::sync::atomic::Ordering::Relaxed),
     })
+}
+
+/// `autoscale --kubernetes-deployment`: the same loop, acting on a Deployment.
+#[cfg(feature = "kubernetes")]
+fn run_on_kubernetes(args: &AutoscaleArgs, target: &str) -> anyhow::Result<()> {
+    use tenantscale_autoscaler::kubernetes::{KubeActuator, KubeTarget};
+    let catalog = crate::serve::catalog(&args.catalog.config)?;
+    let interval = crate::serve::seconds("--interval", args.pool.interval)?;
+    // In a pod, its name (the Deployment sets HOSTNAME); elsewhere host and process.
+    let identity = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| format!("autoscaler-{}", std::process::id()));
+    let target = KubeTarget::parse(target, args.pod_port, identity).map_err(BadInput)?;
+    let prometheus = match &args.pool.prometheus {
+        Some(url) => Some(
+            PrometheusSource::new(
+                url,
+                crate::serve::seconds("--prometheus-window", args.pool.prometheus_window)?,
+            )
+            .map_err(BadInput)?,
+        ),
+        None => None,
+    };
+    let listen = args.listen;
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(async move {
+            let client = tenantscale_k8s::cluster::client().await?;
+            let (actuator, members, state) = KubeActuator::new(client, &target);
+            let store = StateStore::ConfigMap(state);
+            let engine = match store.load().await.map_err(BadInput)? {
+                Some(saved) => {
+                    tracing::info!(from = %store.describe(), "restored the autoscaler's state");
+                    saved.engine
+                }
+                None => EngineState::default(),
+            };
+            let status = Arc::new(Mutex::new(Status::default()));
+            let api = serve_api(listen, Arc::clone(&status), members).await?;
+            tracing::info!(
+                namespace = %target.namespace,
+                deployment = %target.deployment,
+                identity = %target.identity,
+                "autoscaling a Deployment"
+            );
+            control::run(
+                catalog,
+                ControlConfig {
+                    interval,
+                    state: Some(store),
+                    prometheus,
+                    ..ControlConfig::default()
+                },
+                actuator,
+                engine,
+                status,
+                crate::stop_signal(),
+            )
+            .await;
+            api.abort();
+            Ok(())
+        })
+}
+
+#[cfg(not(feature = "kubernetes"))]
+fn run_on_kubernetes(_: &AutoscaleArgs, target: &str) -> anyhow::Result<()> {
+    Err(BadInput(format!(
+        "--kubernetes-deployment {target}: this build has no Kubernetes support; build with `cargo build --release -p tenantscale --features kubernetes` (the Dockerfile does)"
+    ))
+    .into())
 }

@@ -17,15 +17,20 @@ pub struct GatewayArgs {
         long,
         alias = "upstreams",
         value_delimiter = ',',
-        required_unless_present = "registry",
-        conflicts_with = "registry"
+        required_unless_present_any = ["registry", "endpoint_slices"],
+        conflicts_with_all = ["registry", "endpoint_slices"]
     )]
     pub pods: Vec<String>,
     /// Follow an autoscaler's pod registry instead of a fixed list, e.g.
     /// http://127.0.0.1:9090 (`tenantscale autoscale --listen`): pods it starts join, pods
     /// it scales down leave at once.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "endpoint_slices")]
     pub registry: Option<String>,
+    /// On Kubernetes: follow the EndpointSlices of this Service (NAMESPACE/SERVICE), ready
+    /// pods join, terminating ones are drained. Credentials: in-cluster, or KUBECONFIG.
+    /// Builds with `--features kubernetes` (the Dockerfile's).
+    #[arg(long, value_name = "NAMESPACE/SERVICE")]
+    pub endpoint_slices: Option<String>,
     /// Worker threads (default: the CPUs this process may use).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -110,12 +115,18 @@ pub fn run(args: GatewayArgs) -> anyhow::Result<()> {
             return Err(BadInput(format!("--pods {pod:?}: expected HOST:PORT")).into());
         }
     }
-    let discovery = match args.registry {
-        Some(url) if url.starts_with("http://") => Discovery::Registry(url),
-        Some(url) => {
+    let mut follow_slices = None;
+    let discovery = match (args.registry, args.endpoint_slices) {
+        (Some(url), _) if url.starts_with("http://") => Discovery::Registry(url),
+        (Some(url), _) => {
             return Err(BadInput(format!("--registry {url:?}: expected http://HOST:PORT")).into());
         }
-        None => Discovery::Static(args.pods),
+        (None, Some(target)) => {
+            let (tx, rx) = tokio::sync::watch::channel(Default::default());
+            follow_slices = Some((target, tx));
+            Discovery::Watch(rx)
+        }
+        (None, None) => Discovery::Static(args.pods),
     };
     if args.threads == Some(0) {
         return Err(BadInput("--threads 0: expected at least 1".into()).into());
@@ -139,15 +150,46 @@ pub fn run(args: GatewayArgs) -> anyhow::Result<()> {
         }
         None => tokio::runtime::Builder::new_multi_thread(),
     };
-    runtime
-        .enable_all()
-        .build()?
-        .block_on(tenantscale_gateway::run(
-            catalog,
-            config,
-            crate::stop_signal(),
-        ))?;
+    runtime.enable_all().build()?.block_on(async move {
+        if let Some((target, members)) = follow_slices {
+            follow_endpoint_slices(&target, members).await?;
+        }
+        tenantscale_gateway::run(catalog, config, crate::stop_signal()).await?;
+        anyhow::Ok(())
+    })?;
     Ok(())
+}
+
+/// Starts following a Service's EndpointSlices (once a second) into `members`.
+#[cfg(feature = "kubernetes")]
+async fn follow_endpoint_slices(
+    target: &str,
+    members: tokio::sync::watch::Sender<tenantscale_core::registry::Members>,
+) -> anyhow::Result<()> {
+    let (namespace, service) = target
+        .split_once('/')
+        .filter(|(n, s)| !n.is_empty() && !s.is_empty() && !s.contains('/'))
+        .ok_or_else(|| {
+            BadInput(format!(
+                "--endpoint-slices {target:?}: expected NAMESPACE/SERVICE"
+            ))
+        })?;
+    let client = tenantscale_k8s::cluster::client().await?;
+    let slices = tenantscale_k8s::cluster::ServiceEndpoints::new(client, namespace, service);
+    tracing::info!(namespace, service, "following the Service's EndpointSlices");
+    tokio::spawn(slices.follow(members, Duration::from_secs(1)));
+    Ok(())
+}
+
+#[cfg(not(feature = "kubernetes"))]
+async fn follow_endpoint_slices(
+    target: &str,
+    _: tokio::sync::watch::Sender<tenantscale_core::registry::Members>,
+) -> anyhow::Result<()> {
+    Err(BadInput(format!(
+        "--endpoint-slices {target}: this build has no Kubernetes support; build with `cargo build --release -p tenantscale --features kubernetes` (the Dockerfile does)"
+    ))
+    .into())
 }
 
 impl GatewayOptions {

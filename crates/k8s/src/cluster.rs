@@ -7,10 +7,24 @@
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use std::collections::{BTreeMap, HashMap};
-use tenantscale_core::registry::{Candidate, scale_down_order};
+use tenantscale_core::registry::{Candidate, Member, Members, scale_down_order};
+
+pub use kube::Client;
+
+/// A client from the environment: the in-cluster ServiceAccount, or `KUBECONFIG` /
+/// `~/.kube/config` outside a cluster.
+pub async fn client() -> Result<kube::Client> {
+    kube::Client::try_default()
+        .await
+        .map_err(|source| ClusterError::Api {
+            what: "connecting to the Kubernetes API (in-cluster or KUBECONFIG)".into(),
+            source,
+        })
+}
 
 /// The annotation the ReplicaSet controller reads: lower cost, deleted first.
 pub const DELETION_COST: &str = "controller.kubernetes.io/pod-deletion-cost";
@@ -355,6 +369,12 @@ pub struct ConfigMapState {
     name: String,
 }
 
+impl std::fmt::Debug for ConfigMapState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ConfigMap {}/{}", self.namespace, self.name)
+    }
+}
+
 /// The key of the state in the ConfigMap.
 pub const STATE_KEY: &str = "state.json";
 
@@ -416,6 +436,98 @@ impl ConfigMapState {
                 Ok(_) => return Ok(()),
                 Err((e, _)) if is_conflict(&e) && attempt + 1 < CONFLICT_RETRIES => attempt += 1,
                 Err((e, verb)) => return Err(api_error(e, verb, "configmaps", &self.namespace)),
+            }
+        }
+    }
+}
+
+/// A Service's pods from its EndpointSlices, for the gateway: ready endpoints are members,
+/// terminating ones are members marked draining (no new requests), the rest are left out.
+#[derive(Clone)]
+pub struct ServiceEndpoints {
+    slices: Api<EndpointSlice>,
+    namespace: String,
+    service: String,
+}
+
+impl ServiceEndpoints {
+    pub fn new(client: kube::Client, namespace: &str, service: &str) -> Self {
+        Self {
+            slices: Api::namespaced(client, namespace),
+            namespace: namespace.to_string(),
+            service: service.to_string(),
+        }
+    }
+
+    /// The members now, sorted by address.
+    pub async fn members(&self) -> Result<Vec<Member>> {
+        let list = self
+            .slices
+            .list(
+                &ListParams::default()
+                    .labels(&format!("kubernetes.io/service-name={}", self.service)),
+            )
+            .await
+            .map_err(|e| api_error(e, "list", "endpointslices", &self.namespace))?;
+        let mut members = Vec::new();
+        for slice in list.items {
+            let ports = slice.ports.unwrap_or_default();
+            let Some(port) = ports
+                .iter()
+                .find(|p| p.name.as_deref() == Some("http"))
+                .or(ports.first())
+                .and_then(|p| p.port)
+            else {
+                continue;
+            };
+            for endpoint in slice.endpoints {
+                let conditions = endpoint.conditions.unwrap_or_default();
+                let terminating = conditions.terminating == Some(true);
+                // A missing `ready` means ready (the API's rule).
+                if !terminating && conditions.ready == Some(false) {
+                    continue;
+                }
+                for ip in endpoint.addresses.iter().take(1) {
+                    let addr = if ip.contains(':') {
+                        format!("[{ip}]:{port}")
+                    } else {
+                        format!("{ip}:{port}")
+                    };
+                    members.push(Member {
+                        addr,
+                        draining: terminating,
+                    });
+                }
+            }
+        }
+        members.sort_by(|a, b| a.addr.cmp(&b.addr));
+        members.dedup_by(|a, b| a.addr == b.addr);
+        Ok(members)
+    }
+
+    /// Publishes the members on `into` every `every` until the receivers are gone; a failed
+    /// list keeps the last membership (and is logged).
+    pub async fn follow(
+        self,
+        into: tokio::sync::watch::Sender<Members>,
+        every: std::time::Duration,
+    ) {
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        while !into.is_closed() {
+            ticks.tick().await;
+            match self.members().await {
+                Ok(pods) => {
+                    into.send_if_modified(|m| {
+                        if m.pods == pods {
+                            return false;
+                        }
+                        m.version += 1;
+                        m.pods = pods;
+                        true
+                    });
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot read the pods' EndpointSlices"),
             }
         }
     }

@@ -35,6 +35,8 @@ pub struct World {
     pub version: u64,
     /// Each request as "METHOD path".
     pub log: Vec<String>,
+    /// The port the pods' EndpointSlice lists (the Service's `http` port).
+    pub pod_port: u16,
 }
 
 type Shared = Arc<Mutex<World>>;
@@ -102,6 +104,7 @@ impl FakeApiServer {
                 .map(|p| (p["metadata"]["name"].as_str().unwrap().to_string(), p))
                 .collect(),
             version: 200,
+            pod_port: 8080,
             ..World::default()
         }));
         let app = Router::new()
@@ -117,6 +120,10 @@ impl FakeApiServer {
             .route(
                 "/api/v1/namespaces/{ns}/pods/{name}",
                 axum::routing::patch(patch_pod),
+            )
+            .route(
+                "/apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices",
+                get(list_endpoint_slices),
             )
             .route(
                 "/apis/coordination.k8s.io/v1/namespaces/{ns}/leases",
@@ -279,6 +286,55 @@ async fn patch_pod(
     }
     let pod = pod.clone();
     axum::Json(pod).into_response()
+}
+
+/// The EndpointSlice controller's view of the pods: one slice for the Service, each pod an
+/// endpoint with its readiness (a pod with `deletionTimestamp` is terminating).
+async fn list_endpoint_slices(
+    State(w): State<Shared>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let mut w = w.lock().unwrap();
+    let selector = q.get("labelSelector").cloned().unwrap_or_default();
+    log(
+        &mut w,
+        format!("GET endpointslices?labelSelector={selector}"),
+    );
+    if w.forbidden {
+        return forbidden("endpointslices", "discovery.k8s.io");
+    }
+    let endpoints: Vec<Value> = w
+        .pods
+        .values()
+        .map(|p| {
+            let ready = p["status"]["conditions"][0]["status"] == "True";
+            let terminating = !p["metadata"]["deletionTimestamp"].is_null();
+            json!({
+                "addresses": [p["status"]["podIP"]],
+                "conditions": {"ready": ready && !terminating, "serving": ready, "terminating": terminating},
+                "targetRef": {"kind": "Pod", "namespace": NS, "name": p["metadata"]["name"]},
+            })
+        })
+        .collect();
+    let service = format!("kubernetes.io/service-name={DEPLOYMENT}");
+    let items = if selector == service {
+        vec![json!({
+            "kind": "EndpointSlice", "apiVersion": "discovery.k8s.io/v1",
+            "metadata": {"name": format!("{DEPLOYMENT}-x7k2p"), "namespace": NS, "resourceVersion": "300",
+                         "labels": {"kubernetes.io/service-name": DEPLOYMENT,
+                                    "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io"}},
+            "addressType": "IPv4",
+            "endpoints": endpoints,
+            "ports": [{"name": "http", "port": w.pod_port, "protocol": "TCP"}],
+        })]
+    } else {
+        vec![]
+    };
+    axum::Json(
+        json!({"kind": "EndpointSliceList", "apiVersion": "discovery.k8s.io/v1",
+                      "metadata": {"resourceVersion": "300"}, "items": items}),
+    )
+    .into_response()
 }
 
 /// Create, read and replace with resourceVersion checks: leases and configmaps alike.

@@ -5,7 +5,7 @@
 use serde_json::Value;
 use std::collections::HashMap;
 use tenantscale_k8s::cluster::{
-    ClusterError, ConfigMapState, DELETION_COST, KubePool, LeaderLease,
+    ClusterError, ConfigMapState, DELETION_COST, KubePool, LeaderLease, ServiceEndpoints,
 };
 use tenantscale_k8s::fake_api::{DEPLOYMENT, FakeApiServer, NS, pod_json};
 
@@ -188,4 +188,32 @@ async fn the_engine_state_survives_in_a_config_map() {
         second.load().await.unwrap().as_deref(),
         Some(r#"{"engine":{"step":2}}"#)
     );
+}
+
+#[tokio::test]
+async fn the_gateway_sees_ready_pods_as_members_and_terminating_ones_as_draining() {
+    let mut pods = four_pods();
+    pods[1]["metadata"]["deletionTimestamp"] = serde_json::json!("2026-11-28T12:00:00Z");
+    let api = FakeApiServer::start(4, pods).await;
+    let service = ServiceEndpoints::new(api.client(), NS, DEPLOYMENT);
+    let members = service.members().await.unwrap();
+    let shown: Vec<(&str, bool)> = members
+        .iter()
+        .map(|m| (m.addr.as_str(), m.draining))
+        .collect();
+    // ddddd is not ready: left out until it is.
+    assert_eq!(
+        shown,
+        [
+            ("10.1.0.11:8080", false),
+            ("10.1.0.12:8080", true),
+            ("10.1.0.13:8080", false)
+        ]
+    );
+    let (tx, mut rx) = tokio::sync::watch::channel(Default::default());
+    let follower = tokio::spawn(service.follow(tx, std::time::Duration::from_millis(50)));
+    rx.changed().await.unwrap();
+    assert_eq!(rx.borrow().pods, members);
+    assert_eq!(rx.borrow().version, 1);
+    follower.abort();
 }

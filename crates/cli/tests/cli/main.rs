@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 mod gateway;
 mod k8s;
+#[cfg(feature = "kubernetes-fake-api")]
+mod kubernetes;
 mod local;
 
 fn root() -> PathBuf {
@@ -657,7 +659,12 @@ struct Server {
 impl Server {
     /// Starts `tenantscale ARGS…` and waits until it logs its address.
     fn start(args: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tenantscale"))
+        Self::start_command(Command::new(env!("CARGO_BIN_EXE_tenantscale")), args)
+    }
+
+    /// As [`Server::start`], with a prepared command (its environment).
+    fn start_command(mut command: Command, args: &[&str]) -> Self {
+        let mut child = command
             .args(args)
             .current_dir(root())
             .stdin(std::process::Stdio::null())
