@@ -5,8 +5,8 @@
 //! What is rendered (namespace from `kubernetes.namespace`):
 //! - the shared pool: Deployment (no `replicas`: an autoscaler owns it), headless Service,
 //!   PodDisruptionBudget, a NetworkPolicy (only the gateway and the autoscaler reach the
-//!   pods); the gateway: Deployment, Service, optional Ingress; the catalog as
-//!   a ConfigMap; the shared secret as a Secret when one is given;
+//!   pods); the gateway: Deployment, Service, optional Ingress; the catalog (it holds the
+//!   API-key hashes) and the shared secret (when one is given) as Secrets;
 //! - `--hpa tenantscale` (default): the tenantscale autoscaler with its ServiceAccount, Role
 //!   and RoleBinding; `--hpa native`: the catalog's `autoscaling/v2` HPA (the seed's) and the
 //!   prometheus-adapter rules that make its `queue_depth_per_tenant` work;
@@ -84,7 +84,7 @@ pub struct Options {
     pub prometheus_operator: bool,
     /// The gateway↔pod secret; without it no Secret is rendered (create it with kubectl).
     pub secret: Option<String>,
-    /// The catalog file's text, shipped as the ConfigMap.
+    /// The catalog file's text, shipped as the Secret `tenantscale-catalog`.
     pub catalog_text: String,
 }
 
@@ -122,7 +122,7 @@ pub fn render(catalog: &Catalog, options: &Options) -> Rendered {
     };
     let ns = catalog.kubernetes.namespace.clone();
     ctx.add(namespace(&ns, None));
-    ctx.add(catalog_config_map(&ns, &options.catalog_text));
+    ctx.add(catalog_secret(&ns, &options.catalog_text));
     match &options.secret {
         Some(secret) => ctx.add(secret_resource(&ns, secret)),
         None => ctx.out.warnings.push(format!(
@@ -254,12 +254,15 @@ fn namespace(name: &str, tenant: Option<&Tenant>) -> Value {
     })
 }
 
-fn catalog_config_map(ns: &str, text: &str) -> Value {
+/// The catalog holds the tenants' API-key hashes: it ships as a Secret (readable only by
+/// what mounts it and by whoever may read Secrets), not a ConfigMap.
+fn catalog_secret(ns: &str, text: &str) -> Value {
     json!({
         "apiVersion": "v1",
-        "kind": "ConfigMap",
+        "kind": "Secret",
         "metadata": metadata("tenantscale-catalog", ns, base_labels("config")),
-        "data": {"tenantscale.yaml": text},
+        "type": "Opaque",
+        "stringData": {"tenantscale.yaml": text},
     })
 }
 
@@ -291,7 +294,7 @@ fn security_context() -> Value {
 
 fn catalog_volume() -> (Value, Value) {
     (
-        json!({"name": "catalog", "configMap": {"name": "tenantscale-catalog"}}),
+        json!({"name": "catalog", "secret": {"secretName": "tenantscale-catalog"}}),
         json!({"name": "catalog", "mountPath": CATALOG_DIR, "readOnly": true}),
     )
 }
@@ -747,7 +750,7 @@ fn silo(ctx: &mut Ctx, tenant: &Tenant) {
     let (limits_cpu, limits_memory) = hard(tier_limits, need_limits, "maxShare");
     let (pvcs, storage, load_balancers) = silo_extras(&quota.tier);
     ctx.add(namespace(&ns, Some(tenant)));
-    ctx.add(catalog_config_map(&ns, &ctx.options.catalog_text.clone()));
+    ctx.add(catalog_secret(&ns, &ctx.options.catalog_text.clone()));
     ctx.add(json!({
         "apiVersion": "v1",
         "kind": "ResourceQuota",
@@ -831,7 +834,9 @@ fn limit_range(catalog: &Catalog, ns: &str, stack: &Stack) -> Value {
                 "defaultRequest": {"cpu": "250m", "memory": "256Mi"},
             },
             {
+                // A pod has no defaults of its own (they are per container).
                 "type": "Pod",
+                "min": {"cpu": "100m", "memory": "128Mi"},
                 "max": {"cpu": quantity(&at_least(&container_cpu, "8")),
                         "memory": quantity(&at_least(&container_memory, "16Gi"))},
             },
