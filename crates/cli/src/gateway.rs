@@ -160,7 +160,7 @@ pub fn run(args: GatewayArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Starts following a Service's EndpointSlices (once a second) into `members`.
+/// Starts watching a Service's EndpointSlices into `members`.
 #[cfg(feature = "kubernetes")]
 async fn follow_endpoint_slices(
     target: &str,
@@ -177,7 +177,7 @@ async fn follow_endpoint_slices(
     let client = tenantscale_k8s::cluster::client().await?;
     let slices = tenantscale_k8s::cluster::ServiceEndpoints::new(client, namespace, service);
     tracing::info!(namespace, service, "following the Service's EndpointSlices");
-    tokio::spawn(slices.follow(members, Duration::from_secs(1)));
+    tokio::spawn(slices.follow(members));
     Ok(())
 }
 

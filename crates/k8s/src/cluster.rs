@@ -463,72 +463,105 @@ impl ServiceEndpoints {
     pub async fn members(&self) -> Result<Vec<Member>> {
         let list = self
             .slices
-            .list(
-                &ListParams::default()
-                    .labels(&format!("kubernetes.io/service-name={}", self.service)),
-            )
+            .list(&ListParams::default().labels(&self.selector()))
             .await
             .map_err(|e| api_error(e, "list", "endpointslices", &self.namespace))?;
-        let mut members = Vec::new();
-        for slice in list.items {
-            let ports = slice.ports.unwrap_or_default();
-            let Some(port) = ports
-                .iter()
-                .find(|p| p.name.as_deref() == Some("http"))
-                .or(ports.first())
-                .and_then(|p| p.port)
-            else {
-                continue;
-            };
-            for endpoint in slice.endpoints {
-                let conditions = endpoint.conditions.unwrap_or_default();
-                let terminating = conditions.terminating == Some(true);
-                // A missing `ready` means ready (the API's rule).
-                if !terminating && conditions.ready == Some(false) {
-                    continue;
-                }
-                for ip in endpoint.addresses.iter().take(1) {
-                    let addr = if ip.contains(':') {
-                        format!("[{ip}]:{port}")
-                    } else {
-                        format!("{ip}:{port}")
-                    };
-                    members.push(Member {
-                        addr,
-                        draining: terminating,
-                    });
-                }
-            }
-        }
-        members.sort_by(|a, b| a.addr.cmp(&b.addr));
-        members.dedup_by(|a, b| a.addr == b.addr);
-        Ok(members)
+        Ok(members_of(list.items.iter()))
     }
 
-    /// Publishes the members on `into` every `every` until the receivers are gone; a failed
-    /// list keeps the last membership (and is logged).
-    pub async fn follow(
-        self,
-        into: tokio::sync::watch::Sender<Members>,
-        every: std::time::Duration,
-    ) {
-        let mut ticks = tokio::time::interval(every);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    fn selector(&self) -> String {
+        format!("kubernetes.io/service-name={}", self.service)
+    }
+
+    /// Watches the Service's EndpointSlices and publishes the members on `into` after every
+    /// change, until the receivers are gone. A broken watch is re-listed with backoff (the
+    /// last membership stays meanwhile).
+    pub async fn follow(self, into: tokio::sync::watch::Sender<Members>) {
+        use futures_util::StreamExt;
+        use kube::runtime::WatchStreamExt;
+        use kube::runtime::watcher::{self, Event};
+        let config = watcher::Config::default().labels(&self.selector());
+        let mut events =
+            std::pin::pin!(watcher::watcher(self.slices.clone(), config).default_backoff());
+        // Slices by name; during a (re)list the new set is gathered apart, then swapped in.
+        let mut slices: BTreeMap<String, EndpointSlice> = BTreeMap::new();
+        let mut relisting: Option<BTreeMap<String, EndpointSlice>> = None;
         while !into.is_closed() {
-            ticks.tick().await;
-            match self.members().await {
-                Ok(pods) => {
-                    into.send_if_modified(|m| {
-                        if m.pods == pods {
-                            return false;
-                        }
-                        m.version += 1;
-                        m.pods = pods;
-                        true
-                    });
+            let Some(event) = events.next().await else {
+                return;
+            };
+            let name = |s: &EndpointSlice| s.metadata.name.clone().unwrap_or_default();
+            match event {
+                Ok(Event::Init) => relisting = Some(BTreeMap::new()),
+                Ok(Event::InitApply(slice)) => {
+                    relisting
+                        .get_or_insert_default()
+                        .insert(name(&slice), slice);
+                    continue;
                 }
-                Err(e) => tracing::warn!(error = %e, "cannot read the pods' EndpointSlices"),
+                Ok(Event::InitDone) => slices = relisting.take().unwrap_or_default(),
+                Ok(Event::Apply(slice)) => {
+                    slices.insert(name(&slice), slice);
+                }
+                Ok(Event::Delete(slice)) => {
+                    slices.remove(&name(&slice));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "watching the pods' EndpointSlices");
+                    continue;
+                }
+            }
+            if relisting.is_some() {
+                continue;
+            }
+            let pods = members_of(slices.values());
+            into.send_if_modified(|m| {
+                if m.pods == pods {
+                    return false;
+                }
+                m.version += 1;
+                m.pods = pods;
+                true
+            });
+        }
+    }
+}
+
+/// Ready endpoints are members, terminating ones members marked draining, the rest wait;
+/// sorted by address.
+fn members_of<'a>(slices: impl Iterator<Item = &'a EndpointSlice>) -> Vec<Member> {
+    let mut members = Vec::new();
+    for slice in slices {
+        let ports = slice.ports.as_deref().unwrap_or_default();
+        let Some(port) = ports
+            .iter()
+            .find(|p| p.name.as_deref() == Some("http"))
+            .or(ports.first())
+            .and_then(|p| p.port)
+        else {
+            continue;
+        };
+        for endpoint in &slice.endpoints {
+            let conditions = endpoint.conditions.clone().unwrap_or_default();
+            let terminating = conditions.terminating == Some(true);
+            // A missing `ready` means ready (the API's rule).
+            if !terminating && conditions.ready == Some(false) {
+                continue;
+            }
+            if let Some(ip) = endpoint.addresses.first() {
+                let addr = if ip.contains(':') {
+                    format!("[{ip}]:{port}")
+                } else {
+                    format!("{ip}:{port}")
+                };
+                members.push(Member {
+                    addr,
+                    draining: terminating,
+                });
             }
         }
     }
+    members.sort_by(|a, b| a.addr.cmp(&b.addr));
+    members.dedup_by(|a, b| a.addr == b.addr);
+    members
 }

@@ -290,19 +290,7 @@ async fn patch_pod(
 
 /// The EndpointSlice controller's view of the pods: one slice for the Service, each pod an
 /// endpoint with its readiness (a pod with `deletionTimestamp` is terminating).
-async fn list_endpoint_slices(
-    State(w): State<Shared>,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    let mut w = w.lock().unwrap();
-    let selector = q.get("labelSelector").cloned().unwrap_or_default();
-    log(
-        &mut w,
-        format!("GET endpointslices?labelSelector={selector}"),
-    );
-    if w.forbidden {
-        return forbidden("endpointslices", "discovery.k8s.io");
-    }
+fn endpoint_slice(w: &World) -> Value {
     let endpoints: Vec<Value> = w
         .pods
         .values()
@@ -316,25 +304,70 @@ async fn list_endpoint_slices(
             })
         })
         .collect();
-    let service = format!("kubernetes.io/service-name={DEPLOYMENT}");
-    let items = if selector == service {
-        vec![json!({
-            "kind": "EndpointSlice", "apiVersion": "discovery.k8s.io/v1",
-            "metadata": {"name": format!("{DEPLOYMENT}-x7k2p"), "namespace": NS, "resourceVersion": "300",
-                         "labels": {"kubernetes.io/service-name": DEPLOYMENT,
-                                    "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io"}},
-            "addressType": "IPv4",
-            "endpoints": endpoints,
-            "ports": [{"name": "http", "port": w.pod_port, "protocol": "TCP"}],
-        })]
-    } else {
-        vec![]
-    };
-    axum::Json(
-        json!({"kind": "EndpointSliceList", "apiVersion": "discovery.k8s.io/v1",
-                      "metadata": {"resourceVersion": "300"}, "items": items}),
-    )
-    .into_response()
+    json!({
+        "kind": "EndpointSlice", "apiVersion": "discovery.k8s.io/v1",
+        "metadata": {"name": format!("{DEPLOYMENT}-x7k2p"), "namespace": NS, "resourceVersion": w.version.to_string(),
+                     "labels": {"kubernetes.io/service-name": DEPLOYMENT,
+                                "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io"}},
+        "addressType": "IPv4",
+        "endpoints": endpoints,
+        "ports": [{"name": "http", "port": w.pod_port, "protocol": "TCP"}],
+    })
+}
+
+/// A list, or with `watch=true` a watch: newline-separated `{"type","object"}` events, one
+/// each time the slice changes (the fake looks every 50 ms), the connection held open.
+async fn list_endpoint_slices(
+    State(shared): State<Shared>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let selector = q.get("labelSelector").cloned().unwrap_or_default();
+    let watch = q.get("watch").is_some_and(|w| w == "true");
+    let ours = selector == format!("kubernetes.io/service-name={DEPLOYMENT}");
+    let mut w = shared.lock().unwrap();
+    log(
+        &mut w,
+        format!(
+            "GET endpointslices?labelSelector={selector}{}",
+            if watch { "&watch=true" } else { "" }
+        ),
+    );
+    if w.forbidden {
+        return forbidden("endpointslices", "discovery.k8s.io");
+    }
+    if !watch {
+        let items = if ours {
+            vec![endpoint_slice(&w)]
+        } else {
+            vec![]
+        };
+        return axum::Json(json!({"kind": "EndpointSliceList", "apiVersion": "discovery.k8s.io/v1",
+                                 "metadata": {"resourceVersion": w.version.to_string()}, "items": items}))
+        .into_response();
+    }
+    drop(w);
+    let events = futures_util::stream::unfold(
+        (Arc::clone(&shared), None::<String>),
+        move |(shared, last)| async move {
+            loop {
+                let slice = endpoint_slice(&shared.lock().unwrap());
+                let text = slice["endpoints"].to_string();
+                if ours && last.as_deref() != Some(text.as_str()) {
+                    let kind = if last.is_none() { "ADDED" } else { "MODIFIED" };
+                    let line = format!("{}\n", json!({"type": kind, "object": slice}));
+                    return Some((
+                        Ok::<_, std::convert::Infallible>(Bytes::from(line)),
+                        (shared, Some(text)),
+                    ));
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        },
+    );
+    Response::builder()
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from_stream(events))
+        .expect("a response")
 }
 
 /// Create, read and replace with resourceVersion checks: leases and configmaps alike.

@@ -210,10 +210,20 @@ async fn the_gateway_sees_ready_pods_as_members_and_terminating_ones_as_draining
             ("10.1.0.13:8080", false)
         ]
     );
+    // Watched: the same members at once, then every change.
     let (tx, mut rx) = tokio::sync::watch::channel(Default::default());
-    let follower = tokio::spawn(service.follow(tx, std::time::Duration::from_millis(50)));
+    let follower = tokio::spawn(service.follow(tx));
     rx.changed().await.unwrap();
     assert_eq!(rx.borrow().pods, members);
     assert_eq!(rx.borrow().version, 1);
+    api.world().pods.get_mut("tenantscale-pod-aaaaa").unwrap()["metadata"]["deletionTimestamp"] =
+        serde_json::json!("2026-11-28T12:01:00Z");
+    rx.changed().await.unwrap();
+    assert!(rx.borrow().pods[0].draining, "{:?}", rx.borrow().pods);
+    assert_eq!(rx.borrow().version, 2);
+    assert!(
+        api.world().log.iter().any(|l| l.ends_with("&watch=true")),
+        "a watch, not polling"
+    );
     follower.abort();
 }

@@ -169,7 +169,10 @@ fn the_gateway_follows_endpoint_slices_and_stops_sending_to_a_terminating_pod() 
         assert!(Instant::now() < deadline, "still sending: {status} {body}");
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert!(api.world().log.iter().any(
-        |l| l == "GET endpointslices?labelSelector=kubernetes.io/service-name=tenantscale-pod"
-    ));
+    let log = api.world().log.clone();
+    assert!(
+        log.iter().any(|l| l
+            == "GET endpointslices?labelSelector=kubernetes.io/service-name=tenantscale-pod&watch=true"),
+        "the gateway watches: {log:?}"
+    );
 }
