@@ -9,7 +9,7 @@
 //! answer, the round has no observation and the loop makes no decision, as Kubernetes' HPA
 //! does when its metrics API fails.
 
-use crate::signals::PoolSignals;
+use crate::signals::{PoolSignals, idle_demands, tenant_index};
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
@@ -18,7 +18,7 @@ use serde::Deserialize;
 use std::collections::HashMap;
 use std::time::Duration;
 use tenantscale_core::catalog::Catalog;
-use tenantscale_core::scaling::tenant_aware::{TenantDemand, queue_depth_promql};
+use tenantscale_core::scaling::tenant_aware::queue_depth_promql;
 
 /// Largest answer read from Prometheus.
 const MAX_ANSWER: usize = 8 << 20;
@@ -165,20 +165,8 @@ impl PrometheusSource {
                 .map(|(_, promql)| self.query(client, promql, timeout)),
         )
         .await;
-        let index: HashMap<&str, usize> = catalog
-            .tenants
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.id.as_str(), i))
-            .collect();
-        let mut demands: Vec<TenantDemand> = catalog
-            .tenants
-            .iter()
-            .map(|t| TenantDemand {
-                max_share: t.max_share,
-                ..TenantDemand::default()
-            })
-            .collect();
+        let index = tenant_index(catalog);
+        let mut demands = idle_demands(catalog);
         let mut busy = vec![0.0; demands.len()];
         let mut queue_depth = 0.0;
         let mut pods: HashMap<String, PodSeen> = HashMap::new();

@@ -38,12 +38,7 @@ impl PodScrape {
     /// Reads the series the autoscaler needs; samples of tenants not in the catalog are
     /// ignored (a pod with an older catalog).
     pub fn from_samples(catalog: &Catalog, at: f64, samples: &[Sample]) -> Self {
-        let index: HashMap<&str, usize> = catalog
-            .tenants
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.id.as_str(), i))
-            .collect();
+        let index = tenant_index(catalog);
         let mut scrape = Self {
             at,
             tenants: vec![TenantCounters::default(); catalog.tenants.len()],
@@ -75,6 +70,28 @@ impl PodScrape {
     }
 }
 
+/// The catalog's tenant ids → their index.
+pub fn tenant_index(catalog: &Catalog) -> HashMap<&str, usize> {
+    catalog
+        .tenants
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.id.as_str(), i))
+        .collect()
+}
+
+/// Every catalog tenant with nothing observed yet (only its maxShare).
+pub fn idle_demands(catalog: &Catalog) -> Vec<TenantDemand> {
+    catalog
+        .tenants
+        .iter()
+        .map(|t| TenantDemand {
+            max_share: t.max_share,
+            ..TenantDemand::default()
+        })
+        .collect()
+}
+
 /// Per tenant, what the pool saw in one round of scrapes.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PoolSignals {
@@ -91,14 +108,7 @@ pub fn pool_signals(
     previous: &mut HashMap<String, PodScrape>,
 ) -> PoolSignals {
     let n = catalog.tenants.len();
-    let mut demands: Vec<TenantDemand> = catalog
-        .tenants
-        .iter()
-        .map(|t| TenantDemand {
-            max_share: t.max_share,
-            ..TenantDemand::default()
-        })
-        .collect();
+    let mut demands = idle_demands(catalog);
     let mut completions = vec![0.0; n];
     let mut busy = vec![0.0; n];
     for (addr, scrape) in round {

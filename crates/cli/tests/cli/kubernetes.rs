@@ -6,6 +6,20 @@ use super::{Server, temp_file};
 use std::time::{Duration, Instant};
 use tenantscale_k8s::fake_api::{DEPLOYMENT, FakeApiServer, NS, pod_json};
 
+/// A kubeconfig (as `kubectl` writes one) for the fake, namespace `tenantscale`.
+fn kubeconfig(name: &str, api: &FakeApiServer) -> std::path::PathBuf {
+    temp_file(
+        name,
+        &format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: fake\n\
+             clusters: [{{name: fake, cluster: {{server: \"{}\"}}}}]\n\
+             users: [{{name: fake, user: {{}}}}]\n\
+             contexts: [{{name: fake, context: {{cluster: fake, user: fake, namespace: {NS}}}}}]\n",
+            api.url
+        ),
+    )
+}
+
 #[test]
 fn autoscale_on_kubernetes_takes_the_lease_scales_to_min_and_publishes_the_pods() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -31,16 +45,7 @@ fn autoscale_on_kubernetes_takes_the_lease_scales_to_min_and_publishes_the_pods(
             ),
         ],
     ));
-    let kubeconfig = temp_file(
-        "kubeconfig",
-        &format!(
-            "apiVersion: v1\nkind: Config\ncurrent-context: fake\n\
-             clusters: [{{name: fake, cluster: {{server: \"{}\"}}}}]\n\
-             users: [{{name: fake, user: {{}}}}]\n\
-             contexts: [{{name: fake, context: {{cluster: fake, user: fake, namespace: {NS}}}}}]\n",
-            api.url
-        ),
-    );
+    let kubeconfig = kubeconfig("kubeconfig", &api);
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_tenantscale"));
     command
         .env("KUBECONFIG", &kubeconfig)
@@ -112,16 +117,7 @@ fn the_gateway_follows_endpoint_slices_and_stops_sending_to_a_terminating_pod() 
         )],
     ));
     api.world().pod_port = port.parse().unwrap();
-    let kubeconfig = temp_file(
-        "kubeconfig-slices",
-        &format!(
-            "apiVersion: v1\nkind: Config\ncurrent-context: fake\n\
-             clusters: [{{name: fake, cluster: {{server: \"{}\"}}}}]\n\
-             users: [{{name: fake, user: {{}}}}]\n\
-             contexts: [{{name: fake, context: {{cluster: fake, user: fake}}}}]\n",
-            api.url
-        ),
-    );
+    let kubeconfig = kubeconfig("kubeconfig-slices", &api);
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_tenantscale"));
     command.env("KUBECONFIG", &kubeconfig);
     let gateway = Server::start_command(

@@ -67,6 +67,32 @@ fn stop(server: Server) -> String {
     server.exit_log()
 }
 
+/// The example's tenants on a pool of 1–4 pods of 2 slots, with short windows and a
+/// scale-down stabilization of `scale_down_seconds`.
+fn small_pool(name: &str, scale_down_seconds: u32) -> std::path::PathBuf {
+    let base = std::fs::read_to_string(root().join("examples/gcc-platform.yaml")).unwrap();
+    let tenants_only = base.split("pool:").next().unwrap();
+    temp_file(
+        name,
+        &format!(
+            "{tenants_only}pool:\n  minReplicas: 1\n  maxReplicas: 4\n  slotsPerPod: 2\n  tenantAware:\n    stableWindowSeconds: 10\n    panicWindowSeconds: 2\n    behavior:\n      scaleDown: {{stabilizationWindowSeconds: {scale_down_seconds}}}\n"
+        ),
+    )
+}
+
+/// `llm-sim` answering after `ms`, and its chat completions URL.
+fn llm_sim(ms: u32) -> (Server, String) {
+    let llm = Server::start(&[
+        "llm-sim",
+        "--listen",
+        "127.0.0.1:0",
+        "--latency-ms",
+        &ms.to_string(),
+    ]);
+    let url = format!("http://{}/v1/chat/completions", llm.addr);
+    (llm, url)
+}
+
 /// Threads sending queries through the gateway until stopped: (answered, failed) where failed
 /// is a 5xx or a connection error (a 429 is the gateway's limit, not a failure).
 struct Load {
@@ -266,16 +292,8 @@ fn a_restarted_autoscaler_adopts_its_pods_and_neither_grows_nor_shrinks_them() {
     // so this cannot tell a restored window from a lost one; that the restored state decides
     // exactly as the uninterrupted run is the control module's unit test. This one checks
     // the adoption: the same pods, no new ones, no scale either way.
-    let base = std::fs::read_to_string(root().join("examples/gcc-platform.yaml")).unwrap();
-    let tenants_only = base.split("pool:").next().unwrap();
-    let catalog = temp_file(
-        "restart.yaml",
-        &format!(
-            "{tenants_only}pool:\n  minReplicas: 1\n  maxReplicas: 4\n  slotsPerPod: 2\n  tenantAware:\n    stableWindowSeconds: 10\n    panicWindowSeconds: 2\n    behavior:\n      scaleDown: {{stabilizationWindowSeconds: 600}}\n"
-        ),
-    );
-    let llm = Server::start(&["llm-sim", "--listen", "127.0.0.1:0", "--latency-ms", "300"]);
-    let llm_url = format!("http://{}/v1/chat/completions", llm.addr);
+    let catalog = small_pool("restart.yaml", 600);
+    let (llm, llm_url) = llm_sim(300);
     let autoscale = |extra: &[&str]| {
         let mut args = vec![
             "autoscale",
@@ -365,31 +383,19 @@ impl Prometheus {
         let dir = temp_dir("prometheus");
         std::fs::write(dir.join("prometheus.yml"), config).unwrap();
         let addr = format!("127.0.0.1:{}", free_port());
-        let spawned = std::process::Command::new("prometheus")
-            .arg(format!(
-                "--config.file={}",
-                dir.join("prometheus.yml").display()
-            ))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("data").display()
-            ))
-            .arg(format!("--web.listen-address={addr}"))
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(dir.join("log")).unwrap())
-            .spawn();
-        let child = match spawned {
-            Ok(child) => child,
-            Err(e) => {
-                assert!(
-                    std::env::var_os("CI").is_none(),
-                    "CI must install prometheus (see .ci/run): {e}"
-                );
-                eprintln!("skipped: no prometheus ({e})");
-                return None;
-            }
-        };
+        let child = super::spawn_tool(
+            std::process::Command::new("prometheus")
+                .arg(format!(
+                    "--config.file={}",
+                    dir.join("prometheus.yml").display()
+                ))
+                .arg(format!(
+                    "--storage.tsdb.path={}",
+                    dir.join("data").display()
+                ))
+                .arg(format!("--web.listen-address={addr}"))
+                .stderr(std::fs::File::create(dir.join("log")).unwrap()),
+        )?;
         let server = Self { child, addr, dir };
         let deadline = Instant::now() + Duration::from_secs(30);
         while !matches!(
@@ -430,16 +436,8 @@ fn autoscale_can_read_its_signals_from_prometheus_and_holds_still_when_it_is_gon
         return;
     };
     let data = temp_dir("prometheus-source");
-    let base = std::fs::read_to_string(root().join("examples/gcc-platform.yaml")).unwrap();
-    let tenants_only = base.split("pool:").next().unwrap();
-    let catalog = temp_file(
-        "prometheus-source.yaml",
-        &format!(
-            "{tenants_only}pool:\n  minReplicas: 1\n  maxReplicas: 4\n  slotsPerPod: 2\n  tenantAware:\n    stableWindowSeconds: 10\n    panicWindowSeconds: 2\n    behavior:\n      scaleDown: {{stabilizationWindowSeconds: 3}}\n"
-        ),
-    );
-    let llm = Server::start(&["llm-sim", "--listen", "127.0.0.1:0", "--latency-ms", "300"]);
-    let llm_url = format!("http://{}/v1/chat/completions", llm.addr);
+    let catalog = small_pool("prometheus-source.yaml", 3);
+    let (llm, llm_url) = llm_sim(300);
     let prometheus_url = format!("http://{}", prometheus.addr);
     let autoscaler = Server::start(&[
         "autoscale",

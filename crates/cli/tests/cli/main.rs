@@ -1001,6 +1001,27 @@ fn serve_rejects_bad_input_with_a_json_error_and_writes_nothing() {
     pod.exit_log();
 }
 
+/// Spawns an outside server the tests need (stdin and stdout null); `None` (the test skips)
+/// when it is not installed, except under CI (`.ci/run` installs it), where that fails.
+fn spawn_tool(command: &mut Command) -> Option<std::process::Child> {
+    let tool = command.get_program().to_string_lossy().to_string();
+    match command
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+    {
+        Ok(child) => Some(child),
+        Err(e) => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI must install {tool} (see .ci/run): {e}"
+            );
+            eprintln!("skipped: no {tool} ({e})");
+            None
+        }
+    }
+}
+
 /// A throwaway `redis-server` on a free 127.0.0.1 port, killed on drop. Without the binary the
 /// test is skipped, except under CI (`.ci/run` installs it), where it fails.
 struct RedisServer {
@@ -1015,24 +1036,12 @@ impl RedisServer {
             .local_addr()
             .unwrap()
             .port();
-        let spawned = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn();
-        let child = match spawned {
-            Ok(child) => child,
-            Err(e) => {
-                assert!(
-                    std::env::var_os("CI").is_none(),
-                    "CI must install redis-server (see .ci/run): {e}"
-                );
-                eprintln!("skipped: no redis-server ({e})");
-                return None;
-            }
-        };
+        let child = spawn_tool(
+            Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no"])
+                .stderr(std::process::Stdio::null()),
+        )?;
         let server = Self {
             child,
             url: format!("redis://127.0.0.1:{port}"),
