@@ -6,6 +6,20 @@ use super::{Server, temp_file};
 use std::time::{Duration, Instant};
 use tenantscale_k8s::fake_api::{DEPLOYMENT, FakeApiServer, NS, pod_json};
 
+/// The fake on a runtime of its own, serving while the test blocks on the binaries.
+fn fake_api(
+    replicas: i64,
+    pods: Vec<serde_json::Value>,
+) -> (tokio::runtime::Runtime, FakeApiServer) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let api = runtime.block_on(FakeApiServer::start(replicas, pods));
+    (runtime, api)
+}
+
 /// A kubeconfig (as `kubectl` writes one) for the fake, namespace `tenantscale`.
 fn kubeconfig(name: &str, api: &FakeApiServer) -> std::path::PathBuf {
     temp_file(
@@ -22,13 +36,8 @@ fn kubeconfig(name: &str, api: &FakeApiServer) -> std::path::PathBuf {
 
 #[test]
 fn autoscale_on_kubernetes_takes_the_lease_scales_to_min_and_publishes_the_pods() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
     // Two pods where the catalog asks for at least three (their IPs serve no metrics).
-    let api = runtime.block_on(FakeApiServer::start(
+    let (_runtime, api) = fake_api(
         2,
         vec![
             pod_json(
@@ -44,7 +53,7 @@ fn autoscale_on_kubernetes_takes_the_lease_scales_to_min_and_publishes_the_pods(
                 true,
             ),
         ],
-    ));
+    );
     let kubeconfig = kubeconfig("kubeconfig", &api);
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_tenantscale"));
     command
@@ -102,12 +111,7 @@ fn the_gateway_follows_endpoint_slices_and_stops_sending_to_a_terminating_pod() 
         "0",
     ]);
     let (ip, port) = pod.addr.rsplit_once(':').unwrap();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let api = runtime.block_on(FakeApiServer::start(
+    let (_runtime, api) = fake_api(
         1,
         vec![pod_json(
             "tenantscale-pod-a",
@@ -115,7 +119,7 @@ fn the_gateway_follows_endpoint_slices_and_stops_sending_to_a_terminating_pod() 
             "2026-11-28T10:00:00Z",
             true,
         )],
-    ));
+    );
     api.world().pod_port = port.parse().unwrap();
     let kubeconfig = kubeconfig("kubeconfig-slices", &api);
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_tenantscale"));
