@@ -497,10 +497,23 @@ fn autoscale_can_read_its_signals_from_prometheus_and_holds_still_when_it_is_gon
     // HPA does when its metrics API fails.
     let before = get_json(&api, "/status");
     drop(prometheus);
+    let gone = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    // 8 rounds (4 s) without Prometheus, longer than the 3 s scale-down window.
     let blind = wait_status(&api, Duration::from_secs(20), |s| {
-        s["sourceErrors"].as_u64() >= Some(4)
+        s["sourceErrors"].as_u64() >= Some(8)
     });
     assert_eq!(blind["replicas"], before["replicas"], "{blind}");
+    // No decision since it went (one round already under way may still finish).
+    let last = blind["decisions"].as_array().unwrap().last().unwrap()["at"]
+        .as_f64()
+        .unwrap();
+    assert!(
+        last < gone + 1.0,
+        "decided at {last}, Prometheus gone at {gone}"
+    );
     assert!(
         blind["lastSourceError"]
             .as_str()
