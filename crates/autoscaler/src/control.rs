@@ -7,7 +7,7 @@ use crate::exposition;
 use crate::local::PodRecord;
 use crate::pool::Pool;
 use crate::prometheus::PrometheusSource;
-use crate::signals::{PodScrape, PoolSignals, pool_signals};
+use crate::signals::{PodScrape, PodSeen, PoolSignals, pool_signals};
 use crate::state::{Persisted, StateStore};
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::Bytes;
@@ -140,13 +140,6 @@ async fn scrape(
     ))
 }
 
-/// What one pod showed this round: its state (`tenantscale_pod_state`), and its queued + in
-/// flight work.
-struct PodSeen {
-    state: Option<String>,
-    outstanding: f64,
-}
-
 fn source_name(config: &ControlConfig) -> &'static str {
     if config.prometheus.is_some() {
         "prometheus"
@@ -174,10 +167,6 @@ async fn observe(
             .map(|a| {
                 seen.pods
                     .remove(a)
-                    .map(|p| PodSeen {
-                        state: p.state,
-                        outstanding: p.outstanding,
-                    })
                     .ok_or_else(|| "no series in Prometheus".to_string())
             })
             .collect();
@@ -322,49 +311,37 @@ pub async fn run<P: Pool>(
         }
         ready_since.retain(|a, _| pods.iter().any(|p| &p.addr == a));
         let current = actuator.replicas() as i32;
-        if !leading {
-            let mut s = status.lock().expect("status lock");
-            s.leading = false;
-            s.replicas = actuator.replicas();
-            s.pods = pod_status;
-            s.queue_depth_per_tenant = signals.queue_depth_per_tenant;
-            continue;
-        }
-        let decision = engine.decide(&mut engine_state, now, current, &views, &signals);
-        if decision.desired != current {
-            tracing::info!(
-                from = current,
-                to = decision.desired,
-                reason = %decision.reason,
-                "scaling"
-            );
-            let outstanding: HashMap<String, f64> = pod_status
-                .iter()
-                .map(|p| (p.addr.clone(), p.outstanding))
-                .collect();
-            actuator
-                .scale_to(decision.desired.max(0) as usize, &outstanding)
-                .await;
-        } else {
-            tracing::debug!(replicas = current, reason = %decision.reason, "steady");
-        }
-        if let Some(store) = &config.state {
-            let persisted = Persisted {
-                policy: engine.name().into(),
-                engine: engine_state.clone(),
-                pods: actuator.adoptable(),
-            };
-            if let Err(e) = store.save(&persisted).await {
-                tracing::warn!(error = %e, "cannot persist the autoscaler's state");
+        // Only the leader decides, acts and saves; a follower keeps its status page current.
+        let decision = if leading {
+            let decision = engine.decide(&mut engine_state, now, current, &views, &signals);
+            if decision.desired != current {
+                tracing::info!(
+                    from = current,
+                    to = decision.desired,
+                    reason = %decision.reason,
+                    "scaling"
+                );
+                let outstanding: HashMap<String, f64> = pod_status
+                    .iter()
+                    .map(|p| (p.addr.clone(), p.outstanding))
+                    .collect();
+                actuator
+                    .scale_to(decision.desired.max(0) as usize, &outstanding)
+                    .await;
+            } else {
+                tracing::debug!(replicas = current, reason = %decision.reason, "steady");
             }
-        }
+            persist(&config, engine.name(), &engine_state, &actuator).await;
+            Some(decision)
+        } else {
+            None
+        };
         let mut s = status.lock().expect("status lock");
-        s.leading = true;
+        s.leading = leading;
         s.policy = engine.name().into();
         s.source = source_name(&config).into();
         (s.min_replicas, s.max_replicas) = (min, max);
         s.replicas = actuator.replicas();
-        s.desired = decision.desired;
         s.pods = pod_status;
         s.queue_depth_per_tenant = signals.queue_depth_per_tenant;
         let entitlement = |share| catalog.pool.tenant_aware.entitlement(share);
@@ -384,26 +361,36 @@ pub async fn run<P: Pool>(
             .collect();
         tenants.sort_by(|a, b| b.demand.total_cmp(&a.demand));
         s.tenants = tenants;
-        s.decisions.push_back(decision);
-        while s.decisions.len() > DECISIONS_KEPT {
-            s.decisions.pop_front();
+        if let Some(decision) = decision {
+            s.desired = decision.desired;
+            s.decisions.push_back(decision);
+            while s.decisions.len() > DECISIONS_KEPT {
+                s.decisions.pop_front();
+            }
         }
         (s.dropped_on_drain, s.restarts) = actuator.counters();
         s.scrape_failures = scrape_failures;
         s.source_errors = source_errors;
         s.last_source_error = None;
     }
-    if let Some(store) = config.state.as_ref().filter(|_| leading) {
+    if leading {
+        persist(&config, engine.name(), &engine_state, &actuator).await;
+    }
+    actuator
+}
+
+/// Writes the engine's memory and the adoptable pods to the configured store, if any.
+async fn persist<P: Pool>(config: &ControlConfig, policy: &str, engine: &EngineState, pool: &P) {
+    if let Some(store) = &config.state {
         let persisted = Persisted {
-            policy: engine.name().into(),
-            engine: engine_state,
-            pods: actuator.adoptable(),
+            policy: policy.into(),
+            engine: engine.clone(),
+            pods: pool.adoptable(),
         };
         if let Err(e) = store.save(&persisted).await {
             tracing::warn!(error = %e, "cannot persist the autoscaler's state");
         }
     }
-    actuator
 }
 
 #[cfg(test)]

@@ -36,17 +36,11 @@ pub struct KubeTarget {
 impl KubeTarget {
     /// `NAMESPACE/NAME`.
     pub fn parse(target: &str, port: u16, identity: String) -> Result<Self, String> {
-        let (namespace, deployment) = target
-            .split_once('/')
-            .filter(|(n, d)| {
-                tenantscale_core::catalog::is_dns1123_label(n) && !d.is_empty() && !d.contains('/')
-            })
-            .ok_or_else(|| {
-                format!("--kubernetes-deployment {target:?}: expected NAMESPACE/NAME")
-            })?;
+        let (namespace, deployment) =
+            tenantscale_k8s::namespaced("--kubernetes-deployment", target)?;
         Ok(Self {
-            namespace: namespace.into(),
-            deployment: deployment.into(),
+            namespace,
+            deployment,
             port,
             identity,
             lease_seconds: LEASE_SECONDS,
@@ -174,13 +168,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn targets_are_namespace_slash_name() {
+    fn the_lease_and_the_state_are_named_after_the_deployment() {
         let t = KubeTarget::parse("tenantscale/tenantscale-pod", 8080, "a".into()).unwrap();
         assert_eq!(t.lease_name(), "tenantscale-pod-autoscaler");
         assert_eq!(t.state_name(), "tenantscale-pod-autoscaler-state");
-        for bad in ["tenantscale-pod", "a/b/c", "Bad_NS/x", "ns/"] {
-            let e = KubeTarget::parse(bad, 8080, "a".into()).unwrap_err();
-            assert!(e.starts_with("--kubernetes-deployment"), "{e}");
-        }
+        let e = KubeTarget::parse("tenantscale-pod", 8080, "a".into()).unwrap_err();
+        assert!(e.starts_with("--kubernetes-deployment"), "{e}");
     }
 }

@@ -9,7 +9,7 @@
 //! answer, the round has no observation and the loop makes no decision, as Kubernetes' HPA
 //! does when its metrics API fails.
 
-use crate::signals::{PoolSignals, idle_demands, tenant_index};
+use crate::signals::{PodSeen, PoolSignals, idle_demands, tenant_index};
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
@@ -30,15 +30,6 @@ pub struct PrometheusSource {
     base: String,
     /// The range of `rate(...)`: at least two scrapes of Prometheus must fit in it.
     window: Duration,
-}
-
-/// One pod as Prometheus last saw it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PodSeen {
-    /// `tenantscale_pod_state`'s state label.
-    pub state: Option<String>,
-    /// Queued + in flight, all tenants.
-    pub outstanding: f64,
 }
 
 /// One round of queries.
@@ -167,7 +158,7 @@ impl PrometheusSource {
         .await;
         let index = tenant_index(catalog);
         let mut demands = idle_demands(catalog);
-        let mut busy = vec![0.0; demands.len()];
+        let (mut arrivals, mut busy) = (vec![0.0; demands.len()], vec![0.0; demands.len()]);
         let mut queue_depth = 0.0;
         let mut pods: HashMap<String, PodSeen> = HashMap::new();
         for ((what, _), answer) in queries.iter().zip(answers) {
@@ -186,7 +177,7 @@ impl PrometheusSource {
                 match (what, tenant, pod) {
                     (Query::Queued, Some(t), _) => demands[t].queued = v,
                     (Query::InFlight, Some(t), _) => demands[t].in_flight = v,
-                    (Query::Arrivals, Some(t), _) => demands[t].arrival_rate = v,
+                    (Query::Arrivals, Some(t), _) => arrivals[t] = v,
                     (Query::Busy, Some(t), _) => busy[t] = v,
                     (Query::QueueDepth, ..) => queue_depth = v,
                     (Query::PodQueued | Query::PodInFlight, _, Some(p)) => p.outstanding += v,
@@ -197,13 +188,8 @@ impl PrometheusSource {
                 }
             }
         }
-        for (d, busy) in demands.iter_mut().zip(busy) {
-            // Little's law, as for the direct scrape.
-            d.mean_service_seconds = if d.arrival_rate > 0.0 {
-                busy / d.arrival_rate
-            } else {
-                0.0
-            };
+        for ((d, arrivals), busy) in demands.iter_mut().zip(arrivals).zip(busy) {
+            d.set_rates(arrivals, busy);
         }
         Ok(Seen {
             pods,

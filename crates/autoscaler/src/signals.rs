@@ -92,6 +92,15 @@ pub fn idle_demands(catalog: &Catalog) -> Vec<TenantDemand> {
         .collect()
 }
 
+/// One pod as a round saw it (either source).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PodSeen {
+    /// `tenantscale_pod_state`'s state label.
+    pub state: Option<String>,
+    /// Queued + in flight, all tenants.
+    pub outstanding: f64,
+}
+
 /// Per tenant, what the pool saw in one round of scrapes.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PoolSignals {
@@ -135,13 +144,7 @@ pub fn pool_signals(
         previous.insert(addr.clone(), scrape.clone());
     }
     for (t, d) in demands.iter_mut().enumerate() {
-        // Little's law: arrivals × service time = mean concurrency in service (busy rate).
-        d.arrival_rate = completions[t];
-        d.mean_service_seconds = if completions[t] > 0.0 {
-            busy[t] / completions[t]
-        } else {
-            0.0
-        };
+        d.set_rates(completions[t], busy[t]);
     }
     PoolSignals {
         queue_depth_per_tenant: queue_depth_per_tenant(&demands),

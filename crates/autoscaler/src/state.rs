@@ -94,7 +94,7 @@ impl StateStore {
                 Ok(text.map(|t| (t, format!("Redis key {key}"))))
             }
             #[cfg(feature = "kubernetes")]
-            Self::ConfigMap(_) => Ok(None),
+            Self::ConfigMap(_) => unreachable!("read asynchronously in load"),
         }
     }
 

@@ -166,17 +166,11 @@ async fn follow_endpoint_slices(
     target: &str,
     members: tokio::sync::watch::Sender<tenantscale_core::registry::Members>,
 ) -> anyhow::Result<()> {
-    let (namespace, service) = target
-        .split_once('/')
-        .filter(|(n, s)| !n.is_empty() && !s.is_empty() && !s.contains('/'))
-        .ok_or_else(|| {
-            BadInput(format!(
-                "--endpoint-slices {target:?}: expected NAMESPACE/SERVICE"
-            ))
-        })?;
+    let (namespace, service) =
+        tenantscale_k8s::namespaced("--endpoint-slices", target).map_err(BadInput)?;
     let client = tenantscale_k8s::cluster::client().await?;
-    let slices = tenantscale_k8s::cluster::ServiceEndpoints::new(client, namespace, service);
-    tracing::info!(namespace, service, "following the Service's EndpointSlices");
+    let slices = tenantscale_k8s::cluster::ServiceEndpoints::new(client, &namespace, &service);
+    tracing::info!(%namespace, %service, "following the Service's EndpointSlices");
     tokio::spawn(slices.follow(members));
     Ok(())
 }

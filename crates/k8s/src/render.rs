@@ -129,11 +129,7 @@ pub fn render(catalog: &Catalog, options: &Options) -> Rendered {
             "no --secret: create the gateway/pod secret before applying: kubectl -n {ns} create secret generic {SECRET_NAME} --from-literal=secret=$(openssl rand -hex 24)"
         )),
     }
-    let shared = Stack {
-        namespace: ns.clone(),
-        prefix: "tenantscale".into(),
-        scope: None,
-    };
+    let shared = Stack::shared(&ns);
     ctx.add(pod_deployment(&ctx, &shared, None));
     ctx.add(pod_service(&shared));
     ctx.add(pod_disruption_budget(&shared));
@@ -196,6 +192,15 @@ struct Stack {
 }
 
 impl Stack {
+    /// The shared pool's stack in `namespace`.
+    fn shared(namespace: &str) -> Self {
+        Self {
+            namespace: namespace.to_string(),
+            prefix: "tenantscale".into(),
+            scope: None,
+        }
+    }
+
     fn name(&self, component: &str) -> String {
         format!("{}-{component}", self.prefix)
     }
@@ -230,12 +235,7 @@ impl Stack {
 }
 
 fn base_labels(component: &str) -> Value {
-    Stack {
-        namespace: String::new(),
-        prefix: "tenantscale".into(),
-        scope: None,
-    }
-    .labels(component)
+    Stack::shared("").labels(component)
 }
 
 fn metadata(name: &str, namespace: &str, labels: Value) -> Value {
@@ -574,9 +574,7 @@ fn autoscaler_deployment(ctx: &Ctx, ns: &str) -> Value {
         "spec": {
             // Two replicas: one leads (a Lease), the other takes over.
             "replicas": 2,
-            "selector": {"matchLabels": Stack {
-                namespace: ns.into(), prefix: "tenantscale".into(), scope: None,
-            }.selector("autoscaler")},
+            "selector": {"matchLabels": Stack::shared(ns).selector("autoscaler")},
             "template": {
                 "metadata": {"labels": base_labels("autoscaler")},
                 "spec": {
@@ -612,8 +610,7 @@ fn autoscaler_service(ns: &str) -> Value {
         "kind": "Service",
         "metadata": metadata("tenantscale-autoscaler", ns, base_labels("autoscaler")),
         "spec": {
-            "selector": Stack { namespace: ns.into(), prefix: "tenantscale".into(), scope: None }
-                .selector("autoscaler"),
+            "selector": Stack::shared(ns).selector("autoscaler"),
             "ports": [{"name": "http", "port": AUTOSCALER_PORT, "targetPort": "http"}],
         },
     })

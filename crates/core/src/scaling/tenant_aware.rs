@@ -35,6 +35,17 @@ pub struct TenantDemand {
 }
 
 impl TenantDemand {
+    /// Sets the arrival rate and, by Little's law (concurrency in service = arrivals ×
+    /// service time), the mean service time from the busy-seconds rate.
+    pub fn set_rates(&mut self, arrivals_per_second: f64, busy_seconds_per_second: f64) {
+        self.arrival_rate = arrivals_per_second;
+        self.mean_service_seconds = if arrivals_per_second > 0.0 {
+            busy_seconds_per_second / arrivals_per_second
+        } else {
+            0.0
+        };
+    }
+
     /// Concurrency the tenant needs now: the larger of what it holds and what it brings.
     pub fn raw(&self) -> f64 {
         (self.in_flight + self.queued)
