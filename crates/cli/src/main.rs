@@ -262,20 +262,20 @@ fn check_secret(secret: String) -> anyhow::Result<String> {
     Ok(secret)
 }
 
-/// Completes on SIGTERM or Ctrl-C: what stops `serve` (it drains) and `gateway`.
-async fn stop_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
+/// Completes on SIGTERM or Ctrl-C: what stops `serve` (it drains) and `gateway`. The handlers
+/// are installed by this call, not at the future's first poll: a signal that comes before the
+/// server first polls it (just after the pod printed its address) must still stop it cleanly,
+/// not kill it. Call it inside the runtime.
+fn stop_signal() -> impl Future<Output = ()> + Send + 'static {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    async move {
         tokio::select! {
-            _ = ctrl_c => {}
+            _ = interrupt.recv() => {}
             _ = term.recv() => {}
         }
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }
 
 /// Reads a file, refusing ones larger than the parser would accept.

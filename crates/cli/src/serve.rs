@@ -214,7 +214,10 @@ pub fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let dropped = runtime.block_on(serve(pod, config, crate::stop_signal()))?;
+    let dropped = runtime.block_on(async {
+        let stop = crate::stop_signal();
+        serve(pod, config, stop).await
+    })?;
     // The drain report for whoever started the pod (the local actuator reads it). Nobody
     // may be reading stdout any more (a restarted parent): a failed write is no error.
     use std::io::Write;

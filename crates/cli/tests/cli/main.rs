@@ -700,15 +700,17 @@ impl Server {
     /// Reads the log up to the first line containing `needle`; returns that line.
     fn wait_for(&mut self, needle: &str) -> String {
         use std::io::BufRead;
+        let mut read = String::new();
         loop {
             let mut line = String::new();
             assert!(
                 self.log.read_line(&mut line).unwrap() > 0,
-                "the server exited without logging {needle:?}"
+                "the server exited without logging {needle:?}; its log since the last wait:\n{read}"
             );
             if line.contains(needle) {
                 return line;
             }
+            read.push_str(&line);
         }
     }
 
