@@ -9,6 +9,7 @@
 //! limit never reaches a pod, and one whose pod refused the connection can be sent to another.
 //! Responses stream through.
 
+mod connections;
 pub mod metrics;
 pub mod pods;
 mod proxy;
@@ -149,9 +150,13 @@ impl Gateway {
             Discovery::Static(pods) => pods.clone(),
             Discovery::Watch(_) | Discovery::Registry(_) => Vec::new(),
         };
-        let pool = Pool::new(router, config.router.warmup_seconds, &addrs, |pod| {
-            metrics.routed(pod)
-        });
+        let pool = Pool::new(
+            router,
+            config.router.warmup_seconds,
+            config.timeouts.connect,
+            &addrs,
+            |pod| metrics.routed(pod),
+        );
         let limits = TenantLimits::for_catalog(&catalog);
         // Decided here alone (no Redis configured, or Redis down): this replica's part.
         let enforcers = if config.redis.is_some() {

@@ -7,9 +7,10 @@
 //! router indices of requests still in flight on it stay valid; entries are a few hundred
 //! bytes, so even many thousands of scale events cost little.
 
+use crate::connections::Connections;
 use crate::metrics::PodLabel;
-use hyper::http::uri::Authority;
 use prometheus_client::metrics::counter::Counter;
+use std::sync::Arc;
 use std::time::Duration;
 use tenantscale_core::registry::Member;
 use tenantscale_core::routing::{Router, stable_hash};
@@ -48,8 +49,8 @@ impl Observed {
 pub struct Upstream {
     /// `host:port`.
     pub addr: String,
-    /// The same, parsed once for request URIs.
-    pub authority: Authority,
+    /// Its keep-alive connections.
+    pub connections: Arc<Connections>,
     pub label: PodLabel,
     /// Its `tenantscale_gateway_routed_total` series, resolved once.
     pub routed: Counter,
@@ -65,15 +66,13 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    fn new(addr: &str, routed: &impl Fn(&PodLabel) -> Counter) -> Self {
+    fn new(addr: &str, connect_timeout: Duration, routed: &impl Fn(&PodLabel) -> Counter) -> Self {
         let label = PodLabel {
             pod: addr.to_string(),
         };
         Self {
             addr: addr.to_string(),
-            authority: addr
-                .parse()
-                .expect("pod addresses are validated as HOST:PORT"),
+            connections: Arc::new(Connections::new(addr, connect_timeout)),
             routed: routed(&label),
             label,
             route: None,
@@ -97,6 +96,8 @@ pub struct Pool {
     by_route: Vec<usize>,
     /// Slow-start window of the router, seconds.
     warmup: f64,
+    /// How long opening a connection to a pod may take.
+    connect_timeout: Duration,
 }
 
 impl Pool {
@@ -104,14 +105,19 @@ impl Pool {
     pub fn new(
         router: Router,
         warmup: f64,
+        connect_timeout: Duration,
         addrs: &[String],
         routed: impl Fn(&PodLabel) -> Counter,
     ) -> Self {
         Self {
             router,
-            upstreams: addrs.iter().map(|a| Upstream::new(a, &routed)).collect(),
+            upstreams: addrs
+                .iter()
+                .map(|a| Upstream::new(a, connect_timeout, &routed))
+                .collect(),
             by_route: Vec::new(),
             warmup,
+            connect_timeout,
         }
     }
 
@@ -132,7 +138,8 @@ impl Pool {
             match self.upstreams.iter_mut().find(|u| u.addr == m.addr) {
                 Some(up) => up.member = true,
                 None => {
-                    self.upstreams.push(Upstream::new(&m.addr, &routed));
+                    self.upstreams
+                        .push(Upstream::new(&m.addr, self.connect_timeout, &routed));
                     joined = true;
                 }
             }
@@ -191,6 +198,7 @@ impl Pool {
             (Some(route), false) => {
                 self.router.drain(route);
                 self.upstreams[i].route = None;
+                self.upstreams[i].connections.close_idle();
             }
             _ => {}
         }
@@ -275,7 +283,8 @@ mod tests {
 
     fn pool() -> Pool {
         let router = Router::new(RouterConfig::default(), vec![1, 2, 3]);
-        Pool::new(router, 60.0, &["a:1".into(), "b:1".into()], |_| {
+        let timeout = Duration::from_secs(1);
+        Pool::new(router, 60.0, timeout, &["a:1".into(), "b:1".into()], |_| {
             Counter::default()
         })
     }

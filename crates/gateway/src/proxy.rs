@@ -2,6 +2,7 @@
 //! admit → route → sign → send (one retry elsewhere when that is safe) → stream the answer.
 
 use crate::Gateway;
+use crate::connections::Lease;
 use crate::metrics::Refusal;
 use crate::pods::MAX_READY_BODY;
 use crate::shared::Decision;
@@ -9,8 +10,8 @@ use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::http::request::Parts;
-use hyper::http::uri::{Authority, PathAndQuery, Scheme};
-use hyper::{Method, Request, Response, StatusCode, Uri};
+use hyper::http::uri::PathAndQuery;
+use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use sha2::{Digest, Sha256};
@@ -23,7 +24,8 @@ use tenantscale_core::fairness::admission::{Limit, Rejection, share_cap};
 
 pub type Client = hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>;
 
-/// The pooled keep-alive client to the pods.
+/// The control plane's client: `/ready` probes and the registry watch. Requests go through
+/// each pod's own [`crate::connections::Connections`].
 pub fn client(connect_timeout: Duration) -> Client {
     let mut connector = HttpConnector::new();
     connector.set_connect_timeout(Some(connect_timeout));
@@ -199,33 +201,19 @@ async fn forward(
     let retry_safe = idempotent(&parts.method, parts.uri.path());
     let mut retried = false;
     loop {
-        let authority = gateway
-            .state()
-            .pool
-            .upstream(admitted.route)
-            .authority
-            .clone();
-        let upstream = upstream_request(
-            &gateway,
-            &parts,
-            tenant,
-            authority,
-            body.clone(),
-            &client_ip,
-        );
-        let sent = tokio::time::timeout(
-            gateway.config.timeouts.response,
-            gateway.client.request(upstream),
-        )
-        .await;
+        let connections = Arc::clone(&gateway.state().pool.upstream(admitted.route).connections);
+        let upstream = upstream_request(&gateway, &parts, tenant, body.clone(), &client_ip);
+        let sent =
+            tokio::time::timeout(gateway.config.timeouts.response, connections.send(upstream))
+                .await;
         let failure = match sent {
-            Ok(Ok(res)) if !res.status().is_server_error() => {
+            Ok(Ok((res, lease))) if !res.status().is_server_error() => {
                 admitted.succeeded = true;
-                return Ok(respond(res, admitted));
+                return Ok(respond(res, lease, admitted));
             }
-            Ok(Ok(res)) => {
+            Ok(Ok((res, lease))) => {
                 pod_failed(&gateway, admitted.route, Failure::ServerError);
-                return Ok(respond(res, admitted));
+                return Ok(respond(res, lease, admitted));
             }
             Ok(Err(e)) => e,
             Err(_) => {
@@ -511,24 +499,19 @@ fn upstream_request(
     gateway: &Gateway,
     parts: &Parts,
     tenant: usize,
-    authority: Authority,
     body: Bytes,
     client_ip: &HeaderValue,
 ) -> Request<Full<Bytes>> {
     let path = parts.uri.path();
     let mut req = Request::new(Full::new(body));
     *req.method_mut() = parts.method.clone();
-    let mut uri = hyper::http::uri::Parts::default();
-    uri.scheme = Some(Scheme::HTTP);
-    uri.authority = Some(authority);
-    uri.path_and_query = Some(
-        parts
-            .uri
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/")),
-    );
-    *req.uri_mut() = Uri::from_parts(uri).expect("scheme, authority and path");
+    // Origin-form, whatever form the client used; `Host` is the pod's.
+    *req.uri_mut() = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"))
+        .into();
     let headers = req.headers_mut();
     for (name, value) in &parts.headers {
         if forwarded(name) {
@@ -563,7 +546,7 @@ fn upstream_request(
     req
 }
 
-fn respond(res: Response<Incoming>, admitted: Admitted) -> Response<ResponseBody> {
+fn respond(res: Response<Incoming>, lease: Lease, admitted: Admitted) -> Response<ResponseBody> {
     let (mut parts, body) = res.into_parts();
     for name in ["connection", "keep-alive", "transfer-encoding", "upgrade"] {
         parts.headers.remove(name);
@@ -572,6 +555,7 @@ fn respond(res: Response<Incoming>, admitted: Admitted) -> Response<ResponseBody
         parts,
         Either::Right(Tracked {
             inner: body,
+            lease: Some(lease),
             _admitted: admitted,
         }),
     )
@@ -616,10 +600,23 @@ impl Drop for Admitted {
     }
 }
 
-/// A pod's response body, streamed to the client, holding the request's admission.
+/// A pod's response body, streamed to the client, holding the request's admission and the
+/// pod connection it arrives on.
 pub struct Tracked {
     inner: Incoming,
+    lease: Option<Lease>,
     _admitted: Admitted,
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        // hyper's server may drop a body without polling past its last frame.
+        if self.inner.is_end_stream()
+            && let Some(lease) = self.lease.take()
+        {
+            lease.reuse();
+        }
+    }
 }
 
 impl Body for Tracked {
