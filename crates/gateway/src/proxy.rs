@@ -39,6 +39,14 @@ pub fn client(connect_timeout: Duration) -> Client {
 
 type ResponseBody = Either<Full<Bytes>, Tracked>;
 
+// Header names made once: a `&str` name is parsed and checked on every use.
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const X_TENANT_ID: HeaderName = HeaderName::from_static("x-tenant-id");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_TENANTSCALE_TENANT: HeaderName = HeaderName::from_static("x-tenantscale-tenant");
+const X_TENANTSCALE_TIMESTAMP: HeaderName = HeaderName::from_static("x-tenantscale-timestamp");
+const X_TENANTSCALE_SIGNATURE: HeaderName = HeaderName::from_static("x-tenantscale-signature");
+
 /// An error answer, boxed: it is the rare path, and keeps `Result`s small.
 type ErrorResponse = Box<Response<ResponseBody>>;
 
@@ -146,7 +154,7 @@ fn authenticate(gateway: &Gateway, headers: &HeaderMap) -> Result<usize, ErrorRe
         res
     };
     if gateway.config.trust_tenant_header {
-        let Some(id) = headers.get("x-tenant-id").and_then(|v| v.to_str().ok()) else {
+        let Some(id) = headers.get(&X_TENANT_ID).and_then(|v| v.to_str().ok()) else {
             return Err(Box::new(refuse("missing X-Tenant-ID header")));
         };
         return gateway.tenant_ids.get(id).copied().ok_or_else(|| {
@@ -320,6 +328,9 @@ async fn read_body(
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > max as u64) {
         return Err(Box::new(too_large()));
+    }
+    if body.is_end_stream() {
+        return Ok(Bytes::new());
     }
     match tokio::time::timeout(
         gateway.config.timeouts.body_read,
@@ -518,7 +529,7 @@ fn upstream_request(
             headers.append(name, value.clone());
         }
     }
-    let forwarded_for = match parts.headers.get("x-forwarded-for") {
+    let forwarded_for = match parts.headers.get(&X_FORWARDED_FOR) {
         Some(chain) => {
             let mut v = chain.as_bytes().to_vec();
             v.extend_from_slice(b", ");
@@ -535,12 +546,12 @@ fn upstream_request(
         .signer
         .sign(id, parts.method.as_str(), path, timestamp);
     let id = gateway.tenant_headers[tenant].clone();
-    headers.insert("x-forwarded-for", forwarded_for);
-    headers.insert("x-tenant-id", id.clone());
-    headers.insert("x-tenantscale-tenant", id);
-    headers.insert("x-tenantscale-timestamp", HeaderValue::from(timestamp));
+    headers.insert(X_FORWARDED_FOR, forwarded_for);
+    headers.insert(X_TENANT_ID, id.clone());
+    headers.insert(X_TENANTSCALE_TENANT, id);
+    headers.insert(X_TENANTSCALE_TIMESTAMP, HeaderValue::from(timestamp));
     headers.insert(
-        "x-tenantscale-signature",
+        X_TENANTSCALE_SIGNATURE,
         HeaderValue::try_from(signature).expect("hex is a header value"),
     );
     req
@@ -548,7 +559,12 @@ fn upstream_request(
 
 fn respond(res: Response<Incoming>, lease: Lease, admitted: Admitted) -> Response<ResponseBody> {
     let (mut parts, body) = res.into_parts();
-    for name in ["connection", "keep-alive", "transfer-encoding", "upgrade"] {
+    for name in [
+        header::CONNECTION,
+        KEEP_ALIVE,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+    ] {
         parts.headers.remove(name);
     }
     Response::from_parts(
