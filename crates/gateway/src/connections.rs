@@ -190,24 +190,24 @@ mod tests {
         Ok(body)
     }
 
-    #[tokio::test]
-    async fn a_finished_exchange_leaves_its_connection_for_the_next() {
-        let (addr, accepted) = pod(true).await;
+    /// Sends five requests in a row; returns how many connections the pod accepted.
+    async fn connections_for_five(keep_alive: bool) -> usize {
+        let (addr, accepted) = pod(keep_alive).await;
         let connections = Arc::new(Connections::new(&addr, Duration::from_secs(1)));
         for _ in 0..5 {
             assert_eq!(get(&connections).await.unwrap(), "ok");
         }
-        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        accepted.load(Ordering::SeqCst)
+    }
+
+    #[tokio::test]
+    async fn a_finished_exchange_leaves_its_connection_for_the_next() {
+        assert_eq!(connections_for_five(true).await, 1);
     }
 
     #[tokio::test]
     async fn connections_the_pod_closed_are_replaced() {
-        let (addr, accepted) = pod(false).await;
-        let connections = Arc::new(Connections::new(&addr, Duration::from_secs(1)));
-        for _ in 0..5 {
-            assert_eq!(get(&connections).await.unwrap(), "ok");
-        }
-        assert_eq!(accepted.load(Ordering::SeqCst), 5);
+        assert_eq!(connections_for_five(false).await, 5);
     }
 
     #[tokio::test]
