@@ -4,15 +4,17 @@
 //! request and, for most responses, spawns a task that waits until the connection can take
 //! another request. Here a pod's connections hang off its entry in the pool (found under the
 //! lock the request takes anyway), and a connection goes back to the idle list when the
-//! response body it carries has ended: no lookup, no task per request.
+//! response body it carries has ended ([`PodBody`]): no lookup, no task per request.
 
 use http_body_util::Full;
-use hyper::body::{Bytes, Incoming};
+use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper::header::{HOST, HeaderValue};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 /// Idle connections kept per pod; more are closed when their exchange ends.
@@ -61,11 +63,11 @@ impl Connections {
     }
 
     /// Sends `req` (origin-form URI; `Host` is set here) on an idle connection, or a new one.
-    /// The connection stays with the returned [`Lease`] until the response body has ended.
+    /// The connection is reused once the response's body has been read to its end.
     pub async fn send(
         self: &Arc<Self>,
         mut req: Request<Full<Bytes>>,
-    ) -> Result<(Response<Incoming>, Lease), SendError> {
+    ) -> Result<Response<PodBody>, SendError> {
         req.headers_mut().insert(HOST, self.host.clone());
         loop {
             let (mut sender, reused) = match self.checkout().await {
@@ -74,11 +76,11 @@ impl Connections {
             };
             match sender.try_send_request(req).await {
                 Ok(res) => {
-                    let lease = Lease {
-                        connections: Arc::clone(self),
-                        sender,
-                    };
-                    return Ok((res, lease));
+                    return Ok(res.map(|inner| PodBody {
+                        inner,
+                        ended: false,
+                        connection: Some((Arc::clone(self), sender)),
+                    }));
                 }
                 Err(mut e) => match e.take_message() {
                     // An idle connection the pod had just closed: the request was not
@@ -134,19 +136,50 @@ impl Connections {
     }
 }
 
-/// A connection carrying one response.
-pub struct Lease {
-    connections: Arc<Connections>,
-    sender: Sender,
+/// A pod's response body; it hands its connection back for reuse when dropped after its end
+/// (a body dropped part-way leaves the connection unusable, and it is then closed).
+pub struct PodBody {
+    inner: Incoming,
+    /// Whether a poll returned the end (a chunked body's length is never known to be done).
+    ended: bool,
+    connection: Option<(Arc<Connections>, Sender)>,
 }
 
-impl Lease {
-    /// Gives the connection back for reuse; call once its response body has ended (a body
-    /// dropped part-way leaves the connection unusable, and it is then simply closed).
-    pub fn reuse(self) {
-        let mut idle = self.connections.lock();
-        if idle.len() < MAX_IDLE {
-            idle.push(self.sender);
+impl Body for PodBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let frame = Pin::new(&mut this.inner).poll_frame(cx);
+        if let Poll::Ready(None) = frame {
+            this.ended = true;
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended || self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for PodBody {
+    fn drop(&mut self) {
+        // hyper's server may drop a body without polling past its last frame.
+        if self.is_end_stream()
+            && let Some((connections, sender)) = self.connection.take()
+        {
+            let mut idle = connections.lock();
+            if idle.len() < MAX_IDLE {
+                idle.push(sender);
+            }
         }
     }
 }
@@ -154,13 +187,28 @@ impl Lease {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http_body_util::BodyExt;
+    use http_body_util::{BodyExt, Either};
     use std::convert::Infallible;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    /// A pod stand-in on a free port that answers "ok" and counts the connections it
-    /// accepted; with `keep_alive` off it closes each connection after one response.
-    async fn pod(keep_alive: bool) -> (String, Arc<AtomicUsize>) {
+    /// A body of unknown length: hyper sends it chunked.
+    struct Chunked(Option<Bytes>);
+
+    impl Body for Chunked {
+        type Data = Bytes;
+        type Error = Infallible;
+
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+            Poll::Ready(self.get_mut().0.take().map(|b| Ok(Frame::data(b))))
+        }
+    }
+
+    /// A pod stand-in on a free port that answers "ok" (chunked or with a length) and counts
+    /// the connections it accepted; with `keep_alive` off it closes each after one response.
+    async fn pod(keep_alive: bool, chunked: bool) -> (String, Arc<AtomicUsize>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let accepted = Arc::new(AtomicUsize::new(0));
@@ -169,8 +217,14 @@ mod tests {
             loop {
                 let (stream, _) = listener.accept().await.unwrap();
                 count.fetch_add(1, Ordering::SeqCst);
-                let ok = hyper::service::service_fn(|_req| async {
-                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+                let ok = hyper::service::service_fn(move |_req| async move {
+                    let ok = Bytes::from_static(b"ok");
+                    let body = if chunked {
+                        Either::Left(Chunked(Some(ok)))
+                    } else {
+                        Either::Right(Full::new(ok))
+                    };
+                    Ok::<_, Infallible>(Response::new(body))
                 });
                 tokio::spawn(
                     hyper::server::conn::http1::Builder::new()
@@ -184,15 +238,13 @@ mod tests {
 
     async fn get(connections: &Arc<Connections>) -> Result<Bytes, SendError> {
         let req = Request::get("/v1/query").body(Full::default()).unwrap();
-        let (res, lease) = connections.send(req).await?;
-        let body = res.into_body().collect().await?.to_bytes();
-        lease.reuse();
-        Ok(body)
+        let res = connections.send(req).await?;
+        Ok(res.into_body().collect().await?.to_bytes())
     }
 
     /// Sends five requests in a row; returns how many connections the pod accepted.
-    async fn connections_for_five(keep_alive: bool) -> usize {
-        let (addr, accepted) = pod(keep_alive).await;
+    async fn connections_for_five(keep_alive: bool, chunked: bool) -> usize {
+        let (addr, accepted) = pod(keep_alive, chunked).await;
         let connections = Arc::new(Connections::new(&addr, Duration::from_secs(1)));
         for _ in 0..5 {
             assert_eq!(get(&connections).await.unwrap(), "ok");
@@ -202,12 +254,23 @@ mod tests {
 
     #[tokio::test]
     async fn a_finished_exchange_leaves_its_connection_for_the_next() {
-        assert_eq!(connections_for_five(true).await, 1);
+        assert_eq!(connections_for_five(true, false).await, 1);
+        assert_eq!(connections_for_five(true, true).await, 1, "chunked");
     }
 
     #[tokio::test]
     async fn connections_the_pod_closed_are_replaced() {
-        assert_eq!(connections_for_five(false).await, 5);
+        assert_eq!(connections_for_five(false, false).await, 5);
+    }
+
+    #[tokio::test]
+    async fn a_body_dropped_part_way_closes_its_connection() {
+        let (addr, accepted) = pod(true, false).await;
+        let connections = Arc::new(Connections::new(&addr, Duration::from_secs(1)));
+        let req = Request::get("/").body(Full::default()).unwrap();
+        drop(connections.send(req).await.unwrap());
+        assert_eq!(get(&connections).await.unwrap(), "ok");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]

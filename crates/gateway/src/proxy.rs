@@ -2,7 +2,7 @@
 //! admit → route → sign → send (one retry elsewhere when that is safe) → stream the answer.
 
 use crate::Gateway;
-use crate::connections::Lease;
+use crate::connections::PodBody;
 use crate::metrics::Refusal;
 use crate::pods::MAX_READY_BODY;
 use crate::shared::Decision;
@@ -215,13 +215,13 @@ async fn forward(
             tokio::time::timeout(gateway.config.timeouts.response, connections.send(upstream))
                 .await;
         let failure = match sent {
-            Ok(Ok((res, lease))) if !res.status().is_server_error() => {
+            Ok(Ok(res)) if !res.status().is_server_error() => {
                 admitted.succeeded = true;
-                return Ok(respond(res, lease, admitted));
+                return Ok(respond(res, admitted));
             }
-            Ok(Ok((res, lease))) => {
+            Ok(Ok(res)) => {
                 pod_failed(&gateway, admitted.route, Failure::ServerError);
-                return Ok(respond(res, lease, admitted));
+                return Ok(respond(res, admitted));
             }
             Ok(Err(e)) => e,
             Err(_) => {
@@ -557,7 +557,7 @@ fn upstream_request(
     req
 }
 
-fn respond(res: Response<Incoming>, lease: Lease, admitted: Admitted) -> Response<ResponseBody> {
+fn respond(res: Response<PodBody>, admitted: Admitted) -> Response<ResponseBody> {
     let (mut parts, body) = res.into_parts();
     for name in [
         header::CONNECTION,
@@ -571,7 +571,6 @@ fn respond(res: Response<Incoming>, lease: Lease, admitted: Admitted) -> Respons
         parts,
         Either::Right(Tracked {
             inner: body,
-            lease: Some(lease),
             _admitted: admitted,
         }),
     )
@@ -616,23 +615,10 @@ impl Drop for Admitted {
     }
 }
 
-/// A pod's response body, streamed to the client, holding the request's admission and the
-/// pod connection it arrives on.
+/// A pod's response body, streamed to the client, holding the request's admission.
 pub struct Tracked {
-    inner: Incoming,
-    lease: Option<Lease>,
+    inner: PodBody,
     _admitted: Admitted,
-}
-
-impl Drop for Tracked {
-    fn drop(&mut self) {
-        // hyper's server may drop a body without polling past its last frame.
-        if self.inner.is_end_stream()
-            && let Some(lease) = self.lease.take()
-        {
-            lease.reuse();
-        }
-    }
 }
 
 impl Body for Tracked {
