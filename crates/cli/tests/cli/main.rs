@@ -48,6 +48,16 @@ fn temp_store(name: &str) -> String {
     )
 }
 
+/// A test's outside requirement is missing: under CI (`.ci/run` provides them all) the test
+/// fails; elsewhere it says so and the caller skips the test.
+fn missing(what: &str) {
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI must provide {what} (see .ci/run)"
+    );
+    eprintln!("skipped: no {what}");
+}
+
 /// `promtool check metrics` (Debian's `prometheus` package) accepts `text`; skipped without
 /// promtool, except under CI.
 fn promtool_accepts(text: &str) {
@@ -60,11 +70,7 @@ fn promtool_accepts(text: &str) {
         .spawn();
     let mut child = match child {
         Ok(c) => c,
-        Err(e) => {
-            assert!(std::env::var_os("CI").is_none(), "CI needs promtool: {e}");
-            eprintln!("skipped: no promtool ({e})");
-            return;
-        }
+        Err(e) => return missing(&format!("promtool ({e})")),
     };
     child
         .stdin
@@ -606,11 +612,7 @@ fn serve_answers_queries_and_drains_without_dropping_any() {
 /// Without it the test is skipped, except under CI, where it fails.
 fn fresh_postgres_database(name: &str) -> Option<String> {
     let Ok(admin) = std::env::var("TENANTSCALE_TEST_POSTGRES") else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must set TENANTSCALE_TEST_POSTGRES (see .ci/run)"
-        );
-        eprintln!("skipped: set TENANTSCALE_TEST_POSTGRES to run against Postgres");
+        missing("TENANTSCALE_TEST_POSTGRES (a Postgres server)");
         return None;
     };
     let db = format!("{name}_{}", std::process::id());
@@ -1014,11 +1016,7 @@ fn spawn_tool(command: &mut Command) -> Option<std::process::Child> {
     {
         Ok(child) => Some(child),
         Err(e) => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI must install {tool} (see .ci/run): {e}"
-            );
-            eprintln!("skipped: no {tool} ({e})");
+            missing(&format!("{tool} ({e})"));
             None
         }
     }
@@ -1189,12 +1187,7 @@ fn ingest_and_serve_refuse_an_unknown_or_unbuilt_embedder() {
 #[test]
 fn minilm_serves_passages_by_meaning_and_the_store_keeps_its_embedder() {
     let Ok(dir) = std::env::var("TENANTSCALE_MINILM_DIR") else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must set TENANTSCALE_MINILM_DIR"
-        );
-        eprintln!("skipped: set TENANTSCALE_MINILM_DIR");
-        return;
+        return missing("TENANTSCALE_MINILM_DIR (the MiniLM model)");
     };
     let embedder = format!("minilm:{dir}");
     let store = temp_store("minilm");
