@@ -93,6 +93,49 @@ fn llm_sim(ms: u32) -> (Server, String) {
     (llm, url)
 }
 
+/// `tenantscale autoscale` on `catalog`, listening on `listen`, with the tests' secret, no
+/// warm-up, a round every 0.5 s and `data` as its data dir; `extra` adds flags.
+fn autoscale(
+    catalog: &std::path::Path,
+    listen: &str,
+    data: &std::path::Path,
+    extra: &[&str],
+) -> Server {
+    let mut args = vec![
+        "autoscale",
+        "-c",
+        catalog.to_str().unwrap(),
+        "--listen",
+        listen,
+        "--secret",
+        SECRET,
+        "--warm-up",
+        "0",
+        "--interval",
+        "0.5",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    Server::start(&args)
+}
+
+/// A gateway on a free port that follows the pods of the autoscaler at `api`.
+fn registry_gateway(catalog: &std::path::Path, api: &str) -> Server {
+    let registry = format!("http://{api}");
+    Server::start(&[
+        "gateway",
+        "-c",
+        catalog.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--secret",
+        SECRET,
+        "--registry",
+        &registry,
+    ])
+}
+
 /// Threads sending queries through the gateway until stopped: (answered, failed) where failed
 /// is a 5xx or a connection error (a 429 is the gateway's limit, not a failure).
 struct Load {
@@ -294,41 +337,13 @@ fn a_restarted_autoscaler_adopts_its_pods_and_neither_grows_nor_shrinks_them() {
     // the adoption: the same pods, no new ones, no scale either way.
     let catalog = small_pool("restart.yaml", 600);
     let (llm, llm_url) = llm_sim(300);
-    let autoscale = |extra: &[&str]| {
-        let mut args = vec![
-            "autoscale",
-            "-c",
-            catalog.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-            "--secret",
-            SECRET,
-            "--llm",
-            &llm_url,
-            "--warm-up",
-            "0",
-            "--interval",
-            "0.5",
-            "--data-dir",
-            data.to_str().unwrap(),
-        ];
-        args.extend_from_slice(extra);
-        Server::start(&args)
+    let start = |extra: &[&str]| {
+        let flags = [&["--llm", llm_url.as_str()], extra].concat();
+        autoscale(&catalog, "127.0.0.1:0", &data, &flags)
     };
-    let first = autoscale(&[]);
+    let first = start(&[]);
     wait_status(&first.addr, Duration::from_secs(30), |s| ready_pods(s) == 1);
-    let registry = format!("http://{}", first.addr);
-    let gateway = Server::start(&[
-        "gateway",
-        "-c",
-        catalog.to_str().unwrap(),
-        "--listen",
-        "127.0.0.1:0",
-        "--secret",
-        SECRET,
-        "--registry",
-        &registry,
-    ]);
+    let gateway = registry_gateway(&catalog, &first.addr);
     let tenants = [
         "media-1",
         "media-2",
@@ -355,7 +370,7 @@ fn a_restarted_autoscaler_adopts_its_pods_and_neither_grows_nor_shrinks_them() {
     assert!(log.contains("pods keep running"), "{log}");
 
     // (Its "restored … adopted=N" line comes before the address Server::start waits for.)
-    let second = autoscale(&["--stop-pods"]);
+    let second = start(&["--stop-pods"]);
     // Ten decisions later: the same pods, no scale-down (the window), no scale-up.
     std::thread::sleep(Duration::from_secs(5));
     let after = get_json(&second.addr, "/status");
@@ -439,42 +454,23 @@ fn autoscale_can_read_its_signals_from_prometheus_and_holds_still_when_it_is_gon
     let catalog = small_pool("prometheus-source.yaml", 3);
     let (llm, llm_url) = llm_sim(300);
     let prometheus_url = format!("http://{}", prometheus.addr);
-    let autoscaler = Server::start(&[
-        "autoscale",
-        "-c",
-        catalog.to_str().unwrap(),
-        "--listen",
+    let autoscaler = autoscale(
+        &catalog,
         &api,
-        "--secret",
-        SECRET,
-        "--llm",
-        &llm_url,
-        "--warm-up",
-        "0",
-        "--interval",
-        "0.5",
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--prometheus",
-        &prometheus_url,
-        "--prometheus-window",
-        "4",
-        "--stop-pods",
-    ]);
+        &data,
+        &[
+            "--llm",
+            &llm_url,
+            "--prometheus",
+            &prometheus_url,
+            "--prometheus-window",
+            "4",
+            "--stop-pods",
+        ],
+    );
     // The first pod is ready once Prometheus has scraped it (found through the API).
     wait_status(&api, Duration::from_secs(40), |s| ready_pods(s) == 1);
-    let registry = format!("http://{api}");
-    let gateway = Server::start(&[
-        "gateway",
-        "-c",
-        catalog.to_str().unwrap(),
-        "--listen",
-        "127.0.0.1:0",
-        "--secret",
-        SECRET,
-        "--registry",
-        &registry,
-    ]);
+    let gateway = registry_gateway(&catalog, &api);
     let tenants = ["media-1", "media-2", "finance-1", "finance-2", "retail-1"];
     let load = Load::start(&gateway.addr, &tenants, true);
     let grown = wait_status(&api, Duration::from_secs(40), |s| {
@@ -532,31 +528,17 @@ fn with_redis_the_autoscaler_state_lives_in_redis_and_a_new_data_dir_resumes_fro
         return;
     };
     let catalog = root().join("examples/gcc-platform.yaml");
-    let autoscale = |data: &std::path::Path, extra: &[&str]| {
-        let mut args = vec![
-            "autoscale",
-            "-c",
-            catalog.to_str().unwrap(),
-            "--listen",
+    let start = |data: &std::path::Path, extra: &[&str]| {
+        let redis_flags = ["--redis", &redis.url, "--state-key", "test:autoscaler"];
+        autoscale(
+            &catalog,
             "127.0.0.1:0",
-            "--secret",
-            SECRET,
-            "--warm-up",
-            "0",
-            "--interval",
-            "0.5",
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--redis",
-            &redis.url,
-            "--state-key",
-            "test:autoscaler",
-        ];
-        args.extend_from_slice(extra);
-        Server::start(&args)
+            data,
+            &[&redis_flags[..], extra].concat(),
+        )
     };
     let first_dir = temp_dir("redis-state-1");
-    let first = autoscale(&first_dir, &[]);
+    let first = start(&first_dir, &[]);
     let started = wait_status(&first.addr, Duration::from_secs(30), |s| ready_pods(s) == 3);
     let pods = pod_addrs(&started);
     stop(first);
@@ -581,7 +563,7 @@ fn with_redis_the_autoscaler_state_lives_in_redis_and_a_new_data_dir_resumes_fro
 
     // Another data dir, the same Redis: it resumes with the same pods.
     let second_dir = temp_dir("redis-state-2");
-    let second = autoscale(&second_dir, &["--stop-pods"]);
+    let second = start(&second_dir, &["--stop-pods"]);
     let resumed = wait_status(&second.addr, Duration::from_secs(10), |s| {
         ready_pods(s) == 3
     });
