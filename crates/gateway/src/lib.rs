@@ -129,6 +129,7 @@ pub(crate) struct Gateway {
     pub limits: Vec<TenantLimits>,
     /// Set once Redis is connected.
     pub shared: std::sync::OnceLock<shared::SharedLimits>,
+    /// For the autoscaler's registry watch (pods are reached through their `Connections`).
     pub client: proxy::Client,
     pub metrics: Metrics,
     pub signer: tenantscale_core::auth::Signer,
@@ -369,8 +370,8 @@ async fn follow_watch(gateway: Arc<Gateway>, mut members: tokio::sync::watch::Re
                     let s = gateway.state();
                     s.pool
                         .members()
-                        .iter()
-                        .any(|(i, _)| s.pool.upstreams[*i].observed == Observed::Unreachable)
+                        .into_iter()
+                        .any(|i| s.pool.upstreams[i].observed == Observed::Unreachable)
                 };
                 if !unknown || members.has_changed().unwrap_or(true) {
                     break;
@@ -441,11 +442,16 @@ async fn watch_registry(
 
 /// Asks every member's `/ready` at once and applies the answers.
 async fn poll_pods(gateway: &Arc<Gateway>) {
-    let members = gateway.state().pool.members();
-    let probes: Vec<_> = members
-        .iter()
-        .map(|(_, addr)| tokio::spawn(proxy::probe_ready(gateway.client.clone(), addr.clone())))
-        .collect();
+    let (members, probes): (Vec<_>, Vec<_>) = {
+        let s = gateway.state();
+        let members = s.pool.members();
+        let probes = members
+            .iter()
+            .map(|&i| Arc::clone(&s.pool.upstreams[i].connections))
+            .map(|pod| tokio::spawn(proxy::probe_ready(pod)))
+            .collect();
+        (members, probes)
+    };
     let mut answers = Vec::with_capacity(probes.len());
     for probe in probes {
         answers.push(probe.await.unwrap_or(None));
@@ -455,7 +461,7 @@ async fn poll_pods(gateway: &Arc<Gateway>) {
         .map_or(0, |d| d.as_millis() as u64);
     let now = gateway.now();
     let mut state = gateway.state();
-    for ((i, _), answer) in members.into_iter().zip(answers) {
+    for (i, answer) in members.into_iter().zip(answers) {
         let observed = match answer {
             Some((status, body)) => Observed::from_ready(status, &body, now_ms),
             None => Observed::Unreachable,

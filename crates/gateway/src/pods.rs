@@ -150,13 +150,10 @@ impl Pool {
         joined
     }
 
-    /// Addresses to poll: the members.
-    pub fn members(&self) -> Vec<(usize, String)> {
-        self.upstreams
-            .iter()
-            .enumerate()
-            .filter(|(_, u)| u.member)
-            .map(|(i, u)| (i, u.addr.clone()))
+    /// The pods to poll: the members' positions in `upstreams`.
+    pub fn members(&self) -> Vec<usize> {
+        (0..self.upstreams.len())
+            .filter(|&i| self.upstreams[i].member)
             .collect()
     }
 
@@ -366,7 +363,7 @@ mod tests {
         assert_eq!(p.upstreams[1].route, None, "b is draining: out at once");
         assert_eq!(p.upstreams[2].addr, "c:1");
         assert_eq!(p.upstreams[2].route, None, "c waits for its /ready");
-        assert_eq!(p.members(), vec![(0, "a:1".into()), (2, "c:1".into())]);
+        assert_eq!(p.members(), vec![0, 2]);
         p.observe(1, Observed::Ready, 1.5);
         assert_eq!(
             p.upstreams[1].route, None,

@@ -2,7 +2,7 @@
 //! admit → route → sign → send (one retry elsewhere when that is safe) → stream the answer.
 
 use crate::Gateway;
-use crate::connections::PodBody;
+use crate::connections::{Connections, PodBody};
 use crate::metrics::Refusal;
 use crate::pods::MAX_READY_BODY;
 use crate::shared::Decision;
@@ -24,8 +24,8 @@ use tenantscale_core::fairness::admission::{Limit, Rejection, share_cap};
 
 pub type Client = hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>;
 
-/// The control plane's client: `/ready` probes and the registry watch. Requests go through
-/// each pod's own [`crate::connections::Connections`].
+/// The client for the autoscaler's registry watch; the pods are reached through their own
+/// [`Connections`], requests and `/ready` probes alike.
 pub fn client(connect_timeout: Duration) -> Client {
     let mut connector = HttpConnector::new();
     connector.set_connect_timeout(Some(connect_timeout));
@@ -50,13 +50,11 @@ const X_TENANTSCALE_SIGNATURE: HeaderName = HeaderName::from_static("x-tenantsca
 /// An error answer, boxed: it is the rare path, and keeps `Result`s small.
 type ErrorResponse = Box<Response<ResponseBody>>;
 
-/// GET `http://addr/ready`: (status, body), or `None` if the pod did not answer in time.
-pub async fn probe_ready(client: Client, addr: String) -> Option<(u16, Vec<u8>)> {
-    let req = Request::get(format!("http://{addr}/ready"))
-        .body(Full::default())
-        .ok()?;
+/// GET `/ready` from a pod: (status, body), or `None` if it did not answer in time.
+pub async fn probe_ready(pod: Arc<Connections>) -> Option<(u16, Vec<u8>)> {
+    let req = Request::get("/ready").body(Full::default()).ok()?;
     let exchange = async {
-        let res = client.request(req).await.ok()?;
+        let res = pod.send(req).await.ok()?;
         let status = res.status().as_u16();
         let body = Limited::new(res.into_body(), MAX_READY_BODY)
             .collect()
