@@ -41,6 +41,7 @@ fn wait_status(api: &str, limit: Duration, done: impl Fn(&Value) -> bool) -> Val
     }
 }
 
+/// The `addr` of every entry of `pods` (in `/status` or the saved state), sorted.
 fn pod_addrs(status: &Value) -> Vec<String> {
     let mut pods: Vec<String> = status["pods"]
         .as_array()
@@ -552,14 +553,8 @@ fn with_redis_the_autoscaler_state_lives_in_redis_and_a_new_data_dir_resumes_fro
         .unwrap();
     let stored: Value = serde_json::from_str(&stored).unwrap();
     assert_eq!(stored["policy"], "tenant-aware");
-    let mut recorded: Vec<String> = stored["pods"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["addr"].as_str().unwrap().to_string())
-        .collect();
-    recorded.sort();
-    assert_eq!(recorded, pods, "{stored}");
+    // The stored state lists its pods as `/status` does.
+    assert_eq!(pod_addrs(&stored), pods, "{stored}");
 
     // Another data dir, the same Redis: it resumes with the same pods.
     let second_dir = temp_dir("redis-state-2");
