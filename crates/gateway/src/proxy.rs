@@ -513,6 +513,8 @@ fn upstream_request(
 ) -> Request<Full<Bytes>> {
     let path = parts.uri.path();
     let mut req = Request::new(Full::new(body));
+    // Room for the client's headers and the five set below: no growing while filling.
+    *req.headers_mut() = HeaderMap::with_capacity(parts.headers.len() + 5);
     *req.method_mut() = parts.method.clone();
     // Origin-form, whatever form the client used; `Host` is the pod's.
     *req.uri_mut() = parts
