@@ -1,12 +1,10 @@
 //! Keep-alive HTTP/1 connections to one pod: the data path's client.
 //!
 //! hyper-util's pooled client looks a connection up by the request's authority on every
-//! request, runs each connection as a task of its own and, for most responses, spawns another
-//! that waits until the connection can take the next request. Here a pod's connections hang
-//! off its entry in the pool (found under the lock the request takes anyway), and a
-//! connection has no task: the request that uses it polls its I/O, and so does the response
-//! body until its end ([`PodBody`]), when the connection goes back to the idle list. A request
-//! costs no task wake-ups between the server's side and the pod's side, and no lookup.
+//! request and, for most responses, spawns a task that waits until the connection can take
+//! another request. Here a pod's connections hang off its entry in the pool (found under the
+//! lock the request takes anyway), and a connection goes back to the idle list when the
+//! response body it carries has ended ([`PodBody`]): no lookup, no task per request.
 
 use http_body_util::Full;
 use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
@@ -14,14 +12,15 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper::header::{HOST, HeaderValue};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
-use std::future::{Future, poll_fn};
-use std::pin::{Pin, pin};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 /// Idle connections kept per pod; more are closed when their exchange ends.
 const MAX_IDLE: usize = 1024;
+
+type Sender = SendRequest<Full<Bytes>>;
 
 /// How sending a request to a pod failed.
 #[derive(Debug, thiserror::Error)]
@@ -43,45 +42,13 @@ impl SendError {
     }
 }
 
-/// One keep-alive connection: the handle that queues a request on it, and hyper's state
-/// machine that does its I/O when polled. The state machine is boxed: it holds its buffers'
-/// bookkeeping inline, and a connection moves on every exchange (out of the idle list, into
-/// the response body, back).
-struct Conn {
-    sender: SendRequest<Full<Bytes>>,
-    io: Box<http1::Connection<TokioIo<tokio::net::TcpStream>, Full<Bytes>>>,
-}
-
-impl Conn {
-    /// Polls the connection's I/O: reads and writes what it can. `false` once it has ended
-    /// (closed by either side, or broken); it must not be polled again then.
-    fn drive(&mut self, cx: &mut Context<'_>) -> bool {
-        match Pin::new(&mut self.io).poll(cx) {
-            Poll::Pending => true,
-            Poll::Ready(Ok(())) => false,
-            Poll::Ready(Err(e)) => {
-                tracing::debug!(error = %e, "pod connection closed");
-                false
-            }
-        }
-    }
-}
-
 /// One pod's connections.
+#[derive(Debug)]
 pub struct Connections {
     addr: String,
     host: HeaderValue,
     connect_timeout: Duration,
-    idle: Mutex<Vec<Conn>>,
-}
-
-impl std::fmt::Debug for Connections {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Connections")
-            .field("addr", &self.addr)
-            .field("idle", &self.lock().len())
-            .finish()
-    }
+    idle: Mutex<Vec<Sender>>,
 }
 
 impl Connections {
@@ -103,30 +70,16 @@ impl Connections {
     ) -> Result<Response<PodBody>, SendError> {
         req.headers_mut().insert(HOST, self.host.clone());
         loop {
-            let (mut conn, reused) = match self.checkout() {
-                Some(conn) => (conn, true),
+            let (mut sender, reused) = match self.checkout().await {
+                Some(sender) => (sender, true),
                 None => (self.connect().await?, false),
             };
-            let mut answer = pin!(conn.sender.try_send_request(req));
-            let mut io = Some(conn);
-            let answer = poll_fn(|cx| {
-                // The connection writes the request and reads the answer's head, then the
-                // answer is ready. A connection that ended is dropped first: that cancels
-                // what it had queued, so the answer then resolves (with the request back,
-                // if it was never written).
-                if io.as_mut().is_some_and(|conn| !conn.drive(cx)) {
-                    io = None;
-                }
-                answer.as_mut().poll(cx)
-            })
-            .await;
-            match answer {
+            match sender.try_send_request(req).await {
                 Ok(res) => {
-                    let connection = io.map(|conn| (Arc::clone(self), conn));
                     return Ok(res.map(|inner| PodBody {
                         inner,
                         ended: false,
-                        connection,
+                        connection: Some((Arc::clone(self), sender)),
                     }));
                 }
                 Err(mut e) => match e.take_message() {
@@ -144,21 +97,18 @@ impl Connections {
         self.lock().clear();
     }
 
-    /// The most recently used idle connection that can take a request now. Polling it
-    /// first also finds the ones the pod closed while they were idle.
-    fn checkout(&self) -> Option<Conn> {
-        let waker = std::task::Waker::noop();
-        let mut cx = Context::from_waker(waker);
+    /// The most recently used idle connection that is still open.
+    async fn checkout(&self) -> Option<Sender> {
         loop {
-            let mut conn = self.lock().pop()?;
-            if conn.drive(&mut cx) && matches!(conn.sender.poll_ready(&mut cx), Poll::Ready(Ok(())))
-            {
-                return Some(conn);
+            let mut sender = self.lock().pop()?;
+            // Ready at once unless the connection is still finishing its last exchange.
+            if sender.ready().await.is_ok() {
+                return Some(sender);
             }
         }
     }
 
-    async fn connect(&self) -> Result<Conn, SendError> {
+    async fn connect(&self) -> Result<Sender, SendError> {
         let failed = |source| SendError::Connect {
             addr: self.addr.clone(),
             source,
@@ -171,27 +121,28 @@ impl Connections {
         .map_err(|_| failed(std::io::ErrorKind::TimedOut.into()))?
         .map_err(failed)?;
         stream.set_nodelay(true).map_err(failed)?;
-        let (sender, io) = http1::handshake(TokioIo::new(stream)).await?;
-        Ok(Conn {
-            sender,
-            io: Box::new(io),
-        })
+        let (sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
+        let addr = self.addr.clone();
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(pod = %addr, error = %e, "pod connection closed");
+            }
+        });
+        Ok(sender)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Conn>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Sender>> {
         self.idle.lock().expect("idle connections lock")
     }
 }
 
-/// A pod's response body. It drives its connection while it is read, and hands the
-/// connection back for reuse when dropped after its end (a body dropped part-way leaves the
-/// connection unusable, and it is then closed).
+/// A pod's response body; it hands its connection back for reuse when dropped after its end
+/// (a body dropped part-way leaves the connection unusable, and it is then closed).
 pub struct PodBody {
     inner: Incoming,
     /// Whether a poll returned the end (a chunked body's length is never known to be done).
     ended: bool,
-    /// `None` once the connection has ended (what it read is already in `inner`).
-    connection: Option<(Arc<Connections>, Conn)>,
+    connection: Option<(Arc<Connections>, Sender)>,
 }
 
 impl Body for PodBody {
@@ -203,11 +154,6 @@ impl Body for PodBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.get_mut();
-        if let Some((_, conn)) = &mut this.connection
-            && !conn.drive(cx)
-        {
-            this.connection = None;
-        }
         let frame = Pin::new(&mut this.inner).poll_frame(cx);
         if let Poll::Ready(None) = frame {
             this.ended = true;
@@ -228,11 +174,11 @@ impl Drop for PodBody {
     fn drop(&mut self) {
         // hyper's server may drop a body without polling past its last frame.
         if self.is_end_stream()
-            && let Some((connections, conn)) = self.connection.take()
+            && let Some((connections, sender)) = self.connection.take()
         {
             let mut idle = connections.lock();
             if idle.len() < MAX_IDLE {
-                idle.push(conn);
+                idle.push(sender);
             }
         }
     }
