@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# bench/proxy-cpu.sh: where a proxy's CPU per request goes, the gateway next to nginx, under the
+# same load as bench/proxy.sh (wrk -t2 -c64, X-Tenant-ID over 50 Zipf tenants, three nginx
+# backends; load and backends on CPU 0, the proxy on CPU 1 with one worker).
+#
+#   bench/proxy-cpu.sh              user and kernel CPU µs per request, from /proc/PID/stat over
+#                                   each run's middle (ROUNDS=3 rounds × DUR=6 s, rotating; medians)
+#   bench/proxy-cpu.sh --callgrind  user-space instructions per request under valgrind's
+#                                   callgrind (deterministic, unlike time on this shared machine;
+#                                   valgrind's CPU has no SHA extensions, so the gateway's HMAC
+#                                   counts in software there); the profiles stay in the out dir
+#
+# The split says which side a difference is on: the kernel's TCP path is paid alike by both
+# proxies, so what the gateway spends above nginx is user space.
+# Prerequisites: apt-get install -y wrk nginx-light valgrind; cargo build --release -p tenantscale
+# Extra binaries to compare: GATEWAYS="name=/path/to/tenantscale ..." (default: this build).
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$here/.." && pwd)"
+lua="${SHARED_BENCH:-$root/../shared/bench}/lib/tenants.lua"
+mode=split
+case "${1:-}" in
+  --callgrind) mode=callgrind ;;
+  "") ;;
+  *) echo "usage: bench/proxy-cpu.sh [--callgrind]" >&2; exit 2 ;;
+esac
+[ -f "$lua" ] || { echo "no wrk script at $lua (set SHARED_BENCH)" >&2; exit 2; }
+for t in wrk nginx taskset curl; do command -v $t >/dev/null || { echo "missing $t" >&2; exit 2; }; done
+[ $mode = split ] || command -v valgrind >/dev/null || { echo "missing valgrind" >&2; exit 2; }
+GATEWAYS=${GATEWAYS:-"gateway=$root/target/release/tenantscale"}
+for g in $GATEWAYS; do [ -x "${g#*=}" ] || { echo "build first: ${g#*=}" >&2; exit 2; }; done
+ROUNDS=${ROUNDS:-3}; DUR=${DUR:-6}
+out=$(mktemp -d /tmp/tenantscale-proxy-cpu.XXXXXX)
+pods=127.0.0.1:18281,127.0.0.1:18282,127.0.0.1:18283
+started=()
+cleanup() { for p in "${started[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+
+mkdir -p "$out/tmp"
+temps() { for t in client_body proxy fastcgi uwsgi scgi; do echo "  ${t}_temp_path $out/tmp/$t;"; done; }
+{
+  echo "worker_processes 1; user root; daemon off; pid $out/backend.pid; error_log $out/backend.err warn;"
+  echo "events { worker_connections 8192; }"
+  echo "http { access_log off; default_type application/json; keepalive_requests 1000000;"
+  temps
+  for p in 18281 18282 18283; do
+    echo "  server { listen 127.0.0.1:$p backlog=4096; location / { return 200 '{\"ok\":true,\"backend\":$p,\"tenant\":\"\$http_x_tenant_id\"}\n'; } }"
+  done
+  echo "}"
+} >"$out/backend.conf"
+{
+  echo "worker_processes 1; master_process off; user root; daemon off; pid $out/nginx.pid; error_log $out/nginx.err warn;"
+  echo "events { worker_connections 8192; }"
+  echo "http { access_log off; keepalive_requests 100000;"
+  temps
+  echo "  upstream tenants { hash \$http_x_tenant_id consistent;"
+  echo "    server 127.0.0.1:18281; server 127.0.0.1:18282; server 127.0.0.1:18283; keepalive 128; }"
+  echo "  server { listen 127.0.0.1:18290 backlog=4096; location / { proxy_pass http://tenants;"
+  echo "    proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_set_header Host \$host;"
+  echo "    proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for; } } }"
+} >"$out/nginx.conf"
+
+taskset -c 0 nginx -c "$out/backend.conf" & started+=($!)
+
+# start NAME BIN -> runs the proxy on CPU 1 (under callgrind in that mode); sets PROXY, PORT
+start() {
+  local name=$1 bin=$2 cmd
+  if [ "$bin" = nginx ]; then cmd=(nginx -c "$out/nginx.conf"); PORT=18290
+  else
+    cmd=("$bin" gateway -c "$here/proxy-tenants.yaml" --listen 127.0.0.1:18300 --pods "$pods"
+      --threads 1 --trust-tenant-header --secret bench-only-secret-0123456789); PORT=18300
+  fi
+  [ $mode = callgrind ] && cmd=(valgrind --tool=callgrind "--callgrind-out-file=$out/$name.callgrind" "${cmd[@]}")
+  taskset -c 1 "${cmd[@]}" >"$out/$name.log" 2>&1 & PROXY=$!
+  for _ in $(seq 100); do
+    curl -s -o /dev/null -H 'X-Tenant-ID: tenant-01' "http://127.0.0.1:$PORT/query" && return
+    sleep 0.2
+  done
+  echo "$name did not answer on $PORT (log: $out/$name.log)" >&2; exit 1
+}
+stop() { kill -TERM "$PROXY"; wait "$PROXY" 2>/dev/null || true; }
+load() { taskset -c 0 wrk -t2 -c64 -d"$1"s -s "$lua" "http://127.0.0.1:$PORT/query"; }
+
+targets=("nginx=nginx" $GATEWAYS)
+echo "# proxy-cpu $mode $(date -u +%FT%TZ), out dir $out" >&2
+if [ $mode = callgrind ]; then
+  printf '| proxy | requests | user-space instructions per request |\n|---|---:|---:|\n'
+  for t in "${targets[@]}"; do
+    name=${t%%=*}; start "$name" "${t#*=}"
+    requests=$(load 8 | awk '/requests in/ {print $1}')
+    stop
+    total=$(awk '/^(summary|totals):/ {print $2; exit}' "$out/$name.callgrind")
+    printf '| %s | %s | %s |\n' "$name" "$requests" "$((total / requests))"
+  done
+  exit 0
+fi
+
+tck=$(getconf CLK_TCK)
+for r in $(seq "$ROUNDS"); do
+  for t in "${targets[@]}"; do
+    name=${t%%=*}; start "$name" "${t#*=}"
+    load 2 >/dev/null
+    load "$DUR" >"$out/$name.$r.wrk" &
+    w=$!
+    sleep 0.5
+    s0=$(cut -d' ' -f14,15 "/proc/$PROXY/stat"); t0=$(date +%s.%N)
+    sleep $((DUR - 1))
+    s1=$(cut -d' ' -f14,15 "/proc/$PROXY/stat"); t1=$(date +%s.%N)
+    wait $w
+    stop
+    rps=$(awk '/Requests\/sec/ {print $2}' "$out/$name.$r.wrk")
+    echo "$name $rps $s0 $s1 $t0 $t1" >>"$out/split.txt"
+  done
+done
+python3 - "$out/split.txt" "$tck" <<'PY'
+import statistics, sys
+rows = {}
+for line in open(sys.argv[1]):
+    name, rps, u0, k0, u1, k1, t0, t1 = line.split()
+    requests = float(rps) * (float(t1) - float(t0))
+    tick = 1e6 / float(sys.argv[2])
+    rows.setdefault(name, []).append(((int(u1) - int(u0)) * tick / requests, (int(k1) - int(k0)) * tick / requests, float(rps)))
+print("| proxy | requests/s | user µs/request | kernel µs/request | total µs/request |")
+print("|---|---:|---:|---:|---:|")
+for name, runs in rows.items():
+    u, k, r = (statistics.median(x[i] for x in runs) for i in range(3))
+    print(f"| {name} | {r:,.0f} | {u:.2f} | {k:.2f} | {statistics.median(x[0] + x[1] for x in runs):.2f} |")
+PY
