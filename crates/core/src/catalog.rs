@@ -647,7 +647,7 @@ impl Catalog {
                     c.warn(
                         &format!("{path}.id"),
                         format!(
-                            "tenant {:?} has no apiKeySha256: the gateway will reject its requests",
+                            "tenant {:?} has no apiKeySha256: gateways refuse its API-key requests (only one with --trust-tenant-header serves it)",
                             t.id
                         ),
                     );
