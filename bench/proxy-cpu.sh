@@ -14,6 +14,8 @@
 # proxies, so what the gateway spends above nginx is user space.
 # Prerequisites: apt-get install -y wrk nginx-light valgrind; cargo build --release -p tenantscale
 # Extra binaries to compare: GATEWAYS="name=/path/to/tenantscale ..." (default: this build).
+# BARE=target/release/examples/bare_proxy adds hyper alone (cargo build --release -p
+# tenantscale-gateway --example bare_proxy): the floor under the gateway's cost.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/.." && pwd)"
@@ -28,7 +30,7 @@ esac
 for t in wrk nginx taskset curl; do command -v $t >/dev/null || { echo "missing $t" >&2; exit 2; }; done
 [ $mode = split ] || command -v valgrind >/dev/null || { echo "missing valgrind" >&2; exit 2; }
 GATEWAYS=${GATEWAYS:-"gateway=$root/target/release/tenantscale"}
-for g in $GATEWAYS; do [ -x "${g#*=}" ] || { echo "build first: ${g#*=}" >&2; exit 2; }; done
+for g in $GATEWAYS ${BARE:+"bare=$BARE"}; do [ -x "${g#*=}" ] || { echo "build first: ${g#*=}" >&2; exit 2; }; done
 ROUNDS=${ROUNDS:-3}; DUR=${DUR:-6}
 out=$(mktemp -d /tmp/tenantscale-proxy-cpu.XXXXXX)
 pods=127.0.0.1:18281,127.0.0.1:18282,127.0.0.1:18283
@@ -66,6 +68,7 @@ taskset -c 0 nginx -c "$out/backend.conf" & started+=($!)
 start() {
   local name=$1 bin=$2 cmd
   if [ "$bin" = nginx ]; then cmd=(nginx -c "$out/nginx.conf"); PORT=18290
+  elif [ "$name" = hyper-alone ]; then cmd=("$bin" 18300 "$pods"); PORT=18300
   else
     cmd=("$bin" gateway -c "$here/proxy-tenants.yaml" --listen 127.0.0.1:18300 --pods "$pods"
       --threads 1 --trust-tenant-header --secret bench-only-secret-0123456789); PORT=18300
@@ -81,7 +84,7 @@ start() {
 stop() { kill -TERM "$PROXY"; wait "$PROXY" 2>/dev/null || true; }
 load() { taskset -c 0 wrk -t2 -c64 -d"$1"s -s "$lua" "http://127.0.0.1:$PORT/query"; }
 
-targets=("nginx=nginx" $GATEWAYS)
+targets=("nginx=nginx" $GATEWAYS ${BARE:+"hyper-alone=$BARE"})
 echo "# proxy-cpu $mode $(date -u +%FT%TZ), out dir $out" >&2
 if [ $mode = callgrind ]; then
   printf '| proxy | requests | user-space instructions per request |\n|---|---:|---:|\n'
