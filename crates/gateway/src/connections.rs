@@ -264,10 +264,12 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_connection_the_pod_closed_while_idle_is_not_used() {
+    async fn a_connection_the_pod_closed_while_idle_costs_no_request() {
         // A pod that answers one request per connection as keep-alive, then closes the
         // connection when told to (as a pod does when it stops): the client learns of it only
-        // from the socket, while the connection sits idle.
+        // from the socket, while the connection sits idle. Either safeguard saves the next
+        // request: the checkout skips a closed connection, and a request it could not write
+        // goes out on a new one.
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let (close_tx, mut close) = tokio::sync::mpsc::unbounded_channel::<()>();
