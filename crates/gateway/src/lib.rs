@@ -9,11 +9,13 @@
 //! limit never reaches a pod, and one whose pod refused the connection can be sent to another.
 //! Responses stream through.
 
+mod closing;
 mod connections;
 pub mod metrics;
 pub mod pods;
 mod proxy;
 mod shared;
+mod signatures;
 
 use http_body_util::BodyExt;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -132,7 +134,7 @@ pub(crate) struct Gateway {
     /// For the autoscaler's registry watch (pods are reached through their `Connections`).
     pub client: proxy::Client,
     pub metrics: Metrics,
-    pub signer: tenantscale_core::auth::Signer,
+    pub signatures: signatures::Signatures,
     /// Each tenant's id as a header value, made once.
     pub tenant_headers: Vec<hyper::header::HeaderValue>,
     started: Instant,
@@ -181,7 +183,10 @@ impl Gateway {
                 .map(|(i, t)| (t.id.clone(), i))
                 .collect(),
             metrics,
-            signer: tenantscale_core::auth::Signer::new(&config.secret),
+            signatures: signatures::Signatures::new(
+                tenantscale_core::auth::Signer::new(&config.secret),
+                catalog.tenants.len(),
+            ),
             tenant_headers: catalog
                 .tenants
                 .iter()
@@ -261,7 +266,8 @@ pub async fn run(
         .timer(TokioTimer::new())
         .header_read_timeout(gateway.config.timeouts.header_read)
         .keep_alive(true);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let closing = Arc::new(closing::Closing::default());
+    let mut connections = tokio::task::JoinSet::new();
     tokio::pin!(stop);
     loop {
         tokio::select! {
@@ -283,10 +289,9 @@ pub async fn run(
                     proxy::handle(Arc::clone(&gateway), req, client_ip.clone())
                 });
                 let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    let _ = conn.await;
-                });
+                connections.spawn(Arc::clone(&closing).serve(conn, |c| c.graceful_shutdown()));
+                // Forget the connections that have ended.
+                while connections.try_join_next().is_some() {}
             }
             () = &mut stop => break,
         }
@@ -297,7 +302,9 @@ pub async fn run(
         d.abort();
     }
     tracing::info!("shutting down: no new connections; finishing open ones");
-    if tokio::time::timeout(gateway.config.timeouts.shutdown, graceful.shutdown())
+    closing.ask();
+    let all_ended = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(gateway.config.timeouts.shutdown, all_ended)
         .await
         .is_err()
     {

@@ -332,11 +332,11 @@ async fn read_body(
     }
     match tokio::time::timeout(
         gateway.config.timeouts.body_read,
-        Limited::new(body, max).collect(),
+        whole(Limited::new(body, max)),
     )
     .await
     {
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Ok(bytes)) => Ok(bytes),
         Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(Box::new(too_large())),
         Ok(Err(e)) => Err(Box::new(error(
             StatusCode::BAD_REQUEST,
@@ -349,6 +349,24 @@ async fn read_body(
             "the body took too long to arrive",
         ))),
     }
+}
+
+/// A body's data in one buffer. Most bodies arrive as one frame, which is kept as it came:
+/// no list of frames and no copy, unlike `BodyExt::collect`.
+async fn whole<B: Body<Data = Bytes> + Unpin>(mut body: B) -> Result<Bytes, B::Error> {
+    let mut first = Bytes::new();
+    let mut joined: Option<Vec<u8>> = None;
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame?.into_data() else {
+            continue; // trailers: a pod is not sent any
+        };
+        match &mut joined {
+            Some(all) => all.extend_from_slice(&data),
+            None if first.is_empty() => first = data,
+            None => joined = Some([&first[..], &data[..]].concat()),
+        }
+    }
+    Ok(joined.map_or(first, Bytes::from))
 }
 
 fn no_pod(gateway: &Gateway, tenant: usize) -> Response<ResponseBody> {
@@ -538,33 +556,41 @@ fn upstream_request(
         }
         None => client_ip.clone(),
     };
-    let id = &gateway.catalog.tenants[tenant].id;
-    let timestamp = SystemTime::now()
+    let second = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
-    let signature = gateway
-        .signer
-        .sign(id, parts.method.as_str(), path, timestamp);
+    let signing = gateway.signatures.headers(
+        tenant,
+        &gateway.catalog.tenants[tenant].id,
+        &parts.method,
+        path,
+        second,
+    );
     let id = gateway.tenant_headers[tenant].clone();
     headers.insert(X_FORWARDED_FOR, forwarded_for);
     headers.insert(X_TENANT_ID, id.clone());
     headers.insert(X_TENANTSCALE_TENANT, id);
-    headers.insert(X_TENANTSCALE_TIMESTAMP, HeaderValue::from(timestamp));
-    headers.insert(
-        X_TENANTSCALE_SIGNATURE,
-        HeaderValue::try_from(signature).expect("hex is a header value"),
-    );
+    headers.insert(X_TENANTSCALE_TIMESTAMP, signing.timestamp);
+    headers.insert(X_TENANTSCALE_SIGNATURE, signing.signature);
     req
 }
 
-fn respond(res: Response<PodBody>, admitted: Admitted) -> Response<ResponseBody> {
-    let (mut parts, body) = res.into_parts();
-    for name in [
+/// Headers about one connection, not the message: hyper writes the client's own.
+fn hop_by_hop(name: &HeaderName) -> bool {
+    [
         header::CONNECTION,
         KEEP_ALIVE,
         header::TRANSFER_ENCODING,
         header::UPGRADE,
-    ] {
+    ]
+    .contains(name)
+}
+
+fn respond(res: Response<PodBody>, admitted: Admitted) -> Response<ResponseBody> {
+    let (mut parts, body) = res.into_parts();
+    // Found by one pass over the few headers an answer has; most answers carry only one of
+    // these (`Connection`), so looking each name up would cost more than it removes.
+    while let Some(name) = parts.headers.keys().find(|n| hop_by_hop(n)).cloned() {
         parts.headers.remove(name);
     }
     Response::from_parts(
@@ -638,5 +664,52 @@ impl Body for Tracked {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::VecDeque;
+
+    /// A body that yields the given frames, one per poll.
+    struct Frames(VecDeque<Frame<Bytes>>);
+
+    impl Body for Frames {
+        type Data = Bytes;
+        type Error = Infallible;
+
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+            Poll::Ready(self.get_mut().0.pop_front().map(Ok))
+        }
+    }
+
+    fn frames(parts: &[&'static str], trailers: bool) -> Frames {
+        let mut frames: VecDeque<_> = parts
+            .iter()
+            .map(|p| Frame::data(Bytes::from_static(p.as_bytes())))
+            .collect();
+        if trailers {
+            frames.push_back(Frame::trailers(HeaderMap::new()));
+        }
+        Frames(frames)
+    }
+
+    #[tokio::test]
+    async fn a_body_is_read_whole_whatever_its_frames() {
+        for parts in [
+            &[][..],
+            &["{}"],
+            &["", "{\"query\":", "", "\"x\"}"],
+            &["a", "b", "c"],
+        ] {
+            for trailers in [false, true] {
+                let got = whole(frames(parts, trailers)).await.unwrap();
+                assert_eq!(got, parts.concat(), "{parts:?} trailers {trailers}");
+            }
+        }
     }
 }

@@ -1,0 +1,164 @@
+//! What a pod receives from the gateway, and what the client gets back, header by header: the
+//! gateway's proof of the tenant replaces anything a client sent under those names, and
+//! headers about one connection do not cross the proxy in either direction.
+
+use hyper::body::Incoming;
+use hyper::header::HeaderMap;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use sha2::{Digest, Sha256};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+use tenantscale_core::catalog::Catalog;
+use tenantscale_core::routing::RouterConfig;
+use tenantscale_gateway::{Discovery, GatewayConfig, TenantScope, Timeouts};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const SECRET: &[u8] = b"forwarding-test-secret-0123456789";
+
+/// A pod stand-in: records the headers of every request but `/ready`, and answers each with
+/// hop-by-hop headers a proxy must not pass on.
+async fn pod() -> (String, Arc<Mutex<Vec<HeaderMap>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = Arc::clone(&seen);
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let record = Arc::clone(&record);
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                if req.uri().path() != "/ready" {
+                    record.lock().unwrap().push(req.headers().clone());
+                }
+                async {
+                    Response::builder()
+                        .header("connection", "keep-alive")
+                        .header("keep-alive", "timeout=5")
+                        .header("upgrade", "h2c")
+                        .header("x-pod", "1")
+                        .body(http_body_util::Full::new(hyper::body::Bytes::from("ok")))
+                }
+            });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service),
+            );
+        }
+    });
+    (addr, seen)
+}
+
+fn free_port() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// One request on its own connection, as raw text; the whole answer as text.
+async fn exchange(gateway: std::net::SocketAddr, request: &str) -> String {
+    let mut stream = tokio::net::TcpStream::connect(gateway).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    answer
+}
+
+#[tokio::test]
+async fn the_pod_gets_the_gateways_proof_and_no_connection_headers_cross() {
+    let (pod_addr, seen) = pod().await;
+    let key_hash = hex::encode(Sha256::digest(b"key-of-media-1"));
+    let catalog = Catalog::parse(&format!(
+        "cluster: {{cores: 4, memory: 8Gi}}\n\
+         tiers:\n  gold: {{weight: 1, share: 0.9, maxShare: 0.3, rateLimit: {{rps: 1000, burst: 1000}}}}\n\
+         tenants:\n  - {{id: media-1, tier: gold, apiKeySha256: \"{key_hash}\"}}\n\
+         pool: {{minReplicas: 1, maxReplicas: 1, slotsPerPod: 10}}\n"
+    ))
+    .unwrap()
+    .catalog;
+    let listen = free_port();
+    let config = GatewayConfig {
+        listen,
+        discovery: Discovery::Static(vec![pod_addr.clone()]),
+        secret: SECRET.to_vec(),
+        trust_tenant_header: false,
+        max_body: 1024,
+        timeouts: Timeouts::default(),
+        router: RouterConfig::default(),
+        share_retry_after: 1.0,
+        redis: None,
+        replicas: 1,
+        scope: TenantScope::All,
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let gateway = tokio::spawn(tenantscale_gateway::run(catalog, config, async {
+        let _ = stopped.await;
+    }));
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(listen).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
+    // Twice: the second request's signature is the one made for the first in the same second
+    // (or a new one after the second turned); both must verify.
+    for _ in 0..2 {
+        let answer = exchange(
+            listen,
+            "POST /v1/query HTTP/1.1\r\nHost: gateway.example\r\n\
+             Authorization: Bearer key-of-media-1\r\n\
+             X-Tenantscale-Tenant: finance-2\r\nX-Tenantscale-Tenant: retail-3\r\n\
+             X-Tenantscale-Signature: 00ff\r\nX-Tenantscale-Timestamp: 1\r\n\
+             X-Tenant-ID: finance-2\r\nX-Forwarded-For: 10.0.0.1\r\n\
+             Keep-Alive: timeout=1\r\nTE: trailers\r\nUpgrade: websocket\r\nX-Custom: kept\r\n\
+             Connection: close\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
+        )
+        .await;
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 200"), "{answer}");
+        assert_eq!(body, "ok");
+        let head = head.to_ascii_lowercase();
+        assert!(head.contains("\r\nx-pod: 1"), "{head}");
+        for name in ["keep-alive:", "upgrade:", "connection: keep-alive"] {
+            assert!(!head.contains(name), "{name} reached the client: {head}");
+        }
+    }
+
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    for headers in &seen {
+        let one = |name: &str| {
+            let values: Vec<_> = headers.get_all(name).iter().collect();
+            assert_eq!(values.len(), 1, "{name}: {values:?}");
+            values[0].to_str().unwrap().to_string()
+        };
+        assert_eq!(one("x-tenantscale-tenant"), "media-1");
+        assert_eq!(one("x-tenant-id"), "media-1");
+        assert_eq!(one("x-forwarded-for"), "10.0.0.1, 127.0.0.1");
+        assert_eq!(one("host"), pod_addr);
+        assert_eq!(one("x-custom"), "kept");
+        assert_eq!(one("content-length"), "2");
+        tenantscale_core::auth::verify(
+            SECRET,
+            "media-1",
+            "POST",
+            "/v1/query",
+            &one("x-tenantscale-timestamp"),
+            &one("x-tenantscale-signature"),
+            now,
+        )
+        .unwrap();
+        for name in ["authorization", "keep-alive", "te", "upgrade", "connection"] {
+            assert!(!headers.contains_key(name), "{name} reached the pod");
+        }
+    }
+
+    stop.send(()).unwrap();
+    gateway.await.unwrap().unwrap();
+}
