@@ -6,7 +6,8 @@
 #   bench/proxy-cpu.sh              user and kernel CPU µs per request, from /proc/PID/stat over
 #                                   each run's middle (ROUNDS=3 rounds × DUR=6 s, rotating; medians)
 #   bench/proxy-cpu.sh --callgrind  user-space instructions per request under valgrind's
-#                                   callgrind (deterministic, unlike time on this shared machine;
+#                                   callgrind, counted from when the proxy first answers (start-up
+#                                   excluded; deterministic, unlike time on this shared machine;
 #                                   valgrind's CPU has no SHA extensions, so the gateway's HMAC
 #                                   counts in software there); the profiles stay in the out dir
 #
@@ -73,7 +74,8 @@ start() {
     cmd=("$bin" gateway -c "$here/proxy-tenants.yaml" --listen 127.0.0.1:18300 --pods "$pods"
       --threads 1 --trust-tenant-header --secret bench-only-secret-0123456789); PORT=18300
   fi
-  [ $mode = callgrind ] && cmd=(valgrind --tool=callgrind "--callgrind-out-file=$out/$name.callgrind" "${cmd[@]}")
+  [ $mode = callgrind ] && cmd=(valgrind --tool=callgrind --instr-atstart=no
+    "--callgrind-out-file=$out/$name.callgrind" "${cmd[@]}")
   taskset -c 1 "${cmd[@]}" >"$out/$name.log" 2>&1 & PROXY=$!
   for _ in $(seq 100); do
     curl -s -o /dev/null -H 'X-Tenant-ID: tenant-01' "http://127.0.0.1:$PORT/query" && return
@@ -90,6 +92,7 @@ if [ $mode = callgrind ]; then
   printf '| proxy | requests | user-space instructions per request |\n|---|---:|---:|\n'
   for t in "${targets[@]}"; do
     name=${t%%=*}; start "$name" "${t#*=}"
+    callgrind_control --instr=on "$PROXY" >/dev/null
     requests=$(load 8 | awk '/requests in/ {print $1}')
     stop
     total=$(awk '/^(summary|totals):/ {print $2; exit}' "$out/$name.callgrind")

@@ -10,7 +10,7 @@ use std::future::poll_fn;
 use std::pin::{Pin, pin};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Waker};
+use std::task::{Context, Poll, Waker};
 
 #[derive(Default)]
 pub struct Closing {
@@ -38,11 +38,7 @@ impl Closing {
     ) -> C::Output {
         let mut connection = pin!(connection);
         let mut shut_down = Some(shut_down);
-        let mut listener = Listener {
-            id: self.next.fetch_add(1, Ordering::Relaxed),
-            closing: self,
-            registered: None,
-        };
+        let mut listener = self.listener();
         poll_fn(|cx| {
             if shut_down.is_some() && listener.asked(cx) {
                 (shut_down.take().expect("checked"))(connection.as_mut());
@@ -50,6 +46,27 @@ impl Closing {
             connection.as_mut().poll(cx)
         })
         .await
+    }
+
+    /// `work`'s output, or `None` if closing is asked first (`work` is then dropped).
+    pub async fn unless_asked<F: Future>(self: Arc<Self>, work: F) -> Option<F::Output> {
+        let mut work = pin!(work);
+        let mut listener = self.listener();
+        poll_fn(|cx| {
+            if listener.asked(cx) {
+                return Poll::Ready(None);
+            }
+            work.as_mut().poll(cx).map(Some)
+        })
+        .await
+    }
+
+    fn listener(self: Arc<Self>) -> Listener {
+        Listener {
+            id: self.next.fetch_add(1, Ordering::Relaxed),
+            closing: self,
+            registered: None,
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Waker>> {
@@ -94,7 +111,6 @@ impl Drop for Listener {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::task::Poll;
     use std::time::Duration;
 
     /// A connection stand-in: pending until shut down, then it ends with how many times it was
@@ -153,5 +169,23 @@ mod tests {
             closing.lock().is_empty(),
             "ended connections leave no waker"
         );
+    }
+
+    #[tokio::test]
+    async fn work_unless_asked_ends_when_asked() {
+        let closing = Arc::new(Closing::default());
+        assert_eq!(
+            Arc::clone(&closing).unless_asked(async { 7 }).await,
+            Some(7)
+        );
+        let waiting = tokio::spawn(Arc::clone(&closing).unless_asked(std::future::pending::<()>()));
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        closing.ask();
+        let ended = tokio::time::timeout(Duration::from_secs(10), waiting)
+            .await
+            .expect("woken by ask")
+            .unwrap();
+        assert_eq!(ended, None);
     }
 }

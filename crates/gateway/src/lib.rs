@@ -13,6 +13,7 @@ mod closing;
 mod connections;
 pub mod metrics;
 pub mod pods;
+mod preface;
 mod proxy;
 mod shared;
 mod signatures;
@@ -21,6 +22,7 @@ use http_body_util::BodyExt;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use metrics::Metrics;
 use pods::{Observed, POLL_EVERY, Pool};
+use preface::Protocol;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -260,12 +262,7 @@ pub async fn run(
     );
     let poller = tokio::spawn(poll_pods_forever(Arc::clone(&gateway)));
 
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(gateway.config.timeouts.header_read)
-        .keep_alive(true);
+    let protocols = Arc::new(Protocols::new(gateway.config.timeouts.header_read));
     let closing = Arc::new(closing::Closing::default());
     let mut connections = tokio::task::JoinSet::new();
     tokio::pin!(stop);
@@ -288,8 +285,36 @@ pub async fn run(
                 let service = hyper::service::service_fn(move |req| {
                     proxy::handle(Arc::clone(&gateway), req, client_ip.clone())
                 });
-                let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-                connections.spawn(Arc::clone(&closing).serve(conn, |c| c.graceful_shutdown()));
+                let protocols = Arc::clone(&protocols);
+                let closing = Arc::clone(&closing);
+                connections.spawn(async move {
+                    let first_bytes =
+                        tokio::time::timeout(protocols.header_read, preface::sniff(&stream));
+                    // Nothing within the header timeout, closed, broken, or shutting down:
+                    // nothing to serve.
+                    let Some(Ok(Ok(Some(protocol)))) =
+                        Arc::clone(&closing).unless_asked(first_bytes).await
+                    else {
+                        return;
+                    };
+                    let io = TokioIo::new(stream);
+                    // Each connection finishes its exchange and closes once closing is asked;
+                    // an error ends the connection (hyper has answered what it could).
+                    match protocol {
+                        Protocol::Http1 => {
+                            let conn = protocols.http1.serve_connection(io, service);
+                            let _ = closing.serve(conn, |c| c.graceful_shutdown()).await;
+                        }
+                        Protocol::Http2 => {
+                            let conn = protocols.http2.serve_connection(io, service);
+                            let _ = closing.serve(conn, |c| c.graceful_shutdown()).await;
+                        }
+                        Protocol::Unsure => {
+                            let conn = protocols.auto.serve_connection(io, service);
+                            let _ = closing.serve(conn, |c| c.graceful_shutdown()).await;
+                        }
+                    }
+                });
                 // Forget the connections that have ended.
                 while connections.try_join_next().is_some() {}
             }
@@ -312,6 +337,36 @@ pub async fn run(
     }
     tracing::info!("gateway stopped");
     Ok(())
+}
+
+/// How client connections are served, by protocol.
+struct Protocols {
+    http1: hyper::server::conn::http1::Builder,
+    http2: hyper::server::conn::http2::Builder<TokioExecutor>,
+    /// For a connection whose first bytes do not yet tell (see [`preface`]).
+    auto: hyper_util::server::conn::auto::Builder<TokioExecutor>,
+    header_read: Duration,
+}
+
+impl Protocols {
+    fn new(header_read: Duration) -> Self {
+        let mut http1 = hyper::server::conn::http1::Builder::new();
+        http1
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_read)
+            .keep_alive(true);
+        let mut auto = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        auto.http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_read)
+            .keep_alive(true);
+        Self {
+            http1,
+            http2: hyper::server::conn::http2::Builder::new(TokioExecutor::new()),
+            auto,
+            header_read,
+        }
+    }
 }
 
 /// Connects to Redis; if it is down, serves with local limits and keeps trying in the
