@@ -92,7 +92,7 @@ if [ $mode = callgrind ]; then
   printf '| proxy | requests | user-space instructions per request |\n|---|---:|---:|\n'
   for t in "${targets[@]}"; do
     name=${t%%=*}; start "$name" "${t#*=}"
-    callgrind_control --instr=on "$PROXY" >/dev/null
+    callgrind_control --instr=on "$PROXY" >/dev/null 2>&1
     requests=$(load 8 | awk '/requests in/ {print $1}')
     stop
     total=$(awk '/^(summary|totals):/ {print $2; exit}' "$out/$name.callgrind")

@@ -72,7 +72,9 @@ impl Connections {
         loop {
             let (mut sender, reused) = match self.checkout().await {
                 Some(sender) => (sender, true),
-                None => (self.connect().await?, false),
+                // Boxed: opening a connection is rare, and its future would make every
+                // request's larger.
+                None => (Box::pin(self.connect()).await?, false),
             };
             match sender.try_send_request(req).await {
                 Ok(res) => {

@@ -86,30 +86,42 @@ fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response
 }
 
 /// The gateway's answer to one request (never an `Err`: failures are HTTP errors).
-pub async fn handle(
+///
+/// Not an `async fn`: that would store the request and its arguments a second time beside
+/// [`forward`]'s future, and hyper moves the whole future into place on every request.
+pub fn handle(
     gateway: Arc<Gateway>,
     req: Request<Incoming>,
     client_ip: HeaderValue,
-) -> Result<Response<ResponseBody>, Infallible> {
+) -> impl Future<Output = Result<Response<ResponseBody>, Infallible>> {
+    use futures_util::future::{Either, FutureExt};
+    match own_answer(&gateway, &req) {
+        Some(answer) => Either::Left(std::future::ready(Ok(answer))),
+        None => Either::Right(
+            forward(gateway, req, client_ip).map(|answer| Ok(answer.unwrap_or_else(|e| *e))),
+        ),
+    }
+}
+
+/// The answer to a request the gateway serves itself (its endpoints, or no route), if it is one.
+fn own_answer(gateway: &Gateway, req: &Request<Incoming>) -> Option<Response<ResponseBody>> {
     let path = req.uri().path();
     if req.method() == Method::GET {
         match path {
-            "/metrics" => return Ok(metrics(&gateway)),
-            "/health" => return Ok(json(StatusCode::OK, serde_json::json!({"status": "ok"}))),
-            "/ready" => return Ok(ready(&gateway)),
+            "/metrics" => return Some(metrics(gateway)),
+            "/health" => return Some(json(StatusCode::OK, serde_json::json!({"status": "ok"}))),
+            "/ready" => return Some(ready(gateway)),
             _ => {}
         }
     }
     if !(path.starts_with("/v1/") || path == "/query") {
-        return Ok(error(
+        return Some(error(
             StatusCode::NOT_FOUND,
             "not_found",
             format!("no route {path}: the gateway serves /v1/… (and the seed's /query)"),
         ));
     }
-    Ok(forward(gateway, req, client_ip)
-        .await
-        .unwrap_or_else(|response| *response))
+    None
 }
 
 fn metrics(gateway: &Gateway) -> Response<ResponseBody> {
@@ -404,8 +416,8 @@ async fn admit(
         let limits = &gateway.limits[tenant];
         let cap = share_cap(limits.max_share, live_slots);
         let id = &gateway.catalog.tenants[tenant].id;
-        decision = shared
-            .admit(id, limits, cap, now_ms)
+        // Boxed: its future is large and only a Redis-backed gateway awaits it.
+        decision = Box::pin(shared.admit(id, limits, cap, now_ms))
             .await
             .map(|d| match d {
                 Decision::Admitted { lease } => Ok((Ticket::Shared(lease), cap)),
