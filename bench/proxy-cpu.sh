@@ -11,9 +11,16 @@
 #                                   valgrind's CPU has no SHA extensions, so the gateway's HMAC
 #                                   counts in software there); the profiles stay in the out dir
 #
+#   bench/proxy-cpu.sh --cachegrind L1 instruction and data cache misses per request in
+#                                   cachegrind's simulated caches (start-up included: this
+#                                   valgrind cannot start counting later)
+#   bench/proxy-cpu.sh --syscalls   system calls (perf stat) and TCP segments (nstat, the whole
+#                                   machine's) per request, over each run's middle
+#
 # The split says which side a difference is on: the kernel's TCP path is paid alike by both
 # proxies, so what the gateway spends above nginx is user space.
-# Prerequisites: apt-get install -y wrk nginx-light valgrind; cargo build --release -p tenantscale
+# Prerequisites: apt-get install -y wrk nginx-light valgrind linux-perf iproute2;
+# cargo build --release -p tenantscale
 # Extra binaries to compare: GATEWAYS="name=/path/to/tenantscale ..." (default: this build).
 # BARE=target/release/examples/bare_proxy adds hyper alone (cargo build --release -p
 # tenantscale-gateway --example bare_proxy): the floor under the gateway's cost.
@@ -24,12 +31,16 @@ lua="${SHARED_BENCH:-$root/../shared/bench}/lib/tenants.lua"
 mode=split
 case "${1:-}" in
   --callgrind) mode=callgrind ;;
+  --cachegrind) mode=cachegrind ;;
+  --syscalls) mode=syscalls ;;
   "") ;;
-  *) echo "usage: bench/proxy-cpu.sh [--callgrind]" >&2; exit 2 ;;
+  *) echo "usage: bench/proxy-cpu.sh [--callgrind | --cachegrind | --syscalls]" >&2; exit 2 ;;
 esac
 [ -f "$lua" ] || { echo "no wrk script at $lua (set SHARED_BENCH)" >&2; exit 2; }
 for t in wrk nginx taskset curl; do command -v $t >/dev/null || { echo "missing $t" >&2; exit 2; }; done
-[ $mode = split ] || command -v valgrind >/dev/null || { echo "missing valgrind" >&2; exit 2; }
+case $mode in *grind) command -v valgrind >/dev/null || { echo "missing valgrind" >&2; exit 2; } ;; esac
+[ $mode != syscalls ] || { command -v perf >/dev/null && command -v nstat >/dev/null; } ||
+  { echo "missing perf or nstat" >&2; exit 2; }
 GATEWAYS=${GATEWAYS:-"gateway=$root/target/release/tenantscale"}
 for g in $GATEWAYS ${BARE:+"bare=$BARE"}; do [ -x "${g#*=}" ] || { echo "build first: ${g#*=}" >&2; exit 2; }; done
 ROUNDS=${ROUNDS:-3}; DUR=${DUR:-6}
@@ -76,6 +87,8 @@ start() {
   fi
   [ $mode = callgrind ] && cmd=(valgrind --tool=callgrind --instr-atstart=no
     "--callgrind-out-file=$out/$name.callgrind" "${cmd[@]}")
+  [ $mode = cachegrind ] && cmd=(valgrind --tool=cachegrind --cache-sim=yes
+    "--cachegrind-out-file=$out/$name.cachegrind" "${cmd[@]}")
   taskset -c 1 "${cmd[@]}" >"$out/$name.log" 2>&1 & PROXY=$!
   for _ in $(seq 100); do
     curl -s -o /dev/null -H 'X-Tenant-ID: tenant-01' "http://127.0.0.1:$PORT/query" && return
@@ -97,6 +110,41 @@ if [ $mode = callgrind ]; then
     stop
     total=$(awk '/^(summary|totals):/ {print $2; exit}' "$out/$name.callgrind")
     printf '| %s | %s | %s |\n' "$name" "$requests" "$((total / requests))"
+  done
+  exit 0
+fi
+
+if [ $mode = cachegrind ]; then
+  printf '| proxy | requests | instructions | L1 instruction misses | L1 data read misses | L1 data write misses |\n|---|---:|---:|---:|---:|---:|\n'
+  for t in "${targets[@]}"; do
+    name=${t%%=*}; start "$name" "${t#*=}"
+    requests=$(load 8 | awk '/requests in/ {print $1}')
+    stop
+    # events: Ir I1mr ILmr Dr D1mr DLmr Dw D1mw DLmw
+    awk -v name="$name" -v n="$requests" '/^summary:/ {printf "| %s | %d | %.0f | %.0f | %.0f | %.0f |\n", name, n, $2 / n, $3 / n, $6 / n, $9 / n}' "$out/$name.cachegrind"
+  done
+  exit 0
+fi
+
+if [ $mode = syscalls ]; then
+  printf '| proxy | requests/s | system calls per request | TCP segments out per request |\n|---|---:|---|---:|\n'
+  for t in "${targets[@]}"; do
+    name=${t%%=*}; start "$name" "${t#*=}"
+    load 2 >/dev/null
+    nstat -n
+    load "$DUR" >"$out/$name.wrk" &
+    w=$!
+    sleep 1
+    perf stat -x, -e 'syscalls:sys_enter_*' -p "$PROXY" -o "$out/$name.perf" -- sleep $((DUR - 2))
+    wait $w
+    # The segments over the whole run, the calls over its middle.
+    nstat TcpOutSegs >"$out/$name.nstat"
+    stop
+    rps=$(awk '/Requests\/sec/ {print $2}' "$out/$name.wrk")
+    requests=$(python3 -c "print($rps * ($DUR - 2))")
+    calls=$(awk -F, -v n="$requests" '$3 ~ /sys_enter_/ && $1 > n / 100 {sub(/syscalls:sys_enter_/, "", $3); printf "%s%s %.2f", sep, $3, $1 / n; sep = ", "}' "$out/$name.perf")
+    segs=$(awk -v n="$(awk '/requests in/ {print $1}' "$out/$name.wrk")" '/TcpOutSegs/ {printf "%.2f", $2 / n}' "$out/$name.nstat")
+    printf '| %s | %.0f | %s | %s |\n' "$name" "$rps" "$calls" "$segs"
   done
   exit 0
 fi
