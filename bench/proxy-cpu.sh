@@ -101,27 +101,22 @@ load() { taskset -c 0 wrk -t2 -c64 -d"$1"s -s "$lua" "http://127.0.0.1:$PORT/que
 
 targets=("nginx=nginx" $GATEWAYS ${BARE:+"hyper-alone=$BARE"})
 echo "# proxy-cpu $mode $(date -u +%FT%TZ), out dir $out" >&2
-if [ $mode = callgrind ]; then
-  printf '| proxy | requests | user-space instructions per request |\n|---|---:|---:|\n'
+if [ $mode = callgrind ] || [ $mode = cachegrind ]; then
+  if [ $mode = callgrind ]; then
+    printf '| proxy | requests | user-space instructions per request |\n|---|---:|---:|\n'
+  else
+    printf '| proxy | requests | instructions | L1 instruction misses | L1 data read misses | L1 data write misses |\n|---|---:|---:|---:|---:|---:|\n'
+  fi
   for t in "${targets[@]}"; do
     name=${t%%=*}; start "$name" "${t#*=}"
-    callgrind_control --instr=on "$PROXY" >/dev/null 2>&1
+    [ $mode = cachegrind ] || callgrind_control --instr=on "$PROXY" >/dev/null 2>&1
     requests=$(load 8 | awk '/requests in/ {print $1}')
     stop
-    total=$(awk '/^(summary|totals):/ {print $2; exit}' "$out/$name.callgrind")
-    printf '| %s | %s | %s |\n' "$name" "$requests" "$((total / requests))"
-  done
-  exit 0
-fi
-
-if [ $mode = cachegrind ]; then
-  printf '| proxy | requests | instructions | L1 instruction misses | L1 data read misses | L1 data write misses |\n|---|---:|---:|---:|---:|---:|\n'
-  for t in "${targets[@]}"; do
-    name=${t%%=*}; start "$name" "${t#*=}"
-    requests=$(load 8 | awk '/requests in/ {print $1}')
-    stop
-    # events: Ir I1mr ILmr Dr D1mr DLmr Dw D1mw DLmw
-    awk -v name="$name" -v n="$requests" '/^summary:/ {printf "| %s | %d | %.0f | %.0f | %.0f | %.0f |\n", name, n, $2 / n, $3 / n, $6 / n, $9 / n}' "$out/$name.cachegrind"
+    # callgrind: "totals: Ir"; cachegrind: "summary: Ir I1mr ILmr Dr D1mr DLmr Dw D1mw DLmw"
+    awk -v name="$name" -v n="$requests" -v mode=$mode '
+      mode == "callgrind" && /^(summary|totals):/ {printf "| %s | %d | %d |\n", name, n, $2 / n; exit}
+      mode == "cachegrind" && /^summary:/ {printf "| %s | %d | %.0f | %.0f | %.0f | %.0f |\n", name, n, $2 / n, $3 / n, $6 / n, $9 / n}
+    ' "$out/$name.$mode"
   done
   exit 0
 fi

@@ -189,24 +189,10 @@ impl Drop for PodBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_body::Frames;
     use http_body_util::{BodyExt, Either};
     use std::convert::Infallible;
     use std::sync::atomic::{AtomicUsize, Ordering};
-
-    /// A body of unknown length: hyper sends it chunked.
-    struct Chunked(Option<Bytes>);
-
-    impl Body for Chunked {
-        type Data = Bytes;
-        type Error = Infallible;
-
-        fn poll_frame(
-            self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-        ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-            Poll::Ready(self.get_mut().0.take().map(|b| Ok(Frame::data(b))))
-        }
-    }
 
     /// A pod stand-in on a free port that answers "ok" (chunked or with a length) and counts
     /// the connections it accepted; with `keep_alive` off it closes each after one response.
@@ -220,11 +206,10 @@ mod tests {
                 let (stream, _) = listener.accept().await.unwrap();
                 count.fetch_add(1, Ordering::SeqCst);
                 let ok = hyper::service::service_fn(move |_req| async move {
-                    let ok = Bytes::from_static(b"ok");
                     let body = if chunked {
-                        Either::Left(Chunked(Some(ok)))
+                        Either::Left(Frames::new(&["ok"], false))
                     } else {
-                        Either::Right(Full::new(ok))
+                        Either::Right(Full::new(Bytes::from_static(b"ok")))
                     };
                     Ok::<_, Infallible>(Response::new(body))
                 });

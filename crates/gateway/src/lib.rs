@@ -17,6 +17,8 @@ mod preface;
 mod proxy;
 mod shared;
 mod signatures;
+#[cfg(test)]
+mod test_body;
 
 use http_body_util::BodyExt;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};

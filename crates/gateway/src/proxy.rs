@@ -682,33 +682,7 @@ impl Body for Tracked {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::VecDeque;
-
-    /// A body that yields the given frames, one per poll.
-    struct Frames(VecDeque<Frame<Bytes>>);
-
-    impl Body for Frames {
-        type Data = Bytes;
-        type Error = Infallible;
-
-        fn poll_frame(
-            self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-        ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-            Poll::Ready(self.get_mut().0.pop_front().map(Ok))
-        }
-    }
-
-    fn frames(parts: &[&'static str], trailers: bool) -> Frames {
-        let mut frames: VecDeque<_> = parts
-            .iter()
-            .map(|p| Frame::data(Bytes::from_static(p.as_bytes())))
-            .collect();
-        if trailers {
-            frames.push_back(Frame::trailers(HeaderMap::new()));
-        }
-        Frames(frames)
-    }
+    use crate::test_body::Frames;
 
     #[tokio::test]
     async fn a_body_is_read_whole_whatever_its_frames() {
@@ -719,7 +693,7 @@ mod tests {
             &["a", "b", "c"],
         ] {
             for trailers in [false, true] {
-                let got = whole(frames(parts, trailers)).await.unwrap();
+                let got = whole(Frames::new(parts, trailers)).await.unwrap();
                 assert_eq!(got, parts.concat(), "{parts:?} trailers {trailers}");
             }
         }
