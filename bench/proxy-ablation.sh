@@ -23,7 +23,10 @@ runs=("$@")
 tree=$(mktemp -d /tmp/tenantscale-ablation.XXXXXX)
 git -C "$root" worktree add -q --detach "$tree" HEAD
 trap 'git -C "$root" worktree remove --force "$tree"' EXIT
-git -C "$tree" apply "$here/proxy-ablation.patch"
+git -C "$tree" apply "$here/proxy-ablation.patch" || {
+  echo "bench/proxy-ablation.patch no longer applies to HEAD: remake it from the gateway's code" >&2
+  exit 1
+}
 cargo build --release -q -p tenantscale --manifest-path "$tree/Cargo.toml" --target-dir "$root/target/ablation"
 bin=$root/target/ablation/release/tenantscale
 printf '| switched off | requests | user-space instructions per request |\n|---|---:|---:|\n'

@@ -189,7 +189,7 @@ impl Gateway {
             metrics,
             signatures: signatures::Signatures::new(
                 tenantscale_core::auth::Signer::new(&config.secret),
-                catalog.tenants.len(),
+                catalog.tenants.iter().map(|t| t.id.clone()).collect(),
             ),
             tenant_headers: catalog
                 .tenants

@@ -40,7 +40,6 @@ pub fn client(connect_timeout: Duration) -> Client {
 type ResponseBody = Either<Full<Bytes>, Tracked>;
 
 // Header names made once: a `&str` name is parsed and checked on every use.
-const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const X_TENANT_ID: HeaderName = HeaderName::from_static("x-tenant-id");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_TENANTSCALE_TENANT: HeaderName = HeaderName::from_static("x-tenantscale-tenant");
@@ -513,25 +512,30 @@ fn idempotent(method: &Method, path: &str) -> bool {
     ) || (*method == Method::POST && matches!(path, "/v1/query" | "/query" | "/v1/documents"))
 }
 
-/// Hop-by-hop headers, and the ones only the gateway may set for a pod.
-fn forwarded(name: &HeaderName) -> bool {
-    !matches!(
+/// Headers about one connection, not the message (RFC 9110 §7.6.1): dropped on the way in
+/// and on the way out, where hyper writes each connection's own.
+fn hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
         name.as_str(),
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-            | "host"
-            | "authorization"
-            | "x-forwarded-for"
-            | "x-tenant-id"
-            | "x-tenantscale-tenant"
-            | "x-tenantscale-timestamp"
-            | "x-tenantscale-signature"
+        "connection" | "keep-alive" | "proxy-connection" | "te" | "transfer-encoding" | "upgrade"
     )
+}
+
+/// The client's headers that go on to the pod: not hop-by-hop, not `Trailer` (the body goes
+/// out whole, with no trailers), and none of the ones only the gateway may set.
+fn forwarded(name: &HeaderName) -> bool {
+    !hop_by_hop(name)
+        && !matches!(
+            name.as_str(),
+            "trailer"
+                | "host"
+                | "authorization"
+                | "x-forwarded-for"
+                | "x-tenant-id"
+                | "x-tenantscale-tenant"
+                | "x-tenantscale-timestamp"
+                | "x-tenantscale-signature"
+        )
 }
 
 fn upstream_request(
@@ -571,13 +575,9 @@ fn upstream_request(
     let second = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
-    let signing = gateway.signatures.headers(
-        tenant,
-        &gateway.catalog.tenants[tenant].id,
-        &parts.method,
-        path,
-        second,
-    );
+    let signing = gateway
+        .signatures
+        .headers(tenant, &parts.method, path, second);
     let id = gateway.tenant_headers[tenant].clone();
     headers.insert(X_FORWARDED_FOR, forwarded_for);
     headers.insert(X_TENANT_ID, id.clone());
@@ -587,21 +587,10 @@ fn upstream_request(
     req
 }
 
-/// Headers about one connection, not the message: hyper writes the client's own.
-fn hop_by_hop(name: &HeaderName) -> bool {
-    [
-        header::CONNECTION,
-        KEEP_ALIVE,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-    ]
-    .contains(name)
-}
-
 fn respond(res: Response<PodBody>, admitted: Admitted) -> Response<ResponseBody> {
     let (mut parts, body) = res.into_parts();
     // Found by one pass over the few headers an answer has; most answers carry only one of
-    // these (`Connection`), so looking each name up would cost more than it removes.
+    // them (`Connection`), so looking each name up would cost more than it removes.
     while let Some(name) = parts.headers.keys().find(|n| hop_by_hop(n)).cloned() {
         parts.headers.remove(name);
     }

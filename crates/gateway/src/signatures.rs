@@ -22,6 +22,8 @@ pub struct SigningHeaders {
 /// Each tenant's most recent signature (a lock per tenant: tenants never wait for each other).
 pub struct Signatures {
     signer: Signer,
+    /// Tenant ids, by tenant number.
+    ids: Vec<String>,
     last: Vec<Mutex<Option<Signed>>>,
 }
 
@@ -33,19 +35,19 @@ struct Signed {
 }
 
 impl Signatures {
-    pub fn new(signer: Signer, tenants: usize) -> Self {
+    /// Signatures for the tenants with these ids (tenant number `i` is `ids[i]`).
+    pub fn new(signer: Signer, ids: Vec<String>) -> Self {
         Self {
             signer,
-            last: (0..tenants).map(|_| Mutex::new(None)).collect(),
+            last: ids.iter().map(|_| Mutex::new(None)).collect(),
+            ids,
         }
     }
 
-    /// The signing headers for tenant number `tenant` (id `id`) on `METHOD path` at `second`
-    /// (Unix time).
+    /// The signing headers for tenant number `tenant` on `METHOD path` at `second` (Unix time).
     pub fn headers(
         &self,
         tenant: usize,
-        id: &str,
         method: &Method,
         path: &str,
         second: i64,
@@ -58,7 +60,9 @@ impl Signatures {
         {
             return s.headers.clone();
         }
-        let signature = self.signer.sign(id, method.as_str(), path, second);
+        let signature = self
+            .signer
+            .sign(&self.ids[tenant], method.as_str(), path, second);
         let headers = SigningHeaders {
             timestamp: HeaderValue::from(second),
             signature: HeaderValue::from_maybe_shared(Bytes::from(signature))
@@ -106,11 +110,12 @@ mod tests {
             )
         ) {
             let ids = ["media-1", "finance-2", "retail-3"];
-            let signatures = Signatures::new(Signer::new(SECRET), ids.len());
+            let signatures =
+                Signatures::new(Signer::new(SECRET), ids.iter().map(|id| id.to_string()).collect());
             for (tenant, post, path, second) in requests {
                 let method = if post { Method::POST } else { Method::GET };
                 prop_assert_eq!(
-                    signatures.headers(tenant, ids[tenant], &method, path, second),
+                    signatures.headers(tenant, &method, path, second),
                     fresh(ids[tenant], &method, path, second)
                 );
             }

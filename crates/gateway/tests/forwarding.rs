@@ -35,6 +35,7 @@ async fn pod() -> (String, Arc<Mutex<Vec<HeaderMap>>>) {
                     Response::builder()
                         .header("connection", "keep-alive")
                         .header("keep-alive", "timeout=5")
+                        .header("proxy-connection", "keep-alive")
                         .header("upgrade", "h2c")
                         .header("x-pod", "1")
                         .body(http_body_util::Full::new(hyper::body::Bytes::from("ok")))
@@ -131,7 +132,12 @@ async fn the_pod_gets_the_gateways_proof_and_no_connection_headers_cross() {
         assert_eq!(body, "ok");
         let head = head.to_ascii_lowercase();
         assert!(head.contains("\r\nx-pod: 1"), "{head}");
-        for name in ["keep-alive:", "upgrade:", "connection: keep-alive"] {
+        for name in [
+            "keep-alive:",
+            "upgrade:",
+            "proxy-connection:",
+            "connection: keep-alive",
+        ] {
             assert!(!head.contains(name), "{name} reached the client: {head}");
         }
     }
