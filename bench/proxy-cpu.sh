@@ -3,8 +3,9 @@
 # same load as bench/proxy.sh (wrk -t2 -c64, X-Tenant-ID over 50 Zipf tenants, three nginx
 # backends; load and backends on CPU 0, the proxy on CPU 1 with one worker).
 #
-#   bench/proxy-cpu.sh              user and kernel CPU µs per request, from /proc/PID/stat over
-#                                   each run's middle (ROUNDS=3 rounds × DUR=6 s, rotating; medians)
+#   bench/proxy-cpu.sh              user and kernel CPU µs and minor page faults per request, from
+#                                   /proc/PID/stat over each run's middle (ROUNDS=3 rounds × DUR=6 s,
+#                                   rotating; medians)
 #   bench/proxy-cpu.sh --callgrind  user-space instructions per request under valgrind's
 #                                   callgrind, counted from when the proxy first answers (start-up
 #                                   excluded; deterministic, unlike time on this shared machine;
@@ -152,9 +153,9 @@ for r in $(seq "$ROUNDS"); do
     load "$DUR" >"$out/$name.$r.wrk" &
     w=$!
     sleep 0.5
-    s0=$(cut -d' ' -f14,15 "/proc/$PROXY/stat"); t0=$(date +%s.%N)
+    s0=$(cut -d' ' -f10,14,15 "/proc/$PROXY/stat"); t0=$(date +%s.%N)
     sleep $((DUR - 1))
-    s1=$(cut -d' ' -f14,15 "/proc/$PROXY/stat"); t1=$(date +%s.%N)
+    s1=$(cut -d' ' -f10,14,15 "/proc/$PROXY/stat"); t1=$(date +%s.%N)
     wait $w
     stop
     rps=$(awk '/Requests\/sec/ {print $2}' "$out/$name.$r.wrk")
@@ -165,13 +166,13 @@ python3 - "$out/split.txt" "$tck" <<'PY'
 import statistics, sys
 rows = {}
 for line in open(sys.argv[1]):
-    name, rps, u0, k0, u1, k1, t0, t1 = line.split()
+    name, rps, f0, u0, k0, f1, u1, k1, t0, t1 = line.split()
     requests = float(rps) * (float(t1) - float(t0))
     tick = 1e6 / float(sys.argv[2])
-    rows.setdefault(name, []).append(((int(u1) - int(u0)) * tick / requests, (int(k1) - int(k0)) * tick / requests, float(rps)))
-print("| proxy | requests/s | user µs/request | kernel µs/request | total µs/request |")
-print("|---|---:|---:|---:|---:|")
+    rows.setdefault(name, []).append(((int(u1) - int(u0)) * tick / requests, (int(k1) - int(k0)) * tick / requests, float(rps), (int(f1) - int(f0)) / requests))
+print("| proxy | requests/s | user µs/request | kernel µs/request | total µs/request | page faults/request |")
+print("|---|---:|---:|---:|---:|---:|")
 for name, runs in rows.items():
-    u, k, r = (statistics.median(x[i] for x in runs) for i in range(3))
-    print(f"| {name} | {r:,.0f} | {u:.2f} | {k:.2f} | {statistics.median(x[0] + x[1] for x in runs):.2f} |")
+    u, k, r, f = (statistics.median(x[i] for x in runs) for i in range(4))
+    print(f"| {name} | {r:,.0f} | {u:.2f} | {k:.2f} | {statistics.median(x[0] + x[1] for x in runs):.2f} | {f:.3f} |")
 PY
