@@ -21,9 +21,11 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 train=1m
 while [ $# -gt 0 ]; do
   case $1 in
-    --train-duration) train=${2:?--train-duration needs a value}; shift 2 ;;
+    --train-duration)
+      [ $# -ge 2 ] || { echo "--train-duration needs a value, e.g. 1m" >&2; exit 2; }
+      train=$2; shift 2 ;;
     --) shift; break ;;
-    -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -40,6 +42,10 @@ find_profdata() {
   exit 2
 }
 profdata=$(find_profdata)
+# Checked now, not after the first build: rustc 1.95's profiles need LLVM 19 or later to read.
+major=$({ "$profdata" --version 2>/dev/null || true; } | sed -n 's/.*LLVM version \([0-9]*\).*/\1/p')
+[ -n "$major" ] && [ "$major" -ge 19 ] ||
+  { echo "$profdata is not an llvm-profdata of LLVM 19 or later (apt-get install -y llvm-19)" >&2; exit 2; }
 
 out="$root/target/pgo"
 raw="$out/profiles"
