@@ -18,8 +18,10 @@
 #   bench/proxy-cpu.sh --syscalls   system calls (perf stat) and TCP segments (nstat, the whole
 #                                   machine's) per request, over each run's middle
 #
-# The split says which side a difference is on: the kernel's TCP path is paid alike by both
-# proxies, so what the gateway spends above nginx is user space.
+# The split says which side a difference is on: both proxies make the same system calls per
+# request, so the kernel's share differs between them only by this machine's run-to-run spread
+# (one build's kernel time ranged 12.6–14.8 µs per request over five runs), while the
+# user-space difference persists across runs.
 # Prerequisites: apt-get install -y wrk nginx-light valgrind linux-perf iproute2;
 # cargo build --release -p tenantscale
 # Extra binaries to compare: GATEWAYS="name=/path/to/tenantscale ..." (default: this build).
