@@ -1,44 +1,94 @@
-//! Keep-alive HTTP/1 connections to one pod: the data path's client.
+//! Keep-alive HTTP/1.1 connections to one pod: the data path's client.
 //!
-//! hyper-util's pooled client looks a connection up by the request's authority on every
-//! request and, for most responses, spawns a task that waits until the connection can take
-//! another request. Here a pod's connections hang off its entry in the pool (found under the
-//! lock the request takes anyway), and a connection goes back to the idle list when the
-//! response body it carries has ended ([`PodBody`]): no lookup, no task per request.
+//! The task serving a client's request writes it to the pod and reads the answer itself. With
+//! hyper's client each exchange went through a second task per connection, a channel for the
+//! request, a oneshot for the answer and a channel for every body chunk; that task was a third
+//! of the gateway's instructions per request (`bench/proxy-cpu.sh --callgrind`). The answer's
+//! head is parsed with httparse. A body that arrived with the head is passed on whole and the
+//! connection is idle again at once; a longer one is streamed off the socket by [`PodBody`],
+//! which hands the connection back when the body ends.
+//!
+//! A pod's connections hang off its entry in the pool (found under the lock the request takes
+//! anyway): no lookup by authority.
 
-use http_body_util::Full;
-use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper::header::{HOST, HeaderValue};
-use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
+use hyper::body::{Body, Bytes, Frame, SizeHint};
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::{Method, Response, StatusCode};
+use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker, ready};
 use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+mod framing;
+
+use framing::{Framing, Piece};
 
 /// Idle connections kept per pod; more are closed when their exchange ends.
 const MAX_IDLE: usize = 1024;
+/// An answer's head may be this long and have this many fields (hyper's own limits).
+const MAX_HEAD: usize = 64 * 1024;
+const MAX_HEADERS: usize = 100;
+/// Free room a connection's read buffer gets before each read.
+const READ_SIZE: usize = 8 * 1024;
 
-type Sender = SendRequest<Full<Bytes>>;
+/// Headers about one connection, not the message (RFC 9110 §7.6.1): dropped on the way in
+/// and on the way out; each connection writes its own.
+pub fn hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection" | "keep-alive" | "proxy-connection" | "te" | "transfer-encoding" | "upgrade"
+    )
+}
 
 /// How sending a request to a pod failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
     /// No connection could be opened: the request was never sent.
     #[error("connecting to {addr}: {source}")]
-    Connect {
-        addr: String,
-        source: std::io::Error,
-    },
+    Connect { addr: String, source: io::Error },
     /// The exchange broke after the request may have reached the pod.
     #[error(transparent)]
-    Exchange(#[from] hyper::Error),
+    Exchange(io::Error),
 }
 
 impl SendError {
     pub fn is_connect(&self) -> bool {
         matches!(self, Self::Connect { .. })
+    }
+}
+
+/// A request for one pod, written out in HTTP/1.1 form as it is built: the gateway's
+/// header names and values are valid by their types, so nothing needs checking twice.
+#[derive(Debug)]
+pub struct PodRequest {
+    head: Vec<u8>,
+    /// Whether an empty body is still stated (`Content-Length: 0`), as hyper does for
+    /// methods other than GET, HEAD and CONNECT.
+    states_empty_body: bool,
+    /// A HEAD request's answer has no body, whatever its length says.
+    head_only: bool,
+}
+
+impl PodRequest {
+    pub fn header(&mut self, name: &HeaderName, value: &HeaderValue) {
+        self.head.extend_from_slice(name.as_str().as_bytes());
+        self.head.extend_from_slice(b": ");
+        self.head.extend_from_slice(value.as_bytes());
+        self.head.extend_from_slice(b"\r\n");
+    }
+
+    /// The head, ended by the body's length.
+    fn finish(mut self, body: &[u8]) -> Self {
+        if !body.is_empty() || self.states_empty_body {
+            use std::io::Write;
+            // Formatted into the Vec itself, which cannot fail.
+            let _ = write!(self.head, "content-length: {}\r\n", body.len());
+        }
+        self.head.extend_from_slice(b"\r\n");
+        self
     }
 }
 
@@ -48,7 +98,7 @@ pub struct Connections {
     addr: String,
     host: HeaderValue,
     connect_timeout: Duration,
-    idle: Mutex<Vec<Sender>>,
+    idle: Mutex<Vec<Connection>>,
 }
 
 impl Connections {
@@ -62,34 +112,45 @@ impl Connections {
         }
     }
 
-    /// Sends `req` (origin-form URI; `Host` is set here) on an idle connection, or a new one.
-    /// The connection is reused once the response's body has been read to its end.
+    /// A request to this pod: `target` is in origin form (path and query); `Host` is the pod.
+    pub fn request(&self, method: &Method, target: &str) -> PodRequest {
+        let mut head = Vec::with_capacity(1024);
+        for part in [method.as_str(), " ", target, " HTTP/1.1\r\n"] {
+            head.extend_from_slice(part.as_bytes());
+        }
+        let mut req = PodRequest {
+            head,
+            states_empty_body: !matches!(*method, Method::GET | Method::HEAD | Method::CONNECT),
+            head_only: *method == Method::HEAD,
+        };
+        req.header(&header::HOST, &self.host);
+        req
+    }
+
+    /// Sends `req` with `body` on an idle connection, or a new one, and reads the answer's
+    /// head. If a reused connection turns out closed before the pod answered anything, an
+    /// `idempotent` request goes out again on another connection (RFC 9112 §9.3.1): the pod
+    /// may have closed it while idle, before the request arrived.
     pub async fn send(
         self: &Arc<Self>,
-        mut req: Request<Full<Bytes>>,
+        req: PodRequest,
+        body: Bytes,
+        idempotent: bool,
     ) -> Result<Response<PodBody>, SendError> {
-        req.headers_mut().insert(HOST, self.host.clone());
+        let req = req.finish(&body);
         loop {
-            let (mut sender, reused) = match self.checkout().await {
-                Some(sender) => (sender, true),
+            let (mut connection, reused) = match self.checkout() {
+                Some(connection) => (connection, true),
                 // Boxed: opening a connection is rare, and its future would make every
                 // request's larger.
                 None => (Box::pin(self.connect()).await?, false),
             };
-            match sender.try_send_request(req).await {
-                Ok(res) => {
-                    return Ok(res.map(|inner| PodBody {
-                        inner,
-                        ended: false,
-                        connection: Some((Arc::clone(self), sender)),
-                    }));
+            match connection.exchange(&req.head, &body, req.head_only).await {
+                Ok(head) => return Ok(self.answer(connection, head)),
+                Err(Broken::BeforeAnswer(_)) if reused && idempotent => continue,
+                Err(Broken::BeforeAnswer(e) | Broken::Answering(e)) => {
+                    return Err(SendError::Exchange(e));
                 }
-                Err(mut e) => match e.take_message() {
-                    // An idle connection the pod had just closed: the request was not
-                    // written, so another connection is safe for any method.
-                    Some(unsent) if reused => req = unsent,
-                    _ => return Err(SendError::Exchange(e.into_error())),
-                },
             }
         }
     }
@@ -99,210 +160,431 @@ impl Connections {
         self.lock().clear();
     }
 
-    /// The most recently used idle connection that is still open.
-    async fn checkout(&self) -> Option<Sender> {
-        loop {
-            let mut sender = self.lock().pop()?;
-            // Ready at once unless the connection is still finishing its last exchange.
-            if sender.ready().await.is_ok() {
-                return Some(sender);
+    /// The answer whose head was just read: its body, whole if it has all arrived (and the
+    /// connection idle again), else streamed.
+    fn answer(self: &Arc<Self>, mut connection: Connection, head: Head) -> Response<PodBody> {
+        // Most answers arrive in one read with their head: nothing left to wait for.
+        let body = match head.framing {
+            Framing::Length(n) if connection.buf.len() as u64 >= n => {
+                Some(connection.buf.split_to(n as usize).freeze())
+            }
+            _ => None,
+        };
+        let body = match body {
+            Some(data) => {
+                if head.keep_alive {
+                    self.give_back(connection);
+                }
+                PodBody::whole(data)
+            }
+            None => PodBody {
+                state: State::Streaming(Box::new(Stream {
+                    connection,
+                    framing: head.framing,
+                    keep_alive: head.keep_alive,
+                    pool: Arc::clone(self),
+                })),
+            },
+        };
+        let mut res = Response::new(body);
+        *res.status_mut() = head.status;
+        *res.headers_mut() = head.headers;
+        res
+    }
+
+    /// Keeps a connection for the next exchange if it is between exchanges: nothing of an
+    /// answer left unread.
+    fn give_back(&self, connection: Connection) {
+        if connection.buf.is_empty() {
+            let mut idle = self.lock();
+            if idle.len() < MAX_IDLE {
+                idle.push(connection);
             }
         }
     }
 
-    async fn connect(&self) -> Result<Sender, SendError> {
+    /// The most recently used idle connection that is not known to be closed.
+    fn checkout(&self) -> Option<Connection> {
+        loop {
+            let mut connection = self.lock().pop()?;
+            if connection.may_be_open() {
+                return Some(connection);
+            }
+        }
+    }
+
+    async fn connect(&self) -> Result<Connection, SendError> {
         let failed = |source| SendError::Connect {
             addr: self.addr.clone(),
             source,
         };
-        let stream = tokio::time::timeout(
-            self.connect_timeout,
-            tokio::net::TcpStream::connect(self.addr.as_str()),
-        )
-        .await
-        .map_err(|_| failed(std::io::ErrorKind::TimedOut.into()))?
-        .map_err(failed)?;
+        let stream =
+            tokio::time::timeout(self.connect_timeout, TcpStream::connect(self.addr.as_str()))
+                .await
+                .map_err(|_| failed(io::ErrorKind::TimedOut.into()))?
+                .map_err(failed)?;
         stream.set_nodelay(true).map_err(failed)?;
-        let (sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
-        let addr = self.addr.clone();
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(pod = %addr, error = %e, "pod connection closed");
-            }
-        });
-        Ok(sender)
+        Ok(Connection {
+            stream,
+            buf: bytes::BytesMut::new(),
+        })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Sender>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Connection>> {
         self.idle.lock().expect("idle connections lock")
     }
 }
 
-/// A pod's response body; it hands its connection back for reuse when dropped after its end
-/// (a body dropped part-way leaves the connection unusable, and it is then closed).
+/// How an exchange broke.
+enum Broken {
+    /// Before a byte of the answer: writing failed, or the pod closed the connection.
+    BeforeAnswer(io::Error),
+    Answering(io::Error),
+}
+
+/// An answer's head, as the gateway passes it on.
+struct Head {
+    status: StatusCode,
+    /// Without the hop-by-hop fields.
+    headers: HeaderMap,
+    framing: Framing,
+    /// Whether the connection may carry another exchange after this one.
+    keep_alive: bool,
+}
+
+#[derive(Debug)]
+struct Connection {
+    stream: TcpStream,
+    /// Bytes read from the pod and not yet passed on.
+    buf: bytes::BytesMut,
+}
+
+impl Connection {
+    /// Writes the request and reads the answer's head (past any 1xx interim answers).
+    async fn exchange(
+        &mut self,
+        head: &[u8],
+        body: &[u8],
+        head_only: bool,
+    ) -> Result<Head, Broken> {
+        use bytes::Buf;
+        self.stream
+            .write_all_buf(&mut head.chain(body))
+            .await
+            .map_err(Broken::BeforeAnswer)?;
+        let mut answered = false;
+        loop {
+            if !self.buf.is_empty() {
+                answered = true;
+                match parse_head(&mut self.buf, head_only).map_err(Broken::Answering)? {
+                    Some(head) if head.status == StatusCode::SWITCHING_PROTOCOLS => {
+                        return Err(Broken::Answering(invalid(
+                            "the pod switched protocols, which was not asked".into(),
+                        )));
+                    }
+                    Some(head) if head.status.is_informational() => continue,
+                    Some(head) => return Ok(head),
+                    None if self.buf.len() >= MAX_HEAD => {
+                        return Err(Broken::Answering(invalid(format!(
+                            "the pod's answer head is over {MAX_HEAD} bytes"
+                        ))));
+                    }
+                    None => {}
+                }
+            }
+            let read = std::future::poll_fn(|cx| self.poll_read(cx)).await;
+            let broken = match read {
+                Ok(0) => io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the pod closed the connection before its answer's head ended",
+                ),
+                Ok(_) => continue,
+                Err(e) => e,
+            };
+            return Err(if answered {
+                Broken::Answering(broken)
+            } else {
+                Broken::BeforeAnswer(broken)
+            });
+        }
+    }
+
+    /// Reads what the socket has into the buffer; `Ok(0)` is the end of the stream.
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        loop {
+            // Readiness is tokio's cached state: no system call until the socket has data.
+            ready!(self.stream.poll_read_ready(cx))?;
+            self.buf.reserve(READ_SIZE);
+            match self.stream.try_read_buf(&mut self.buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                read => return Poll::Ready(read),
+            }
+        }
+    }
+
+    /// Whether an idle connection may still be open. The pod closing it (or, against the
+    /// protocol, sending something unasked) makes it readable, which the runtime's cached
+    /// readiness shows without a system call; a stale readiness costs the read a request's
+    /// answer would otherwise start with.
+    fn may_be_open(&mut self) -> bool {
+        let mut cx = Context::from_waker(Waker::noop());
+        match self.stream.poll_read_ready(&mut cx) {
+            Poll::Pending => true,
+            Poll::Ready(Err(_)) => false,
+            Poll::Ready(Ok(())) => matches!(
+                self.stream.try_read(&mut [0; 1]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock
+            ),
+        }
+    }
+}
+
+fn invalid(message: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, message)
+}
+
+/// Takes a complete answer head off the front of `buf`, or `None` if it has not all arrived.
+fn parse_head(buf: &mut bytes::BytesMut, head_only: bool) -> io::Result<Option<Head>> {
+    use std::mem::MaybeUninit;
+    // Each field's name and value as offsets into the head, so that the values can share the
+    // head's memory once it is split off the buffer.
+    let mut fields = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
+    let (len, code, version, count) = {
+        let mut slots = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+        let mut res = httparse::Response::new(&mut []);
+        let parsed = httparse::ParserConfig::default()
+            .parse_response_with_uninit_headers(&mut res, buf, &mut slots);
+        let len = match parsed {
+            Ok(httparse::Status::Complete(len)) => len,
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(e) => return Err(invalid(format!("the pod's answer head: {e}"))),
+        };
+        let start = buf.as_ptr() as usize;
+        for (field, header) in fields.iter_mut().zip(res.headers.iter()) {
+            let name = header.name.as_ptr() as usize - start;
+            let value = header.value.as_ptr() as usize - start;
+            // Below MAX_HEAD (64 KiB) by the check before each read.
+            *field = (
+                name as u32,
+                (name + header.name.len()) as u32,
+                value as u32,
+                (value + header.value.len()) as u32,
+            );
+        }
+        (len, res.code, res.version, res.headers.len())
+    };
+    let head = buf.split_to(len).freeze();
+    let status = code
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .ok_or_else(|| invalid("the pod's answer has no valid status".into()))?;
+    let mut headers = HeaderMap::with_capacity(count);
+    let mut length: Option<u64> = None;
+    let mut chunked = None;
+    let mut close = version != Some(1);
+    for &(name_start, name_end, value_start, value_end) in &fields[..count] {
+        let name = HeaderName::from_bytes(&head[name_start as usize..name_end as usize])
+            .map_err(|e| invalid(format!("the pod's answer head: {e}")))?;
+        let value = head.slice(value_start as usize..value_end as usize);
+        match name {
+            header::CONTENT_LENGTH => {
+                let stated = content_length(&value)?;
+                if length.is_some_and(|n| n != stated) {
+                    return Err(invalid("the pod's answer states two lengths".into()));
+                }
+                length = Some(stated);
+            }
+            // Only the last coding says whether the body is chunked (RFC 9112 §6.3).
+            header::TRANSFER_ENCODING => {
+                chunked = Some(
+                    value
+                        .rsplit(|&b| b == b',')
+                        .next()
+                        .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked")),
+                );
+            }
+            header::CONNECTION => {
+                close |= value
+                    .split(|&b| b == b',')
+                    .any(|option| option.trim_ascii().eq_ignore_ascii_case(b"close"));
+            }
+            _ => {}
+        }
+        if !hop_by_hop(&name) {
+            // httparse accepts only the bytes a header value may hold (HTAB, SP, VCHAR,
+            // obs-text), which is what `HeaderValue` checks.
+            headers.append(
+                name,
+                HeaderValue::from_maybe_shared(value)
+                    .map_err(|e| invalid(format!("the pod's answer head: {e}")))?,
+            );
+        }
+    }
+    let no_body = head_only
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    // RFC 9112 §6.3: no body for these; a transfer coding wins over a length, and then the
+    // connection is not reused; with neither, the body runs to the end of the connection.
+    let framing = match (no_body, chunked, length) {
+        (true, ..) => Framing::Length(0),
+        (false, Some(true), length) => {
+            close |= length.is_some();
+            Framing::chunked()
+        }
+        (false, Some(false), _) | (false, None, None) => {
+            close = true;
+            Framing::UntilClose
+        }
+        (false, None, Some(n)) => Framing::Length(n),
+    };
+    Ok(Some(Head {
+        status,
+        headers,
+        framing,
+        keep_alive: !close,
+    }))
+}
+
+/// A `Content-Length` value: digits, or a list of the same digits (RFC 9110 §8.6).
+fn content_length(value: &[u8]) -> io::Result<u64> {
+    let mut stated = None;
+    for item in value.split(|&b| b == b',') {
+        let item = item.trim_ascii();
+        let n = (!item.is_empty() && item.iter().all(u8::is_ascii_digit))
+            .then(|| std::str::from_utf8(item).ok()?.parse::<u64>().ok())
+            .flatten()
+            .ok_or_else(|| invalid("the pod's answer has an invalid Content-Length".into()))?;
+        if stated.is_some_and(|s| s != n) {
+            return Err(invalid("the pod's answer states two lengths".into()));
+        }
+        stated = Some(n);
+    }
+    stated.ok_or_else(|| invalid("the pod's answer has an empty Content-Length".into()))
+}
+
+/// A pod's answer body. One that arrived with its head is held whole; a longer one is read
+/// off its connection, which goes back to the pod's idle list when the body has ended (a
+/// body dropped part-way closes it: the rest of the answer would still be on the wire).
+#[derive(Debug)]
 pub struct PodBody {
-    inner: Incoming,
-    /// Whether a poll returned the end (a chunked body's length is never known to be done).
-    ended: bool,
-    connection: Option<(Arc<Connections>, Sender)>,
+    state: State,
+}
+
+#[derive(Debug)]
+enum State {
+    Whole(Bytes),
+    Streaming(Box<Stream>),
+    Ended,
+}
+
+#[derive(Debug)]
+struct Stream {
+    connection: Connection,
+    framing: Framing,
+    keep_alive: bool,
+    pool: Arc<Connections>,
+}
+
+impl PodBody {
+    fn whole(data: Bytes) -> Self {
+        Self {
+            state: if data.is_empty() {
+                State::Ended
+            } else {
+                State::Whole(data)
+            },
+        }
+    }
+
+    /// The body has ended: its connection is free for the next exchange.
+    fn end(&mut self) {
+        if let State::Streaming(stream) = std::mem::replace(&mut self.state, State::Ended) {
+            let Stream {
+                connection,
+                keep_alive,
+                pool,
+                ..
+            } = *stream;
+            if keep_alive {
+                pool.give_back(connection);
+            }
+        }
+    }
 }
 
 impl Body for PodBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = io::Error;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         let this = self.get_mut();
-        let frame = Pin::new(&mut this.inner).poll_frame(cx);
-        if let Poll::Ready(None) = frame {
-            this.ended = true;
+        let stream = match &mut this.state {
+            State::Ended => return Poll::Ready(None),
+            State::Whole(_) => {
+                let State::Whole(data) = std::mem::replace(&mut this.state, State::Ended) else {
+                    unreachable!("matched above")
+                };
+                return Poll::Ready(Some(Ok(Frame::data(data))));
+            }
+            State::Streaming(stream) => stream,
+        };
+        loop {
+            match stream.framing.next(&mut stream.connection.buf) {
+                Ok(Some(Piece::Data(data))) => {
+                    if stream.framing.is_done() {
+                        this.end();
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Ok(Some(Piece::End)) => {
+                    this.end();
+                    return Poll::Ready(None);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    this.state = State::Ended;
+                    return Poll::Ready(Some(Err(e)));
+                }
+            }
+            match ready!(stream.connection.poll_read(cx)) {
+                Ok(0) if matches!(stream.framing, Framing::UntilClose) => {
+                    this.state = State::Ended;
+                    return Poll::Ready(None);
+                }
+                Ok(0) => {
+                    this.state = State::Ended;
+                    return Poll::Ready(Some(Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the pod closed the connection before its answer's body ended",
+                    ))));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    this.state = State::Ended;
+                    return Poll::Ready(Some(Err(e)));
+                }
+            }
         }
-        frame
     }
 
     fn is_end_stream(&self) -> bool {
-        self.ended || self.inner.is_end_stream()
+        matches!(self.state, State::Ended)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl Drop for PodBody {
-    fn drop(&mut self) {
-        // hyper's server may drop a body without polling past its last frame.
-        if self.is_end_stream()
-            && let Some((connections, sender)) = self.connection.take()
-        {
-            let mut idle = connections.lock();
-            if idle.len() < MAX_IDLE {
-                idle.push(sender);
-            }
+        match &self.state {
+            State::Ended => SizeHint::with_exact(0),
+            State::Whole(data) => SizeHint::with_exact(data.len() as u64),
+            State::Streaming(stream) => match stream.framing {
+                Framing::Length(n) => SizeHint::with_exact(n),
+                _ => SizeHint::default(),
+            },
         }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::test_body::Frames;
-    use http_body_util::{BodyExt, Either};
-    use std::convert::Infallible;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    /// A pod stand-in on a free port that answers "ok" (chunked or with a length) and counts
-    /// the connections it accepted; with `keep_alive` off it closes each after one response.
-    async fn pod(keep_alive: bool, chunked: bool) -> (String, Arc<AtomicUsize>) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let count = Arc::clone(&accepted);
-        tokio::spawn(async move {
-            loop {
-                let (stream, _) = listener.accept().await.unwrap();
-                count.fetch_add(1, Ordering::SeqCst);
-                let ok = hyper::service::service_fn(move |_req| async move {
-                    let body = if chunked {
-                        Either::Left(Frames::new(&["ok"], false))
-                    } else {
-                        Either::Right(Full::new(Bytes::from_static(b"ok")))
-                    };
-                    Ok::<_, Infallible>(Response::new(body))
-                });
-                tokio::spawn(
-                    hyper::server::conn::http1::Builder::new()
-                        .keep_alive(keep_alive)
-                        .serve_connection(TokioIo::new(stream), ok),
-                );
-            }
-        });
-        (addr, accepted)
-    }
-
-    async fn get(connections: &Arc<Connections>) -> Result<Bytes, SendError> {
-        let req = Request::get("/v1/query").body(Full::default()).unwrap();
-        let res = connections.send(req).await?;
-        Ok(res.into_body().collect().await?.to_bytes())
-    }
-
-    /// Sends five requests in a row; returns how many connections the pod accepted.
-    async fn connections_for_five(keep_alive: bool, chunked: bool) -> usize {
-        let (addr, accepted) = pod(keep_alive, chunked).await;
-        let connections = Arc::new(Connections::new(&addr, Duration::from_secs(1)));
-        for _ in 0..5 {
-            assert_eq!(get(&connections).await.unwrap(), "ok");
-        }
-        accepted.load(Ordering::SeqCst)
-    }
-
-    #[tokio::test]
-    async fn a_finished_exchange_leaves_its_connection_for_the_next() {
-        assert_eq!(connections_for_five(true, false).await, 1);
-        assert_eq!(connections_for_five(true, true).await, 1, "chunked");
-    }
-
-    #[tokio::test]
-    async fn connections_the_pod_closed_are_replaced() {
-        assert_eq!(connections_for_five(false, false).await, 5);
-    }
-
-    #[tokio::test]
-    async fn a_connection_the_pod_closed_while_idle_costs_no_request() {
-        // A pod that answers one request per connection as keep-alive, then closes the
-        // connection when told to (as a pod does when it stops): the client learns of it only
-        // from the socket, while the connection sits idle. Either safeguard saves the next
-        // request: the checkout skips a closed connection, and a request it could not write
-        // goes out on a new one.
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        let (close_tx, mut close) = tokio::sync::mpsc::unbounded_channel::<()>();
-        let (closed_tx, mut closed) = tokio::sync::mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            use tokio::io::{AsyncReadExt, AsyncWriteExt};
-            loop {
-                let (mut stream, _) = listener.accept().await.unwrap();
-                let mut request = [0; 1024];
-                let _ = stream.read(&mut request).await.unwrap();
-                stream
-                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                    .await
-                    .unwrap();
-                close.recv().await.unwrap();
-                drop(stream);
-                closed_tx.send(()).unwrap();
-            }
-        });
-        let connections = Arc::new(Connections::new(&addr, Duration::from_secs(1)));
-        for _ in 0..3 {
-            assert_eq!(get(&connections).await.unwrap(), "ok");
-            assert_eq!(connections.lock().len(), 1, "idle after its exchange");
-            close_tx.send(()).unwrap();
-            closed.recv().await.unwrap();
-        }
-    }
-
-    #[tokio::test]
-    async fn a_body_dropped_part_way_closes_its_connection() {
-        let (addr, accepted) = pod(true, false).await;
-        let connections = Arc::new(Connections::new(&addr, Duration::from_secs(1)));
-        let req = Request::get("/").body(Full::default()).unwrap();
-        drop(connections.send(req).await.unwrap());
-        assert_eq!(get(&connections).await.unwrap(), "ok");
-        assert_eq!(accepted.load(Ordering::SeqCst), 2);
-    }
-
-    #[tokio::test]
-    async fn a_refused_connection_is_a_connect_error() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        drop(listener);
-        let connections = Arc::new(Connections::new(&addr, Duration::from_secs(1)));
-        let e = get(&connections).await.unwrap_err();
-        assert!(e.is_connect(), "{e}");
-        assert!(e.to_string().contains(&addr), "{e}");
-    }
-}
+mod tests;

@@ -2,7 +2,7 @@
 //! admit → route → sign → send (one retry elsewhere when that is safe) → stream the answer.
 
 use crate::Gateway;
-use crate::connections::{Connections, PodBody};
+use crate::connections::{Connections, PodBody, PodRequest, hop_by_hop};
 use crate::metrics::Refusal;
 use crate::pods::MAX_READY_BODY;
 use crate::shared::Decision;
@@ -10,7 +10,6 @@ use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::http::request::Parts;
-use hyper::http::uri::PathAndQuery;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -51,9 +50,9 @@ type ErrorResponse = Box<Response<ResponseBody>>;
 
 /// GET `/ready` from a pod: (status, body), or `None` if it did not answer in time.
 pub async fn probe_ready(pod: Arc<Connections>) -> Option<(u16, Vec<u8>)> {
-    let req = Request::get("/ready").body(Full::default()).ok()?;
+    let req = pod.request(&Method::GET, "/ready");
     let exchange = async {
-        let res = pod.send(req).await.ok()?;
+        let res = pod.send(req, Bytes::new(), true).await.ok()?;
         let status = res.status().as_u16();
         let body = Limited::new(res.into_body(), MAX_READY_BODY)
             .collect()
@@ -219,10 +218,12 @@ async fn forward(
     let mut retried = false;
     loop {
         let connections = Arc::clone(&gateway.state().pool.upstream(admitted.route).connections);
-        let upstream = upstream_request(&gateway, &parts, tenant, body.clone(), &client_ip);
-        let sent =
-            tokio::time::timeout(gateway.config.timeouts.response, connections.send(upstream))
-                .await;
+        let upstream = upstream_request(&gateway, &connections, &parts, tenant, &client_ip);
+        let sent = tokio::time::timeout(
+            gateway.config.timeouts.response,
+            connections.send(upstream, body.clone(), retry_safe),
+        )
+        .await;
         let failure = match sent {
             Ok(Ok(res)) if !res.status().is_server_error() => {
                 admitted.succeeded = true;
@@ -514,22 +515,15 @@ fn idempotent(method: &Method, path: &str) -> bool {
     ) || (*method == Method::POST && matches!(path, "/v1/query" | "/query" | "/v1/documents"))
 }
 
-/// Headers about one connection, not the message (RFC 9110 §7.6.1): dropped on the way in
-/// and on the way out, where hyper writes each connection's own.
-fn hop_by_hop(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "connection" | "keep-alive" | "proxy-connection" | "te" | "transfer-encoding" | "upgrade"
-    )
-}
-
-/// The client's headers that go on to the pod: not hop-by-hop, not `Trailer` (the body goes
-/// out whole, with no trailers), and none of the ones only the gateway may set.
+/// The client's headers that go on to the pod: not hop-by-hop, not `Trailer` or
+/// `Content-Length` (the body goes out whole, with its length and no trailers), and none of
+/// the ones only the gateway may set.
 fn forwarded(name: &HeaderName) -> bool {
     !hop_by_hop(name)
         && !matches!(
             name.as_str(),
             "trailer"
+                | "content-length"
                 | "host"
                 | "authorization"
                 | "x-forwarded-for"
@@ -540,29 +534,21 @@ fn forwarded(name: &HeaderName) -> bool {
         )
 }
 
+/// The request as it goes to the pod behind `connections`.
 fn upstream_request(
     gateway: &Gateway,
+    connections: &Connections,
     parts: &Parts,
     tenant: usize,
-    body: Bytes,
     client_ip: &HeaderValue,
-) -> Request<Full<Bytes>> {
+) -> PodRequest {
     let path = parts.uri.path();
-    let mut req = Request::new(Full::new(body));
-    // Room for the client's headers and the five set below: no growing while filling.
-    *req.headers_mut() = HeaderMap::with_capacity(parts.headers.len() + 5);
-    *req.method_mut() = parts.method.clone();
     // Origin-form, whatever form the client used; `Host` is the pod's.
-    *req.uri_mut() = parts
-        .uri
-        .path_and_query()
-        .cloned()
-        .unwrap_or_else(|| PathAndQuery::from_static("/"))
-        .into();
-    let headers = req.headers_mut();
+    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut req = connections.request(&parts.method, target);
     for (name, value) in &parts.headers {
         if forwarded(name) {
-            headers.append(name, value.clone());
+            req.header(name, value);
         }
     }
     let forwarded_for = match parts.headers.get(&X_FORWARDED_FOR) {
@@ -580,22 +566,19 @@ fn upstream_request(
     let signing = gateway
         .signatures
         .headers(tenant, &parts.method, path, second);
-    let id = gateway.tenant_headers[tenant].clone();
-    headers.insert(X_FORWARDED_FOR, forwarded_for);
-    headers.insert(X_TENANT_ID, id.clone());
-    headers.insert(X_TENANTSCALE_TENANT, id);
-    headers.insert(X_TENANTSCALE_TIMESTAMP, signing.timestamp);
-    headers.insert(X_TENANTSCALE_SIGNATURE, signing.signature);
+    let id = &gateway.tenant_headers[tenant];
+    req.header(&X_FORWARDED_FOR, &forwarded_for);
+    req.header(&X_TENANT_ID, id);
+    req.header(&X_TENANTSCALE_TENANT, id);
+    req.header(&X_TENANTSCALE_TIMESTAMP, &signing.timestamp);
+    req.header(&X_TENANTSCALE_SIGNATURE, &signing.signature);
     req
 }
 
+/// The pod's answer on its way to the client (its hop-by-hop fields were left out when it was
+/// read).
 fn respond(res: Response<PodBody>, admitted: Admitted) -> Response<ResponseBody> {
-    let (mut parts, body) = res.into_parts();
-    // Found by one pass over the few headers an answer has; most answers carry only one of
-    // them (`Connection`), so looking each name up would cost more than it removes.
-    while let Some(name) = parts.headers.keys().find(|n| hop_by_hop(n)).cloned() {
-        parts.headers.remove(name);
-    }
+    let (parts, body) = res.into_parts();
     Response::from_parts(
         parts,
         Either::Right(Tracked {
@@ -652,12 +635,12 @@ pub struct Tracked {
 
 impl Body for Tracked {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = std::io::Error;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
         Pin::new(&mut self.get_mut().inner).poll_frame(cx)
     }
 

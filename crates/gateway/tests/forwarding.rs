@@ -2,10 +2,7 @@
 //! gateway's proof of the tenant replaces anything a client sent under those names, and
 //! headers about one connection do not cross the proxy in either direction.
 
-use hyper::body::Incoming;
-use hyper::header::HeaderMap;
-use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
+use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use sha2::{Digest, Sha256};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -16,8 +13,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const SECRET: &[u8] = b"forwarding-test-secret-0123456789";
 
-/// A pod stand-in: records the headers of every request but `/ready`, and answers each with
-/// hop-by-hop headers a proxy must not pass on.
+/// A pod stand-in that reads requests as bytes (so that a field sent twice is seen twice):
+/// records the headers of every request but `/ready`, and answers each with hop-by-hop
+/// headers a proxy must not pass on.
 async fn pod() -> (String, Arc<Mutex<Vec<HeaderMap>>>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
@@ -26,28 +24,55 @@ async fn pod() -> (String, Arc<Mutex<Vec<HeaderMap>>>) {
     tokio::spawn(async move {
         loop {
             let (stream, _) = listener.accept().await.unwrap();
-            let record = Arc::clone(&record);
-            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                if req.uri().path() != "/ready" {
-                    record.lock().unwrap().push(req.headers().clone());
-                }
-                async {
-                    Response::builder()
-                        .header("connection", "keep-alive")
-                        .header("keep-alive", "timeout=5")
-                        .header("proxy-connection", "keep-alive")
-                        .header("upgrade", "h2c")
-                        .header("x-pod", "1")
-                        .body(http_body_util::Full::new(hyper::body::Bytes::from("ok")))
-                }
-            });
-            tokio::spawn(
-                hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service),
-            );
+            tokio::spawn(serve(stream, Arc::clone(&record)));
         }
     });
     (addr, seen)
+}
+
+async fn serve(mut stream: tokio::net::TcpStream, record: Arc<Mutex<Vec<HeaderMap>>>) {
+    let mut buf = Vec::new();
+    loop {
+        let (len, path, headers) = loop {
+            let mut fields = [httparse::EMPTY_HEADER; 64];
+            let mut req = httparse::Request::new(&mut fields);
+            if let httparse::Status::Complete(len) = req.parse(&buf).unwrap() {
+                let mut headers = HeaderMap::new();
+                for field in req.headers.iter() {
+                    headers.append(
+                        HeaderName::from_bytes(field.name.as_bytes()).unwrap(),
+                        HeaderValue::from_bytes(field.value).unwrap(),
+                    );
+                }
+                break (len, req.path.unwrap().to_string(), headers);
+            }
+            if stream.read_buf(&mut buf).await.unwrap() == 0 {
+                return;
+            }
+        };
+        let body_len: usize = headers
+            .get("content-length")
+            .map_or(0, |v| v.to_str().unwrap().parse().unwrap());
+        while buf.len() < len + body_len {
+            assert_ne!(
+                stream.read_buf(&mut buf).await.unwrap(),
+                0,
+                "body cut short"
+            );
+        }
+        buf.drain(..len + body_len);
+        if path != "/ready" {
+            record.lock().unwrap().push(headers);
+        }
+        stream
+            .write_all(
+                b"HTTP/1.1 200 OK\r\nconnection: keep-alive\r\nkeep-alive: timeout=5\r\n\
+                  proxy-connection: keep-alive\r\nupgrade: h2c\r\nx-pod: 1\r\n\
+                  content-length: 2\r\n\r\nok",
+            )
+            .await
+            .unwrap();
+    }
 }
 
 fn free_port() -> std::net::SocketAddr {
