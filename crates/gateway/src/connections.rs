@@ -160,6 +160,12 @@ impl Connections {
         self.lock().clear();
     }
 
+    /// Closes the idle connections the pod has closed: unlike the most recent ones, those at
+    /// the bottom of the idle list may wait long for a checkout to find them out.
+    pub fn close_closed(&self) {
+        self.lock().retain_mut(Connection::may_be_open);
+    }
+
     /// The answer whose head was just read: its body, whole if it has all arrived (and the
     /// connection idle again), else streamed.
     fn answer(self: &Arc<Self>, mut connection: Connection, head: Head) -> Response<PodBody> {

@@ -48,8 +48,10 @@ const X_TENANTSCALE_SIGNATURE: HeaderName = HeaderName::from_static("x-tenantsca
 /// An error answer, boxed: it is the rare path, and keeps `Result`s small.
 type ErrorResponse = Box<Response<ResponseBody>>;
 
-/// GET `/ready` from a pod: (status, body), or `None` if it did not answer in time.
+/// GET `/ready` from a pod: (status, body), or `None` if it did not answer in time. Its idle
+/// connections that the pod closed are let go first.
 pub async fn probe_ready(pod: Arc<Connections>) -> Option<(u16, Vec<u8>)> {
+    pod.close_closed();
     let req = pod.request(&Method::GET, "/ready");
     let exchange = async {
         let res = pod.send(req, Bytes::new(), true).await.ok()?;

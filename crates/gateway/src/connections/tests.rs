@@ -100,6 +100,7 @@ async fn connections_for_five(keep_alive: bool, chunked: bool) -> usize {
     let connections = connections_to(&addr);
     for _ in 0..5 {
         assert_eq!(get(&connections).await.unwrap(), "ok");
+        connections.close_closed(); // lets go of no open one
     }
     accepted.load(Ordering::SeqCst)
 }
@@ -327,6 +328,25 @@ async fn a_connection_the_pod_closed_while_idle_costs_no_request() {
         assert_eq!(connections.lock().len(), 1, "idle after its exchange");
         close_tx.send(()).unwrap();
         closed.recv().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn idle_connections_the_pod_closed_are_let_go() {
+    let (addr, _) = raw_pod(
+        vec![vec![b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"]],
+        None,
+    )
+    .await;
+    let connections = connections_to(&addr);
+    assert_eq!(get(&connections).await.unwrap(), "ok");
+    // The pod closed the connection after its one answer; the runtime learns of it when it
+    // next polls the sockets.
+    let started = std::time::Instant::now();
+    while !connections.lock().is_empty() {
+        assert!(started.elapsed() < Duration::from_secs(5), "still kept");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        connections.close_closed();
     }
 }
 
