@@ -26,7 +26,7 @@
 # cargo build --release -p tenantscale
 # Extra binaries to compare: GATEWAYS="name=/path/to/tenantscale ..." (default: this build).
 # BARE=target/release/examples/bare_proxy adds hyper alone (cargo build --release -p
-# tenantscale-gateway --example bare_proxy): the floor under the gateway's cost.
+# tenantscale-gateway --example bare_proxy): a proxy of hyper's server and client alone.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/.." && pwd)"
