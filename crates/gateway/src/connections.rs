@@ -369,7 +369,7 @@ fn parse_head(buf: &mut bytes::BytesMut, head_only: bool) -> io::Result<Option<H
         for (field, header) in fields.iter_mut().zip(res.headers.iter()) {
             let name = header.name.as_ptr() as usize - start;
             let value = header.value.as_ptr() as usize - start;
-            // Below MAX_HEAD (64 KiB) by the check before each read.
+            // The head is at most MAX_HEAD (64 KiB) and one read long: offsets fit in a u32.
             *field = (
                 name as u32,
                 (name + header.name.len()) as u32,
