@@ -78,7 +78,8 @@ pub struct GatewayOptions {
     /// Seconds to open a connection to a pod.
     #[arg(long, default_value_t = 2.0)]
     pub connect_timeout: f64,
-    /// Seconds for a pod's response headers (then 504).
+    /// Seconds for a pod's response headers (then 504), and the longest a pod may go silent in
+    /// the middle of a response body (then the body is cut short).
     #[arg(long, default_value_t = 60.0)]
     pub response_timeout: f64,
 }

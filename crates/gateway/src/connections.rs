@@ -92,22 +92,33 @@ impl PodRequest {
     }
 }
 
+/// How long a pod may take.
+#[derive(Clone, Copy, Debug)]
+pub struct PodTimeouts {
+    /// To accept a connection.
+    pub connect: Duration,
+    /// To send the next bytes of an answer's body, once its head has come (the head itself is
+    /// under the response timeout of the whole exchange). A pod silent this long mid-body has
+    /// hung: its client gets the body cut short rather than a wait without end.
+    pub body_silence: Duration,
+}
+
 /// One pod's connections.
 #[derive(Debug)]
 pub struct Connections {
     addr: String,
     host: HeaderValue,
-    connect_timeout: Duration,
+    timeouts: PodTimeouts,
     idle: Mutex<Vec<Connection>>,
 }
 
 impl Connections {
-    /// Connections to `addr` (`host:port`), each opened within `connect_timeout`.
-    pub fn new(addr: &str, connect_timeout: Duration) -> Self {
+    /// Connections to `addr` (`host:port`).
+    pub fn new(addr: &str, timeouts: PodTimeouts) -> Self {
         Self {
             addr: addr.to_string(),
             host: HeaderValue::try_from(addr).expect("pod addresses are validated as HOST:PORT"),
-            connect_timeout,
+            timeouts,
             idle: Mutex::new(Vec::new()),
         }
     }
@@ -189,6 +200,7 @@ impl Connections {
                     framing: head.framing,
                     keep_alive: head.keep_alive,
                     pool: Arc::clone(self),
+                    silence: None,
                 })),
             },
         };
@@ -224,11 +236,13 @@ impl Connections {
             addr: self.addr.clone(),
             source,
         };
-        let stream =
-            tokio::time::timeout(self.connect_timeout, TcpStream::connect(self.addr.as_str()))
-                .await
-                .map_err(|_| failed(io::ErrorKind::TimedOut.into()))?
-                .map_err(failed)?;
+        let stream = tokio::time::timeout(
+            self.timeouts.connect,
+            TcpStream::connect(self.addr.as_str()),
+        )
+        .await
+        .map_err(|_| failed(io::ErrorKind::TimedOut.into()))?
+        .map_err(failed)?;
         stream.set_nodelay(true).map_err(failed)?;
         Ok(Connection {
             stream,
@@ -489,6 +503,8 @@ struct Stream {
     framing: Framing,
     keep_alive: bool,
     pool: Arc<Connections>,
+    /// Armed when a read has to wait, pushed back by every read that brings bytes.
+    silence: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl PodBody {
@@ -555,7 +571,27 @@ impl Body for PodBody {
                     return Poll::Ready(Some(Err(e)));
                 }
             }
-            match ready!(stream.connection.poll_read(cx)) {
+            let read = match stream.connection.poll_read(cx) {
+                Poll::Ready(read) => read,
+                Poll::Pending => {
+                    let limit = stream.pool.timeouts.body_silence;
+                    let silence = stream
+                        .silence
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+                    if silence.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    this.state = State::Ended;
+                    return Poll::Ready(Some(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!(
+                            "the pod sent nothing for {} s in the middle of its answer's body",
+                            limit.as_secs_f64()
+                        ),
+                    ))));
+                }
+            };
+            match read {
                 Ok(0) if matches!(stream.framing, Framing::UntilClose) => {
                     this.state = State::Ended;
                     return Poll::Ready(None);
@@ -567,7 +603,12 @@ impl Body for PodBody {
                         "the pod closed the connection before its answer's body ended",
                     ))));
                 }
-                Ok(_) => {}
+                Ok(_) => {
+                    if let Some(silence) = &mut stream.silence {
+                        let limit = stream.pool.timeouts.body_silence;
+                        silence.as_mut().reset(tokio::time::Instant::now() + limit);
+                    }
+                }
                 Err(e) => {
                     this.state = State::Ended;
                     return Poll::Ready(Some(Err(e)));

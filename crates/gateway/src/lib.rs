@@ -99,7 +99,8 @@ pub struct Timeouts {
     pub body_read: Duration,
     /// Opening a connection to a pod.
     pub connect: Duration,
-    /// A pod's response headers.
+    /// A pod's response headers; also the longest a pod may go silent in the middle of a
+    /// response body.
     pub response: Duration,
     /// Open connections finishing after a shutdown signal.
     pub shutdown: Duration,
@@ -160,7 +161,10 @@ impl Gateway {
         let pool = Pool::new(
             router,
             config.router.warmup_seconds,
-            config.timeouts.connect,
+            connections::PodTimeouts {
+                connect: config.timeouts.connect,
+                body_silence: config.timeouts.response,
+            },
             &addrs,
             |pod| metrics.routed(pod),
         );

@@ -7,7 +7,7 @@
 //! router indices of requests still in flight on it stay valid; entries are a few hundred
 //! bytes, so even many thousands of scale events cost little.
 
-use crate::connections::Connections;
+use crate::connections::{Connections, PodTimeouts};
 use crate::metrics::PodLabel;
 use prometheus_client::metrics::counter::Counter;
 use std::sync::Arc;
@@ -66,13 +66,13 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    fn new(addr: &str, connect_timeout: Duration, routed: &impl Fn(&PodLabel) -> Counter) -> Self {
+    fn new(addr: &str, timeouts: PodTimeouts, routed: &impl Fn(&PodLabel) -> Counter) -> Self {
         let label = PodLabel {
             pod: addr.to_string(),
         };
         Self {
             addr: addr.to_string(),
-            connections: Arc::new(Connections::new(addr, connect_timeout)),
+            connections: Arc::new(Connections::new(addr, timeouts)),
             routed: routed(&label),
             label,
             route: None,
@@ -96,8 +96,8 @@ pub struct Pool {
     by_route: Vec<usize>,
     /// Slow-start window of the router, seconds.
     warmup: f64,
-    /// How long opening a connection to a pod may take.
-    connect_timeout: Duration,
+    /// How long a pod may take to connect, and to go on with a body.
+    timeouts: PodTimeouts,
 }
 
 impl Pool {
@@ -105,7 +105,7 @@ impl Pool {
     pub fn new(
         router: Router,
         warmup: f64,
-        connect_timeout: Duration,
+        timeouts: PodTimeouts,
         addrs: &[String],
         routed: impl Fn(&PodLabel) -> Counter,
     ) -> Self {
@@ -113,11 +113,11 @@ impl Pool {
             router,
             upstreams: addrs
                 .iter()
-                .map(|a| Upstream::new(a, connect_timeout, &routed))
+                .map(|a| Upstream::new(a, timeouts, &routed))
                 .collect(),
             by_route: Vec::new(),
             warmup,
-            connect_timeout,
+            timeouts,
         }
     }
 
@@ -139,7 +139,7 @@ impl Pool {
                 Some(up) => up.member = true,
                 None => {
                     self.upstreams
-                        .push(Upstream::new(&m.addr, self.connect_timeout, &routed));
+                        .push(Upstream::new(&m.addr, self.timeouts, &routed));
                     joined = true;
                 }
             }
@@ -280,10 +280,17 @@ mod tests {
 
     fn pool() -> Pool {
         let router = Router::new(RouterConfig::default(), vec![1, 2, 3]);
-        let timeout = Duration::from_secs(1);
-        Pool::new(router, 60.0, timeout, &["a:1".into(), "b:1".into()], |_| {
-            Counter::default()
-        })
+        let timeouts = PodTimeouts {
+            connect: Duration::from_secs(1),
+            body_silence: Duration::from_secs(1),
+        };
+        Pool::new(
+            router,
+            60.0,
+            timeouts,
+            &["a:1".into(), "b:1".into()],
+            |_| Counter::default(),
+        )
     }
 
     #[test]

@@ -78,7 +78,11 @@ async fn raw_pod(
 }
 
 fn connections_to(addr: &str) -> Arc<Connections> {
-    Arc::new(Connections::new(addr, Duration::from_secs(1)))
+    let timeouts = PodTimeouts {
+        connect: Duration::from_secs(1),
+        body_silence: Duration::from_secs(30),
+    };
+    Arc::new(Connections::new(addr, timeouts))
 }
 
 async fn send(
@@ -231,6 +235,40 @@ async fn a_body_is_streamed_as_it_arrives() {
         assert_eq!(got, b"abcdef");
         assert_eq!(connections.lock().len(), 1, "kept for the next exchange");
     }
+}
+
+#[tokio::test]
+async fn a_pod_silent_mid_body_cuts_the_body_short() {
+    // The pod sends its head and half the body, then nothing (its connection stays open).
+    let (go_tx, go) = mpsc::unbounded_channel();
+    let pieces = vec![
+        &b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nab"[..],
+        b"cd",
+    ];
+    let (addr, _) = raw_pod(vec![pieces], Some(go)).await;
+    let timeouts = PodTimeouts {
+        connect: Duration::from_secs(1),
+        body_silence: Duration::from_millis(200),
+    };
+    let connections = Arc::new(Connections::new(&addr, timeouts));
+    go_tx.send(()).unwrap();
+    let mut body = send(&connections, Method::GET).await.unwrap().into_body();
+    assert_eq!(
+        body.frame().await.unwrap().unwrap().into_data().unwrap(),
+        "ab"
+    );
+    let started = std::time::Instant::now();
+    let cut = tokio::time::timeout(Duration::from_secs(10), body.frame());
+    let e = cut.await.expect("the body waits on").unwrap().unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::TimedOut, "{e}");
+    assert!(started.elapsed() >= Duration::from_millis(200));
+    assert!(body.is_end_stream());
+    assert_eq!(
+        connections.lock().len(),
+        0,
+        "a connection mid-answer is not reused"
+    );
+    drop(go_tx);
 }
 
 #[tokio::test]
