@@ -36,7 +36,7 @@ const READ_SIZE: usize = 8 * 1024;
 
 /// Headers about one connection, not the message (RFC 9110 §7.6.1): dropped on the way in
 /// and on the way out; each connection writes its own.
-pub fn hop_by_hop(name: &HeaderName) -> bool {
+fn hop_by_hop(name: &HeaderName) -> bool {
     matches!(
         name.as_str(),
         "connection" | "keep-alive" | "proxy-connection" | "te" | "transfer-encoding" | "upgrade"
@@ -73,7 +73,15 @@ pub struct PodRequest {
 }
 
 impl PodRequest {
+    /// Adds a field, unless it is one the connection writes itself: `Host`, `Content-Length`
+    /// (the body goes out whole, with its length) and the hop-by-hop ones.
     pub fn header(&mut self, name: &HeaderName, value: &HeaderValue) {
+        if !(hop_by_hop(name) || *name == header::HOST || *name == header::CONTENT_LENGTH) {
+            self.field(name, value);
+        }
+    }
+
+    fn field(&mut self, name: &HeaderName, value: &HeaderValue) {
         self.head.extend_from_slice(name.as_str().as_bytes());
         self.head.extend_from_slice(b": ");
         self.head.extend_from_slice(value.as_bytes());
@@ -134,7 +142,7 @@ impl Connections {
             states_empty_body: !matches!(*method, Method::GET | Method::HEAD | Method::CONNECT),
             head_only: *method == Method::HEAD,
         };
-        req.header(&header::HOST, &self.host);
+        req.field(&header::HOST, &self.host);
         req
     }
 
@@ -406,13 +414,7 @@ fn parse_head(buf: &mut bytes::BytesMut, head_only: bool) -> io::Result<Option<H
             .map_err(|e| invalid(format!("the pod's answer head: {e}")))?;
         let value = head.slice(value_start as usize..value_end as usize);
         match name {
-            header::CONTENT_LENGTH => {
-                let stated = content_length(&value)?;
-                if length.is_some_and(|n| n != stated) {
-                    return Err(invalid("the pod's answer states two lengths".into()));
-                }
-                length = Some(stated);
-            }
+            header::CONTENT_LENGTH => length = Some(content_length(&value, length)?),
             // Only the last coding says whether the body is chunked (RFC 9112 §6.3).
             header::TRANSFER_ENCODING => {
                 chunked = Some(
@@ -430,8 +432,8 @@ fn parse_head(buf: &mut bytes::BytesMut, head_only: bool) -> io::Result<Option<H
             _ => {}
         }
         if !hop_by_hop(&name) {
-            // httparse accepts only the bytes a header value may hold (HTAB, SP, VCHAR,
-            // obs-text), which is what `HeaderValue` checks.
+            // httparse has already refused bytes a value may not hold; checked again anyway,
+            // as the head is a pod's input and the check is a pass over a few bytes.
             headers.append(
                 name,
                 HeaderValue::from_maybe_shared(value)
@@ -465,9 +467,9 @@ fn parse_head(buf: &mut bytes::BytesMut, head_only: bool) -> io::Result<Option<H
     }))
 }
 
-/// A `Content-Length` value: digits, or a list of the same digits (RFC 9110 §8.6).
-fn content_length(value: &[u8]) -> io::Result<u64> {
-    let mut stated = None;
+/// The length a `Content-Length` field states: digits, or a list of the same digits (RFC 9110
+/// §8.6), which must also agree with the length an earlier field stated.
+fn content_length(value: &[u8], mut stated: Option<u64>) -> io::Result<u64> {
     for item in value.split(|&b| b == b',') {
         let item = item.trim_ascii();
         let n = (!item.is_empty() && item.iter().all(u8::is_ascii_digit))
@@ -507,6 +509,49 @@ struct Stream {
     silence: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
+impl Stream {
+    /// The body's next piece, read off the connection as needed.
+    fn poll_piece(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Piece>> {
+        loop {
+            if let Some(piece) = self.framing.next(&mut self.connection.buf)? {
+                return Poll::Ready(Ok(piece));
+            }
+            let limit = self.pool.timeouts.body_silence;
+            let read = match self.connection.poll_read(cx) {
+                Poll::Ready(read) => read?,
+                Poll::Pending => {
+                    let silence = self
+                        .silence
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+                    ready!(silence.as_mut().poll(cx));
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!(
+                            "the pod sent nothing for {} s in the middle of its answer's body",
+                            limit.as_secs_f64()
+                        ),
+                    )));
+                }
+            };
+            match read {
+                // The end of such a body; its connection is not kept (`keep_alive` is false).
+                0 if self.framing == Framing::UntilClose => return Poll::Ready(Ok(Piece::End)),
+                0 => {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the pod closed the connection before its answer's body ended",
+                    )));
+                }
+                _ => {
+                    if let Some(silence) = &mut self.silence {
+                        silence.as_mut().reset(tokio::time::Instant::now() + limit);
+                    }
+                }
+            }
+        }
+    }
+}
+
 impl PodBody {
     fn whole(data: Bytes) -> Self {
         Self {
@@ -544,75 +589,28 @@ impl Body for PodBody {
     ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         let this = self.get_mut();
         let stream = match &mut this.state {
-            State::Ended => return Poll::Ready(None),
-            State::Whole(_) => {
-                let State::Whole(data) = std::mem::replace(&mut this.state, State::Ended) else {
-                    unreachable!("matched above")
-                };
-                return Poll::Ready(Some(Ok(Frame::data(data))));
-            }
             State::Streaming(stream) => stream,
-        };
-        loop {
-            match stream.framing.next(&mut stream.connection.buf) {
-                Ok(Some(Piece::Data(data))) => {
-                    if stream.framing.is_done() {
-                        this.end();
-                    }
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
-                }
-                Ok(Some(Piece::End)) => {
-                    this.end();
-                    return Poll::Ready(None);
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    this.state = State::Ended;
-                    return Poll::Ready(Some(Err(e)));
-                }
+            _ => {
+                return Poll::Ready(match std::mem::replace(&mut this.state, State::Ended) {
+                    State::Whole(data) => Some(Ok(Frame::data(data))),
+                    _ => None,
+                });
             }
-            let read = match stream.connection.poll_read(cx) {
-                Poll::Ready(read) => read,
-                Poll::Pending => {
-                    let limit = stream.pool.timeouts.body_silence;
-                    let silence = stream
-                        .silence
-                        .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
-                    if silence.as_mut().poll(cx).is_pending() {
-                        return Poll::Pending;
-                    }
-                    this.state = State::Ended;
-                    return Poll::Ready(Some(Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        format!(
-                            "the pod sent nothing for {} s in the middle of its answer's body",
-                            limit.as_secs_f64()
-                        ),
-                    ))));
+        };
+        match ready!(stream.poll_piece(cx)) {
+            Ok(Piece::Data(data)) => {
+                if stream.framing.is_done() {
+                    this.end();
                 }
-            };
-            match read {
-                Ok(0) if matches!(stream.framing, Framing::UntilClose) => {
-                    this.state = State::Ended;
-                    return Poll::Ready(None);
-                }
-                Ok(0) => {
-                    this.state = State::Ended;
-                    return Poll::Ready(Some(Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "the pod closed the connection before its answer's body ended",
-                    ))));
-                }
-                Ok(_) => {
-                    if let Some(silence) = &mut stream.silence {
-                        let limit = stream.pool.timeouts.body_silence;
-                        silence.as_mut().reset(tokio::time::Instant::now() + limit);
-                    }
-                }
-                Err(e) => {
-                    this.state = State::Ended;
-                    return Poll::Ready(Some(Err(e)));
-                }
+                Poll::Ready(Some(Ok(Frame::data(data))))
+            }
+            Ok(Piece::End) => {
+                this.end();
+                Poll::Ready(None)
+            }
+            Err(e) => {
+                this.state = State::Ended;
+                Poll::Ready(Some(Err(e)))
             }
         }
     }

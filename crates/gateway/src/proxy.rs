@@ -2,7 +2,7 @@
 //! admit → route → sign → send (one retry elsewhere when that is safe) → stream the answer.
 
 use crate::Gateway;
-use crate::connections::{Connections, PodBody, PodRequest, hop_by_hop};
+use crate::connections::{Connections, PodBody, PodRequest};
 use crate::metrics::Refusal;
 use crate::pods::MAX_READY_BODY;
 use crate::shared::Decision;
@@ -517,23 +517,20 @@ fn idempotent(method: &Method, path: &str) -> bool {
     ) || (*method == Method::POST && matches!(path, "/v1/query" | "/query" | "/v1/documents"))
 }
 
-/// The client's headers that go on to the pod: not hop-by-hop, not `Trailer` or
-/// `Content-Length` (the body goes out whole, with its length and no trailers), and none of
-/// the ones only the gateway may set.
+/// The client's headers that go on to the pod (past the ones the connection writes itself):
+/// not `Trailer` (the body goes out whole, with no trailers), and none of the ones only the
+/// gateway may set.
 fn forwarded(name: &HeaderName) -> bool {
-    !hop_by_hop(name)
-        && !matches!(
-            name.as_str(),
-            "trailer"
-                | "content-length"
-                | "host"
-                | "authorization"
-                | "x-forwarded-for"
-                | "x-tenant-id"
-                | "x-tenantscale-tenant"
-                | "x-tenantscale-timestamp"
-                | "x-tenantscale-signature"
-        )
+    !matches!(
+        name.as_str(),
+        "trailer"
+            | "authorization"
+            | "x-forwarded-for"
+            | "x-tenant-id"
+            | "x-tenantscale-tenant"
+            | "x-tenantscale-timestamp"
+            | "x-tenantscale-signature"
+    )
 }
 
 /// The request as it goes to the pod behind `connections`.

@@ -130,6 +130,15 @@ async fn the_pod_receives_the_request_as_built() {
         &header::CONTENT_TYPE,
         &HeaderValue::from_static("application/json"),
     );
+    // The connection's own fields, given by the caller, are left out: it writes its own.
+    for (name, value) in [
+        (header::HOST, "elsewhere"),
+        (header::CONTENT_LENGTH, "99"),
+        (header::CONNECTION, "close"),
+        (header::TRANSFER_ENCODING, "chunked"),
+    ] {
+        req.header(&name, &HeaderValue::from_static(value));
+    }
     let res = connections
         .send(req, Bytes::from_static(b"{}"), true)
         .await
