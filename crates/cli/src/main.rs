@@ -56,9 +56,10 @@ enum Command {
     Simulate(simulate::Args),
     /// Run a RAG pod: per-tenant fair queues, retrieval, Prometheus metrics, drain on SIGTERM.
     ///
-    /// Tenants come from the gateway: requests carry X-Tenantscale-Tenant, -Timestamp and
-    /// -Signature (HMAC-SHA256 under --secret); anything else is 401. Logs its address on
-    /// stderr ("serving listen=…").
+    /// Tenants come from the gateway: requests carry X-Tenantscale-Tenant, -Timestamp,
+    /// -Body-SHA256 and -Signature (HMAC-SHA256 under --secret of the tenant, method, target,
+    /// time and body digest); anything else is 401. Logs its address on stderr
+    /// ("serving listen=…").
     Serve(serve::ServeArgs),
     /// Run the tenant-aware gateway in front of the pods.
     ///

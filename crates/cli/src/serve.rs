@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tenantscale_core::catalog::Catalog;
 use tenantscale_service::embedder::Embedder;
-use tenantscale_service::http::{HttpConfig, TenantAuth};
+use tenantscale_service::http::{HttpConfig, Keys, TenantAuth};
 use tenantscale_service::llm::{Llm, LlmConfig};
 use tenantscale_service::llm_sim::{self, LlmSimConfig};
 use tenantscale_service::pod::{Pod, PodConfig};
@@ -28,6 +28,16 @@ pub struct ServeArgs {
     /// Shared secret with the gateway (at least 16 bytes).
     #[arg(long, env = "TENANTSCALE_SECRET", hide_env_values = true)]
     pub secret: Option<String>,
+    /// A second accepted secret (at least 16 bytes), for rotating the secret without downtime:
+    /// roll the pods with the new secret here, switch the gateways to it, then roll the pods
+    /// with it as --secret and no --next-secret.
+    #[arg(long, env = "TENANTSCALE_NEXT_SECRET", hide_env_values = true)]
+    pub next_secret: Option<String>,
+    /// Also accept requests signed in the format before the body digest (no
+    /// X-Tenantscale-Body-SHA256: neither body nor query is bound), only for the duration of a
+    /// rolling upgrade of the gateways.
+    #[arg(long)]
+    pub accept_legacy_signatures: bool,
     /// Accept the seed's plain X-Tenant-ID (only behind an ingress that authenticates).
     #[arg(long)]
     pub trust_tenant_header: bool,
@@ -145,7 +155,21 @@ pub fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     let catalog = catalog(&args.catalog.config)?;
     let auth = match (args.trust_tenant_header, args.secret) {
         (true, _) => TenantAuth::TrustHeader,
-        (false, Some(s)) => TenantAuth::Signed(crate::check_secret(s)?.into_bytes()),
+        (false, Some(s)) => {
+            let mut keys = Keys::new(crate::check_secret(s)?.as_bytes());
+            if let Some(next) = args.next_secret {
+                let next = crate::check_secret(next)
+                    .map_err(|_| BadInput("--next-secret: use at least 16 bytes".into()))?;
+                keys = keys.with_next(next.as_bytes());
+            }
+            if args.accept_legacy_signatures {
+                tracing::warn!(
+                    "--accept-legacy-signatures: requests without X-Tenantscale-Body-SHA256 are accepted with any body and query; remove it once every gateway is upgraded"
+                );
+                keys = keys.accepting_legacy();
+            }
+            TenantAuth::Signed(keys)
+        }
         (false, None) => {
             return Err(BadInput(
                 "pods trust only the gateway: give --secret (or TENANTSCALE_SECRET), or --trust-tenant-header behind an authenticating ingress"

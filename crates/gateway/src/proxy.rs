@@ -44,6 +44,7 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_TENANTSCALE_TENANT: HeaderName = HeaderName::from_static("x-tenantscale-tenant");
 const X_TENANTSCALE_TIMESTAMP: HeaderName = HeaderName::from_static("x-tenantscale-timestamp");
 const X_TENANTSCALE_SIGNATURE: HeaderName = HeaderName::from_static("x-tenantscale-signature");
+const X_TENANTSCALE_BODY_SHA256: HeaderName = HeaderName::from_static("x-tenantscale-body-sha256");
 
 /// An error answer, boxed: it is the rare path, and keeps `Result`s small.
 type ErrorResponse = Box<Response<ResponseBody>>;
@@ -220,7 +221,7 @@ async fn forward(
     let mut retried = false;
     loop {
         let connections = Arc::clone(&gateway.state().pool.upstream(admitted.route).connections);
-        let upstream = upstream_request(&gateway, &connections, &parts, tenant, &client_ip);
+        let upstream = upstream_request(&gateway, &connections, &parts, &body, tenant, &client_ip);
         let sent = tokio::time::timeout(
             gateway.config.timeouts.response,
             connections.send(upstream, body.clone(), retry_safe),
@@ -530,6 +531,7 @@ fn forwarded(name: &HeaderName) -> bool {
             | "x-tenantscale-tenant"
             | "x-tenantscale-timestamp"
             | "x-tenantscale-signature"
+            | "x-tenantscale-body-sha256"
     )
 }
 
@@ -538,10 +540,10 @@ fn upstream_request(
     gateway: &Gateway,
     connections: &Connections,
     parts: &Parts,
+    body: &[u8],
     tenant: usize,
     client_ip: &HeaderValue,
 ) -> PodRequest {
-    let path = parts.uri.path();
     // Origin-form, whatever form the client used; `Host` is the pod's.
     let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let mut req = connections.request(&parts.method, target);
@@ -564,12 +566,13 @@ fn upstream_request(
         .map_or(0, |d| d.as_secs() as i64);
     let signing = gateway
         .signatures
-        .headers(tenant, &parts.method, path, second);
+        .headers(tenant, &parts.method, target, body, second);
     let id = &gateway.tenant_headers[tenant];
     req.header(&X_FORWARDED_FOR, &forwarded_for);
     req.header(&X_TENANT_ID, id);
     req.header(&X_TENANTSCALE_TENANT, id);
     req.header(&X_TENANTSCALE_TIMESTAMP, &signing.timestamp);
+    req.header(&X_TENANTSCALE_BODY_SHA256, &signing.body_sha256);
     req.header(&X_TENANTSCALE_SIGNATURE, &signing.signature);
     req
 }

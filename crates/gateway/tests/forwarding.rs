@@ -142,10 +142,11 @@ async fn the_pod_gets_the_gateways_proof_and_no_connection_headers_cross() {
     for split in [0, 0, 1] {
         let answer = exchange(
             listen,
-            "POST /v1/query HTTP/1.1\r\nHost: gateway.example\r\n\
+            "POST /v1/query?x=1 HTTP/1.1\r\nHost: gateway.example\r\n\
              Authorization: Bearer key-of-media-1\r\n\
              X-Tenantscale-Tenant: finance-2\r\nX-Tenantscale-Tenant: retail-3\r\n\
              X-Tenantscale-Signature: 00ff\r\nX-Tenantscale-Timestamp: 1\r\n\
+             X-Tenantscale-Body-SHA256: 00ff\r\n\
              X-Tenant-ID: finance-2\r\nX-Forwarded-For: 10.0.0.1\r\n\
              Keep-Alive: timeout=1\r\nTE: trailers\r\nUpgrade: websocket\r\nX-Custom: kept\r\n\
              Connection: close\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
@@ -185,11 +186,17 @@ async fn the_pod_gets_the_gateways_proof_and_no_connection_headers_cross() {
         assert_eq!(one("host"), pod_addr);
         assert_eq!(one("x-custom"), "kept");
         assert_eq!(one("content-length"), "2");
+        // The signature covers the target as sent, query included, and the body ("{}").
+        let body_sha256 = one("x-tenantscale-body-sha256");
+        assert_eq!(body_sha256, hex::encode(Sha256::digest(b"{}")));
         tenantscale_core::auth::verify(
-            SECRET,
-            "media-1",
-            "POST",
-            "/v1/query",
+            &[tenantscale_core::auth::Signer::new(SECRET)],
+            &tenantscale_core::auth::Claim {
+                tenant: "media-1",
+                method: "POST",
+                target: "/v1/query?x=1",
+                body_sha256: Some(&body_sha256),
+            },
             &one("x-tenantscale-timestamp"),
             &one("x-tenantscale-signature"),
             now,

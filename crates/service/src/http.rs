@@ -4,12 +4,16 @@
 use crate::llm::LlmError;
 use crate::pod::{Pod, PodState};
 use crate::store::NewDocument;
-use axum::Json;
+use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
+use axum::{Extension, Json};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -18,10 +22,40 @@ use tenantscale_core::auth;
 /// How the pod learns a request's tenant.
 #[derive(Debug, Clone)]
 pub enum TenantAuth {
-    /// Gateway-signed `X-Tenantscale-*` headers under this shared secret.
-    Signed(Vec<u8>),
+    /// Gateway-signed `X-Tenantscale-*` headers (see `tenantscale_core::auth`).
+    Signed(Keys),
     /// The seed's plain `X-Tenant-ID`, for pods behind an ingress that already authenticates.
     TrustHeader,
+}
+
+/// The shared secrets a pod accepts the gateway's signatures under.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    /// The current secret, and the next one while the secret rotates.
+    signers: Vec<auth::Signer>,
+    /// Whether a request without `X-Tenantscale-Body-SHA256` is checked against the format
+    /// before it (which binds neither body nor query): only while gateways are upgraded.
+    accept_legacy: bool,
+}
+
+impl Keys {
+    pub fn new(current: &[u8]) -> Self {
+        Self {
+            signers: vec![auth::Signer::new(current)],
+            accept_legacy: false,
+        }
+    }
+
+    /// Accepts signatures under `next` too, so that gateways can switch to it one by one.
+    pub fn with_next(mut self, next: &[u8]) -> Self {
+        self.signers.push(auth::Signer::new(next));
+        self
+    }
+
+    pub fn accepting_legacy(mut self) -> Self {
+        self.accept_legacy = true;
+        self
+    }
 }
 
 /// HTTP settings. Defaults: 1 MiB bodies, 2,000-character queries, 30 s queue wait.
@@ -96,6 +130,7 @@ pub fn router(pod: Arc<Pod>, config: HttpConfig) -> axum::Router {
         .route("/v1/query", post(query))
         .route("/v1/documents", post(ingest))
         .route("/v1/documents/{id}", delete(remove))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .route("/metrics", get(metrics))
         .route(
             "/health",
@@ -112,37 +147,108 @@ fn unix_now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-/// The tenant a request is for, or 401/404.
-fn tenant(
-    state: &AppState,
-    method: &Method,
-    uri: &Uri,
-    headers: &HeaderMap,
-) -> Result<usize, ApiError> {
-    let header = |name: &'static str| headers.get(name).and_then(|v| v.to_str().ok());
+/// The tenant a request is for, decided by [`authenticate`].
+#[derive(Debug, Clone, Copy)]
+struct Tenant(usize);
+
+/// Decides a request's tenant from its head alone (401 or 404 before a byte of the body is
+/// read). A signed body is then read, within `max_body`, and must have the digest that was
+/// signed (401 `bad_signature`); the handler parses the bytes that were checked.
+async fn authenticate(
+    State(state): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let (mut parts, body) = req.into_parts();
+    let (t, signed_body) = tenant(&state, &parts)?;
+    let body = match signed_body {
+        None => body,
+        Some(signed) => {
+            let bytes = read_body(body, state.config.max_body).await?;
+            if auth::BodySha256::of(&bytes).as_str() != signed {
+                return Err(ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "bad_signature",
+                    "the body is not the one signed (X-Tenantscale-Body-SHA256)",
+                ));
+            }
+            Body::from(bytes)
+        }
+    };
+    parts.extensions.insert(Tenant(t));
+    Ok(next.run(Request::from_parts(parts, body)).await)
+}
+
+/// The tenant a request's head names and proves, or 401/404; with signatures, also the
+/// signed `X-Tenantscale-Body-SHA256` the body must match (`None` for the legacy format).
+fn tenant<'a>(state: &AppState, parts: &'a Parts) -> Result<(usize, Option<&'a str>), ApiError> {
+    let header = |name: &'static str| parts.headers.get(name).and_then(|v| v.to_str().ok());
     let unauthorized = |m: String| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
-    let id = match &state.config.auth {
-        TenantAuth::TrustHeader => header("x-tenant-id")
-            .ok_or_else(|| unauthorized("missing X-Tenant-ID header".into()))?,
-        TenantAuth::Signed(secret) => {
+    let (id, body_sha256) = match &state.config.auth {
+        TenantAuth::TrustHeader => (
+            header("x-tenant-id")
+                .ok_or_else(|| unauthorized("missing X-Tenant-ID header".into()))?,
+            None,
+        ),
+        TenantAuth::Signed(keys) => {
             let id = header("x-tenantscale-tenant")
                 .ok_or_else(|| unauthorized("missing X-Tenantscale-Tenant header".into()))?;
             let ts = header("x-tenantscale-timestamp")
                 .ok_or_else(|| unauthorized("missing X-Tenantscale-Timestamp header".into()))?;
             let sig = header("x-tenantscale-signature")
                 .ok_or_else(|| unauthorized("missing X-Tenantscale-Signature header".into()))?;
-            auth::verify(secret, id, method.as_str(), uri.path(), ts, sig, unix_now())
+            let body_sha256 = header("x-tenantscale-body-sha256");
+            let target = match body_sha256 {
+                Some(_) => parts.uri.path_and_query().map_or("/", |p| p.as_str()),
+                None if keys.accept_legacy => parts.uri.path(),
+                None => {
+                    return Err(unauthorized(
+                        "missing X-Tenantscale-Body-SHA256 header (a gateway older than this pod: see --accept-legacy-signatures)".into(),
+                    ));
+                }
+            };
+            let claim = auth::Claim {
+                tenant: id,
+                method: parts.method.as_str(),
+                target,
+                body_sha256,
+            };
+            auth::verify(&keys.signers, &claim, ts, sig, unix_now())
                 .map_err(|e| unauthorized(e.to_string()))?;
-            id
+            (id, body_sha256)
         }
     };
-    state.pod.tenant(id).ok_or_else(|| {
+    let t = state.pod.tenant(id).ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
             "unknown_tenant",
             format!("no tenant {id:?}"),
         )
-    })
+    })?;
+    Ok((t, body_sha256))
+}
+
+/// The whole body, at most `max` bytes (413 past that, before reading when its length says so).
+async fn read_body(body: Body, max: usize) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the body is over {max} bytes"),
+        )
+    };
+    if body.size_hint().lower() > max as u64 {
+        return Err(too_large());
+    }
+    match Limited::new(body, max).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<LengthLimitError>() => Err(too_large()),
+        Err(e) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_body",
+            format!("reading the body: {e}"),
+        )),
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -187,13 +293,10 @@ struct QueryResponse {
 
 async fn query(
     State(state): State<AppState>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    Extension(Tenant(t)): Extension<Tenant>,
     body: Result<Json<QueryRequest>, JsonRejection>,
 ) -> Result<Json<QueryResponse>, ApiError> {
     let started = Instant::now();
-    let t = tenant(&state, &method, &uri, &headers)?;
     let Json(req) = body.map_err(json_error)?;
     if req.query.trim().is_empty() || req.query.chars().count() > state.config.max_query_chars {
         return Err(ApiError::new(
@@ -335,12 +438,9 @@ struct IngestRequest {
 
 async fn ingest(
     State(state): State<AppState>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    Extension(Tenant(t)): Extension<Tenant>,
     body: Result<Json<IngestRequest>, JsonRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let t = tenant(&state, &method, &uri, &headers)?;
     let Json(req) = body.map_err(json_error)?;
     for (i, d) in req.documents.iter().enumerate() {
         if d.id.is_empty() || d.id.len() > 256 {
@@ -376,12 +476,9 @@ async fn ingest(
 
 async fn remove(
     State(state): State<AppState>,
+    Extension(Tenant(t)): Extension<Tenant>,
     Path(id): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let t = tenant(&state, &method, &uri, &headers)?;
     let pod = Arc::clone(&state.pod);
     let tenant_id = pod.catalog.tenants[t].id.clone();
     let deleted = tokio::task::spawn_blocking(move || {

@@ -890,14 +890,8 @@ fn serve_rejects_bad_input_with_a_json_error_and_writes_nothing() {
         .unwrap()
         .as_secs() as i64;
     let send = |method: &str, path: &str, tenant: &str, at: i64, body: &str| {
-        let signature = tenantscale_core::auth::sign(SECRET.as_bytes(), tenant, method, path, at);
-        let at = at.to_string();
-        let headers = [
-            ("X-Tenantscale-Tenant", tenant),
-            ("X-Tenantscale-Timestamp", at.as_str()),
-            ("X-Tenantscale-Signature", signature.as_str()),
-        ];
-        http_with(&addr, method, path, &headers, body).unwrap()
+        let headers = gateway_headers(SECRET, method, path, tenant, at, body);
+        http_with(&addr, method, path, &pairs(&headers), body).unwrap()
     };
     let expect = |(status, body): (u16, String), want: u16, code: &str| {
         assert_eq!(status, want, "{body}");
@@ -920,21 +914,9 @@ fn serve_rejects_bad_input_with_a_json_error_and_writes_nothing() {
         401,
         "unauthorized",
     );
-    let signature =
-        tenantscale_core::auth::sign(SECRET.as_bytes(), "media-1", "POST", "/v1/query", now);
-    let at = now.to_string();
-    let forged = http_with(
-        &addr,
-        "POST",
-        "/v1/query",
-        &[
-            ("X-Tenantscale-Tenant", "finance-1"),
-            ("X-Tenantscale-Timestamp", &at),
-            ("X-Tenantscale-Signature", &signature),
-        ],
-        query,
-    )
-    .unwrap();
+    let mut forged = gateway_headers(SECRET, "POST", "/v1/query", "media-1", now, query);
+    forged[0].1 = "finance-1".into();
+    let forged = http_with(&addr, "POST", "/v1/query", &pairs(&forged), query).unwrap();
     expect(forged, 401, "unauthorized");
     expect(
         send("POST", "/v1/query", "nobody-1", now, query),
@@ -1003,6 +985,226 @@ fn serve_rejects_bad_input_with_a_json_error_and_writes_nothing() {
 
     pod.terminate();
     pod.exit_log();
+}
+
+/// What the gateway adds to a request to a pod, signed under `secret`: the tenant, the
+/// timestamp `at`, the body's digest and the signature.
+fn gateway_headers(
+    secret: &str,
+    method: &str,
+    target: &str,
+    tenant: &str,
+    at: i64,
+    body: &str,
+) -> [(&'static str, String); 4] {
+    use tenantscale_core::auth;
+    let digest = auth::BodySha256::of(body.as_bytes());
+    let claim = auth::Claim {
+        tenant,
+        method,
+        target,
+        body_sha256: Some(digest.as_str()),
+    };
+    [
+        ("X-Tenantscale-Tenant", tenant.into()),
+        ("X-Tenantscale-Timestamp", at.to_string()),
+        ("X-Tenantscale-Body-SHA256", digest.as_str().into()),
+        (
+            "X-Tenantscale-Signature",
+            auth::sign(secret.as_bytes(), &claim, at),
+        ),
+    ]
+}
+
+/// The format before the body digest: `tenant \n METHOD \n path \n timestamp`.
+fn legacy_headers(secret: &str, path: &str, tenant: &str, at: i64) -> [(&'static str, String); 3] {
+    use tenantscale_core::auth;
+    let claim = auth::Claim {
+        tenant,
+        method: "POST",
+        target: path,
+        body_sha256: None,
+    };
+    [
+        ("X-Tenantscale-Tenant", tenant.into()),
+        ("X-Tenantscale-Timestamp", at.to_string()),
+        (
+            "X-Tenantscale-Signature",
+            auth::sign(secret.as_bytes(), &claim, at),
+        ),
+    ]
+}
+
+fn pairs<'a>(headers: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    headers.iter().map(|(n, v)| (*n, v.as_str())).collect()
+}
+
+/// Sends a request's head alone, announcing a body of `content_length` bytes that never
+/// comes, and reads the answer's status: the pod must answer without reading the body.
+fn status_before_the_body(addr: &str, head: &str, content_length: usize) -> u16 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    // Only a bound for a broken pod (which would wait for the body for ever).
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    write!(s, "{head}Content-Length: {content_length}\r\n\r\n").unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0; 4096];
+    while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = s
+            .read(&mut buf)
+            .expect("the pod answers before the body is sent");
+        assert_ne!(n, 0, "closed without an answer");
+        answer.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&answer[9..12]).parse().unwrap()
+}
+
+#[test]
+fn pod_signatures_bind_body_and_query_and_rotate_without_downtime() {
+    const SECRET: &str = "the-current-secret-0123";
+    const NEXT: &str = "the-next-secret-0123456";
+    let store = temp_store("signatures");
+    let common = ["--store", &store, "--warm-up", "0", "--drain-grace", "0"];
+    let pod = Server::serve(&[&common[..], &["--secret", SECRET, "--next-secret", NEXT]].concat());
+    let addr = pod.addr.clone();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let code = |(status, body): (u16, String)| {
+        let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+        (status, json["error"]["code"].as_str().map(String::from))
+    };
+    let refused = |c: &str| (401, Some(c.to_string()));
+    let doc = |text: &str| format!(r#"{{"documents":[{{"id":"d","text":"{text}"}}]}}"#);
+    let ingest = |secret: &str, target: &str, signed_body: &str, sent_body: &str| {
+        let headers = gateway_headers(secret, "POST", "/v1/documents", "media-1", now, signed_body);
+        code(http_with(&addr, "POST", target, &pairs(&headers), sent_body).unwrap())
+    };
+
+    // Under the current and the next secret, not a third.
+    let original = doc("the original text");
+    for secret in [SECRET, NEXT] {
+        assert_eq!(
+            ingest(secret, "/v1/documents", &original, &original),
+            (200, None)
+        );
+    }
+    assert_eq!(
+        ingest(
+            "a-third-secret-0123456",
+            "/v1/documents",
+            &original,
+            &original
+        ),
+        refused("unauthorized")
+    );
+    // A captured request's headers replayed with another body, or another query string.
+    let other = doc("overwritten by a replay");
+    assert_eq!(
+        ingest(SECRET, "/v1/documents", &original, &other),
+        refused("bad_signature")
+    );
+    assert_eq!(
+        ingest(SECRET, "/v1/documents?x=1", &original, &original),
+        refused("unauthorized")
+    );
+    // A digest header that names the new body no longer matches the signature.
+    let mut lying = gateway_headers(SECRET, "POST", "/v1/documents", "media-1", now, &original);
+    lying[2].1 = tenantscale_core::auth::BodySha256::of(other.as_bytes())
+        .as_str()
+        .into();
+    assert_eq!(
+        code(http_with(&addr, "POST", "/v1/documents", &pairs(&lying), &other).unwrap()),
+        refused("unauthorized")
+    );
+    let query = r#"{"query":"original text","topK":1}"#;
+    let headers = gateway_headers(NEXT, "POST", "/v1/query", "media-1", now, query);
+    let (status, body) = http_with(&addr, "POST", "/v1/query", &pairs(&headers), query).unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("the original text"),
+        "a replay overwrote it: {body}"
+    );
+
+    // A bad signature is refused from the head alone; so is a body over --max-body.
+    let head = |headers: &[(&'static str, String)]| {
+        let fields: String = headers
+            .iter()
+            .map(|(n, v)| format!("{n}: {v}\r\n"))
+            .collect();
+        format!(
+            "POST /v1/documents HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n{fields}"
+        )
+    };
+    let mut bad = gateway_headers(SECRET, "POST", "/v1/documents", "media-1", now, "");
+    bad[3].1 = "00".repeat(32);
+    assert_eq!(status_before_the_body(&addr, &head(&bad), 500_000), 401);
+    let good = gateway_headers(SECRET, "POST", "/v1/documents", "media-1", now, "");
+    assert_eq!(status_before_the_body(&addr, &head(&good), 2 << 20), 413);
+
+    // The format before the body digest: refused by default, accepted with the flag.
+    let legacy = legacy_headers(SECRET, "/v1/query", "media-1", now);
+    let (status, body) =
+        http_with(&addr, "POST", "/v1/query?any=1", &pairs(&legacy), query).unwrap();
+    assert_eq!(
+        (status, code((status, body.clone())).1.as_deref()),
+        (401, Some("unauthorized")),
+        "{body}"
+    );
+    assert!(body.contains("--accept-legacy-signatures"), "{body}");
+    pod.terminate();
+    pod.exit_log();
+    let upgrading = Server::serve(
+        &[
+            &common[..],
+            &["--secret", SECRET, "--accept-legacy-signatures"],
+        ]
+        .concat(),
+    );
+    let (status, body) = http_with(
+        &upgrading.addr,
+        "POST",
+        "/v1/query?any=1",
+        &pairs(&legacy),
+        query,
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    // The new format is still bound to its body there.
+    let headers = gateway_headers(SECRET, "POST", "/v1/documents", "media-1", now, &original);
+    assert_eq!(
+        code(
+            http_with(
+                &upgrading.addr,
+                "POST",
+                "/v1/documents",
+                &pairs(&headers),
+                &other
+            )
+            .unwrap()
+        ),
+        refused("bad_signature")
+    );
+    upgrading.terminate();
+    upgrading.exit_log();
+
+    let short = tenantscale(&[
+        "serve",
+        "-c",
+        "examples/gcc-platform.yaml",
+        "--secret",
+        SECRET,
+        "--next-secret",
+        "short",
+    ]);
+    assert!(!short.status.success());
+    assert!(
+        stderr(&short).contains("--next-secret: use at least 16 bytes"),
+        "{}",
+        stderr(&short)
+    );
 }
 
 /// Spawns an outside server the tests need (stdin and stdout null); `None` (the test skips)

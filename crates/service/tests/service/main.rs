@@ -8,7 +8,7 @@ use std::time::Duration;
 use tenantscale_core::auth;
 use tenantscale_core::catalog::Catalog;
 use tenantscale_service::embedder::Embedder;
-use tenantscale_service::http::{HttpConfig, TenantAuth, router};
+use tenantscale_service::http::{HttpConfig, Keys, TenantAuth, router};
 use tenantscale_service::pod::{Pod, PodConfig};
 use tenantscale_service::store::Store;
 use tower::ServiceExt;
@@ -59,20 +59,40 @@ fn now() -> i64 {
         .as_secs() as i64
 }
 
-fn signed(method: &str, path: &str, tenant: &str, body: Value) -> Request<Body> {
+fn signed(method: &str, target: &str, tenant: &str, body: Value) -> Request<Body> {
+    signed_with(SECRET, method, target, tenant, body.to_string())
+}
+
+/// A request as the gateway sends it, signed under `secret`.
+fn signed_with(
+    secret: &[u8],
+    method: &str,
+    target: &str,
+    tenant: &str,
+    body: String,
+) -> Request<Body> {
     let ts = now();
+    let digest = auth::BodySha256::of(body.as_bytes());
+    let claim = auth::Claim {
+        tenant,
+        method,
+        target,
+        body_sha256: Some(digest.as_str()),
+    };
     Request::builder()
         .method(method)
-        .uri(path)
+        .uri(target)
         .header("content-type", "application/json")
         .header("x-tenantscale-tenant", tenant)
         .header("x-tenantscale-timestamp", ts.to_string())
-        .header(
-            "x-tenantscale-signature",
-            auth::sign(SECRET, tenant, method, path, ts),
-        )
-        .body(Body::from(body.to_string()))
+        .header("x-tenantscale-body-sha256", digest.as_str())
+        .header("x-tenantscale-signature", auth::sign(secret, &claim, ts))
+        .body(Body::from(body))
         .unwrap()
+}
+
+fn keys() -> TenantAuth {
+    TenantAuth::Signed(Keys::new(SECRET))
 }
 
 async fn call(
@@ -108,7 +128,7 @@ async fn ingest(app: &axum::Router, tenant: &str, docs: Value) {
 
 #[tokio::test]
 async fn tenants_see_only_their_own_documents() {
-    let app = router(pod(10, 4), config(TenantAuth::Signed(SECRET.to_vec())));
+    let app = router(pod(10, 4), config(keys()));
     ingest(&app, "media-1", json!([{"id": "m1", "text": "The championship final ended with a penalty shootout in extra time."}])).await;
     ingest(&app, "finance-1", json!([{"id": "f1", "text": "Quarterly risk analysis of the bond portfolio shows rising credit spreads."}])).await;
     for (tenant, query, own, other) in [
@@ -160,10 +180,7 @@ async fn retrieval_through_the_hnsw_graph_ranks_the_right_passage_first() {
 
 async fn ranks_the_right_passage_first(hnsw_threshold: usize) {
     let pod = pod_searching(10, 4, hnsw_threshold);
-    let app = router(
-        Arc::clone(&pod),
-        config(TenantAuth::Signed(SECRET.to_vec())),
-    );
+    let app = router(Arc::clone(&pod), config(keys()));
     let docs = [
         (
             "hpa",
@@ -229,7 +246,7 @@ async fn ranks_the_right_passage_first(hnsw_threshold: usize) {
 
 #[tokio::test]
 async fn only_signed_or_trusted_tenants_get_in() {
-    let app = router(pod(10, 4), config(TenantAuth::Signed(SECRET.to_vec())));
+    let app = router(pod(10, 4), config(keys()));
     let plain = Request::post("/v1/query")
         .header("x-tenant-id", "media-1")
         .body(Body::from(r#"{"query":"x"}"#))
@@ -267,11 +284,217 @@ async fn only_signed_or_trusted_tenants_get_in() {
     assert_eq!(call(&trusting, req).await.0, StatusCode::OK);
 }
 
+fn code(answer: &(StatusCode, Value, axum::http::HeaderMap)) -> (StatusCode, Option<&str>) {
+    (answer.0, answer.1["error"]["code"].as_str())
+}
+
+/// The signed request `signed()` makes, then changed as an attacker replaying it would.
+fn replayed(target: &str, body: &str, change: impl FnOnce(&mut Request<Body>)) -> Request<Body> {
+    let mut req = signed_with(SECRET, "POST", target, "media-1", body.into());
+    change(&mut req);
+    req
+}
+
+#[tokio::test]
+async fn a_signature_replayed_with_another_body_or_query_is_refused() {
+    let app = router(pod(10, 4), config(keys()));
+    let original = json!({"documents": [{"id": "d", "text": "the original text"}]}).to_string();
+    let other = json!({"documents": [{"id": "d", "text": "overwritten"}]}).to_string();
+    let other_digest = auth::BodySha256::of(other.as_bytes());
+    let cases = [
+        (
+            replayed("/v1/documents", &original, |r| {
+                *r.body_mut() = Body::from(other.clone());
+            }),
+            "bad_signature",
+        ),
+        (
+            replayed("/v1/documents", &original, |r| {
+                *r.uri_mut() = "/v1/documents?x=1".parse().unwrap();
+            }),
+            "unauthorized",
+        ),
+        (
+            replayed("/v1/documents?x=1", &original, |r| {
+                *r.uri_mut() = "/v1/documents?x=2".parse().unwrap();
+            }),
+            "unauthorized",
+        ),
+        (
+            replayed("/v1/documents", &original, |r| {
+                *r.body_mut() = Body::from(other.clone());
+                r.headers_mut().insert(
+                    "x-tenantscale-body-sha256",
+                    other_digest.as_str().parse().unwrap(),
+                );
+            }),
+            "unauthorized",
+        ),
+        (
+            replayed("/v1/documents", &original, |r| {
+                r.headers_mut().remove("x-tenantscale-body-sha256");
+            }),
+            "unauthorized",
+        ),
+    ];
+    for (req, want) in cases {
+        let answer = call(&app, req).await;
+        assert_eq!(
+            code(&answer),
+            (StatusCode::UNAUTHORIZED, Some(want)),
+            "{}",
+            answer.1
+        );
+    }
+    // Nothing was stored by the replays; the request as signed (query included) is served.
+    let (status, body, _) = call(
+        &app,
+        signed(
+            "POST",
+            "/v1/query?trace=1",
+            "media-1",
+            json!({"query": "text", "topK": 5}),
+        ),
+    )
+    .await;
+    assert_eq!((status, &body["passages"]), (StatusCode::OK, &json!([])));
+    assert_eq!(
+        call(&app, replayed("/v1/documents", &original, |_| {}))
+            .await
+            .0,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn the_current_and_the_next_secret_are_accepted_and_no_third() {
+    const NEXT: &[u8] = b"the-next-secret";
+    let rotating = router(
+        pod(10, 4),
+        config(TenantAuth::Signed(Keys::new(SECRET).with_next(NEXT))),
+    );
+    let current_only = router(pod(10, 4), config(keys()));
+    let query = || json!({"query": "x"}).to_string();
+    for (app, secret, want) in [
+        (&rotating, SECRET, StatusCode::OK),
+        (&rotating, NEXT, StatusCode::OK),
+        (
+            &rotating,
+            b"a-third-secret".as_slice(),
+            StatusCode::UNAUTHORIZED,
+        ),
+        (&current_only, NEXT, StatusCode::UNAUTHORIZED),
+    ] {
+        let req = signed_with(secret, "POST", "/v1/query", "media-1", query());
+        let (status, body, _) = call(app, req).await;
+        assert_eq!(status, want, "{}: {body}", String::from_utf8_lossy(secret));
+    }
+}
+
+/// What a gateway from before the body digest sends: `tenant \n METHOD \n path \n time`.
+fn legacy(target: &str, body: &str) -> Request<Body> {
+    let ts = now();
+    let path = target.split('?').next().unwrap();
+    let claim = auth::Claim {
+        tenant: "media-1",
+        method: "POST",
+        target: path,
+        body_sha256: None,
+    };
+    Request::post(target)
+        .header("content-type", "application/json")
+        .header("x-tenantscale-tenant", "media-1")
+        .header("x-tenantscale-timestamp", ts.to_string())
+        .header("x-tenantscale-signature", auth::sign(SECRET, &claim, ts))
+        .body(Body::from(body.to_string()))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_legacy_format_is_accepted_only_when_asked_for() {
+    let query = r#"{"query":"x"}"#;
+    let strict = router(pod(10, 4), config(keys()));
+    let answer = call(&strict, legacy("/v1/query", query)).await;
+    assert_eq!(
+        code(&answer),
+        (StatusCode::UNAUTHORIZED, Some("unauthorized"))
+    );
+    assert!(
+        answer.1["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("--accept-legacy-signatures")
+    );
+    let upgrading = router(
+        pod(10, 4),
+        config(TenantAuth::Signed(Keys::new(SECRET).accepting_legacy())),
+    );
+    // The old format signed the path alone, whatever the query.
+    assert_eq!(
+        call(&upgrading, legacy("/v1/query?x=1", query)).await.0,
+        StatusCode::OK
+    );
+    // A request in the new format stays bound to its body there.
+    let body = json!({"query": "x"}).to_string();
+    let answer = call(
+        &upgrading,
+        replayed("/v1/query", &body, |r| {
+            *r.body_mut() = Body::from(r#"{"query":"y"}"#);
+        }),
+    )
+    .await;
+    assert_eq!(
+        code(&answer),
+        (StatusCode::UNAUTHORIZED, Some("bad_signature"))
+    );
+}
+
+/// Over real TCP: the head of a request announcing a body that never comes. The pod answers
+/// a bad signature (and a body over `max_body`) from the head; were it to read the body
+/// first, it would wait for it (until this test's bound, which only a broken pod reaches).
+#[tokio::test]
+async fn a_bad_signature_is_refused_before_the_body_is_read() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = router(pod(10, 4), config(keys()));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let head = |signature: Option<&str>, content_length: usize| {
+        let req = signed_with(SECRET, "POST", "/v1/documents", "media-1", String::new());
+        let mut head = String::from("POST /v1/documents HTTP/1.1\r\nHost: pod\r\n");
+        for (name, value) in req.headers() {
+            let value = match (name.as_str(), signature) {
+                ("x-tenantscale-signature", Some(s)) => s,
+                _ => value.to_str().unwrap(),
+            };
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        head + &format!("content-length: {content_length}\r\n\r\n")
+    };
+    let status = |head: String| {
+        tokio::task::spawn_blocking(move || {
+            use std::io::{Read, Write};
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+            s.write_all(head.as_bytes()).unwrap();
+            let mut answer = Vec::new();
+            let mut buf = [0; 1024];
+            while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = s.read(&mut buf).expect("an answer before the body");
+                assert_ne!(n, 0, "closed without an answer");
+                answer.extend_from_slice(&buf[..n]);
+            }
+            String::from_utf8_lossy(&answer[9..12]).into_owned()
+        })
+    };
+    let bad = "00".repeat(32);
+    assert_eq!(status(head(Some(&bad), 60_000)).await.unwrap(), "401");
+    assert_eq!(status(head(None, 1 << 20)).await.unwrap(), "413");
+}
+
 #[tokio::test]
 async fn bad_input_gets_the_right_status_and_a_json_error() {
-    let app = router(pod(10, 4), config(TenantAuth::Signed(SECRET.to_vec())));
-    let mut malformed = signed("POST", "/v1/query", "media-1", json!({}));
-    *malformed.body_mut() = Body::from("{not json");
+    let app = router(pod(10, 4), config(keys()));
+    let malformed = signed_with(SECRET, "POST", "/v1/query", "media-1", "{not json".into());
     let cases = [
         (malformed, StatusCode::BAD_REQUEST, "bad_json"),
         (
@@ -354,10 +577,7 @@ async fn bad_input_gets_the_right_status_and_a_json_error() {
 #[tokio::test]
 async fn a_full_queue_gets_429_while_another_tenant_is_served() {
     let pod = pod(2, 1);
-    let app = router(
-        Arc::clone(&pod),
-        config(TenantAuth::Signed(SECRET.to_vec())),
-    );
+    let app = router(Arc::clone(&pod), config(keys()));
     ingest(&app, "media-1", json!([{"id": "d", "text": "some text"}])).await;
     // Hold the only worker slot.
     pod.enqueue(0).unwrap().await.unwrap();
@@ -400,7 +620,7 @@ async fn a_full_queue_gets_429_while_another_tenant_is_served() {
 
 /// `/metrics` of a pod that has answered one query of media-1.
 async fn metrics_after_one_query() -> String {
-    let app = router(pod(10, 4), config(TenantAuth::Signed(SECRET.to_vec())));
+    let app = router(pod(10, 4), config(keys()));
     ingest(&app, "media-1", json!([{"id": "d", "text": "text"}])).await;
     call(
         &app,
@@ -440,10 +660,7 @@ async fn metrics_use_the_seeds_names() {
 #[tokio::test]
 async fn ready_reports_draining_while_queries_are_still_answered() {
     let pod = pod(10, 4);
-    let app = router(
-        Arc::clone(&pod),
-        config(TenantAuth::Signed(SECRET.to_vec())),
-    );
+    let app = router(Arc::clone(&pod), config(keys()));
     let ready = || Request::get("/ready").body(Body::empty()).unwrap();
     assert_eq!(call(&app, ready()).await.1["state"], "ready");
     pod.set_state(tenantscale_service::pod::PodState::Draining);
@@ -625,7 +842,7 @@ async fn generation_answers_from_the_passages_and_maps_llm_failures() {
         ),
         (&closed, Duration::from_secs(5), StatusCode::BAD_GATEWAY),
     ] {
-        let mut cfg = config(TenantAuth::Signed(SECRET.to_vec()));
+        let mut cfg = config(keys());
         cfg.llm = llm(url, timeout);
         let app = router(pod(10, 2), cfg);
         ingest(
