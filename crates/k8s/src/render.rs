@@ -386,6 +386,9 @@ fn pod_deployment(ctx: &Ctx, stack: &Stack, replicas: Option<i64>) -> Value {
                     "ports": [{"name": "http", "containerPort": POD_PORT}],
                     "env": [
                         secret_env(),
+                        // Set only while the secret rotates (README: rotating the secret).
+                        {"name": "TENANTSCALE_NEXT_SECRET", "valueFrom": {"secretKeyRef": {
+                            "name": SECRET_NAME, "key": "next-secret", "optional": true}}},
                         {"name": "TENANTSCALE_STORE", "valueFrom": {"secretKeyRef": {
                             "name": SECRET_NAME, "key": "store", "optional": true}}},
                         {"name": "TENANTSCALE_LLM_URL", "valueFrom": {"secretKeyRef": {

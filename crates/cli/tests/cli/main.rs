@@ -1066,7 +1066,20 @@ fn pod_signatures_bind_body_and_query_and_rotate_without_downtime() {
     const NEXT: &str = "the-next-secret-0123456";
     let store = temp_store("signatures");
     let common = ["--store", &store, "--warm-up", "0", "--drain-grace", "0"];
-    let pod = Server::serve(&[&common[..], &["--secret", SECRET, "--next-secret", NEXT]].concat());
+    // The next secret as the rendered manifests give it, from the environment.
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tenantscale"));
+    command.env("TENANTSCALE_NEXT_SECRET", NEXT);
+    let serve = [
+        "serve",
+        "-c",
+        "examples/gcc-platform.yaml",
+        "--listen",
+        "127.0.0.1:0",
+    ];
+    let pod = Server::start_command(
+        command,
+        &[&serve[..], &common, &["--secret", SECRET]].concat(),
+    );
     let addr = pod.addr.clone();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
