@@ -236,13 +236,18 @@ pub fn run_ingest(
     paths: &[PathBuf],
 ) -> anyhow::Result<()> {
     let catalog = catalog(config)?;
-    if !catalog.tenants.iter().any(|t| t.id == tenant) {
+    let Some(quota) = catalog
+        .tenants
+        .iter()
+        .find(|t| t.id == tenant)
+        .map(|t| t.quota)
+    else {
         return Err(BadInput(format!(
             "--tenant: no tenant {tenant:?} in {}",
             config.display()
         ))
         .into());
-    }
+    };
     let mut docs = Vec::new();
     for p in paths {
         let text = read_input(p)?;
@@ -257,10 +262,18 @@ pub fn run_ingest(
         });
     }
     let (store, embedder) = open_store(store)?;
-    let chunks = store.ingest(tenant, &docs, &embedder)?;
+    let (chunks, usage) = match store.ingest(tenant, &docs, &embedder, &quota) {
+        Err(StoreError::Quota(q)) => return Err(BadInput(q.to_string()).into()),
+        written => written?,
+    };
     println!(
-        "ingested {} documents ({chunks} chunks) for {tenant}",
-        docs.len()
+        "ingested {} documents ({chunks} chunks) for {tenant}; it keeps {} of its {} documents \
+         and {} of its {} bytes",
+        docs.len(),
+        usage.documents,
+        quota.documents,
+        usage.bytes,
+        quota.bytes
     );
     Ok(())
 }
