@@ -216,8 +216,12 @@ pub fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         .build()?;
     let dropped = runtime.block_on(async {
         let stop = crate::stop_signal();
-        serve(pod, config, stop).await
+        serve(Arc::clone(&pod), config, stop).await
     })?;
+    // The pod outlives the runtime: its store's Postgres connections block when they close,
+    // which a runtime's worker thread (dropping a task's last handle) may not do.
+    drop(runtime);
+    drop(pod);
     // The drain report for whoever started the pod (the local actuator reads it). Nobody
     // may be reading stdout any more (a restarted parent): a failed write is no error.
     use std::io::Write;
