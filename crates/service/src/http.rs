@@ -412,6 +412,11 @@ async fn remove(
     headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let t = tenant(&state, &method, &uri, &headers)?;
+    // A write like an ingest: in the tenant's turn, and never more at once than slots.
+    let _slot = (state.pod)
+        .acquire(t, state.config.queue_timeout)
+        .await
+        .map_err(|e| no_slot(&state.pod, t, e))?;
     let pod = Arc::clone(&state.pod);
     let tenant_id = pod.catalog.tenants[t].id.clone();
     let deleted = tokio::task::spawn_blocking(move || {

@@ -124,7 +124,8 @@ const IDLE_CONNECTIONS: usize = 8;
 
 /// Connections for statements that run side by side: each caller takes one of its own
 /// (opening one when none is idle) and gives it back, so one tenant's long statement never
-/// holds another's.
+/// holds another's. The pod's callers hold a worker slot (queries, ingests, deletes) or are
+/// its few background tasks, so the connections open stay within its slots and a few.
 struct Connections<C> {
     idle: Mutex<Vec<C>>,
     open: Box<dyn Fn() -> Result<C, StoreError> + Send + Sync>,
