@@ -407,15 +407,7 @@ async fn metrics_after_one_query() -> String {
         signed("POST", "/v1/query", "media-1", json!({"query": "text"})),
     )
     .await;
-    let res = app
-        .clone()
-        .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    let bytes = axum::body::to_bytes(res.into_body(), 1 << 20)
-        .await
-        .unwrap();
-    String::from_utf8(bytes.to_vec()).unwrap()
+    metrics_text(&app).await
 }
 
 #[tokio::test]
@@ -467,23 +459,8 @@ async fn ready_reports_draining_while_queries_are_still_answered() {
 #[test]
 fn both_stores_scope_by_tenant_replace_by_id_and_rank_volume() {
     let mut stores = vec![("sqlite", Store::in_memory().unwrap())];
-    match std::env::var("TENANTSCALE_TEST_POSTGRES") {
-        Ok(admin) => {
-            let db = format!("tenantscale_store_{}", std::process::id());
-            let mut client = postgres::Client::connect(&admin, postgres::NoTls).unwrap();
-            client
-                .batch_execute(&format!("DROP DATABASE IF EXISTS {db}"))
-                .unwrap();
-            client
-                .batch_execute(&format!("CREATE DATABASE {db}"))
-                .unwrap();
-            let url = format!("{}/{db}", admin.rsplit_once('/').unwrap().0);
-            stores.push(("postgres", Store::connect_postgres(&url).unwrap()));
-        }
-        Err(_) => assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must set TENANTSCALE_TEST_POSTGRES"
-        ),
+    if let Some(url) = fresh_postgres("store") {
+        stores.push(("postgres", Store::connect_postgres(&url).unwrap()));
     }
     let doc = |id: &str, text: &str| tenantscale_service::store::NewDocument {
         id: id.into(),
@@ -1087,6 +1064,7 @@ pool: {{maxReplicas: 4, slotsPerPod: 1, queuePerTenant: 10}}\n"
     ))
 }
 
+/// The pod's `/metrics`.
 async fn metrics_text(app: &axum::Router) -> String {
     let res = app
         .clone()
