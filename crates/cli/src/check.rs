@@ -1,9 +1,10 @@
-//! `tenantscale check`: validate a catalog, print its quota table.
+//! `tenantscale check`: validate a catalog, print its quota table (resources, and the storage
+//! quota of each tenant).
 
 use crate::{BadInput, read_input};
 use std::fmt::Write as _;
 use std::path::Path;
-use tenantscale_core::catalog::{Catalog, QuotaTable, Resources};
+use tenantscale_core::catalog::{Catalog, QuotaTable, Resources, StorageQuota};
 
 pub fn run(path: &Path, json: bool) -> anyhow::Result<()> {
     let text = read_input(path)?;
@@ -29,6 +30,21 @@ pub fn run(path: &Path, json: bool) -> anyhow::Result<()> {
 fn gib(bytes: i64) -> String {
     let g = bytes as f64 / (1u64 << 30) as f64;
     format!("{} GiB", trim(g, 2))
+}
+
+/// A byte count in the largest binary unit it reaches (`64 MiB`, `1.5 GiB`).
+fn size(bytes: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let step = (0..units.len())
+        .rev()
+        .find(|i| bytes >= 1u64 << (10 * i))
+        .unwrap_or(0);
+    let x = bytes as f64 / (1u64 << (10 * step)) as f64;
+    format!("{} {}", trim(x, 2), units[step])
+}
+
+fn storage(q: &StorageQuota) -> [String; 2] {
+    [q.documents.to_string(), size(q.bytes)]
 }
 
 /// `x` with at most `places` decimals and no trailing zeros.
@@ -59,12 +75,22 @@ pub fn render(catalog: &Catalog, table: &QuotaTable) -> String {
     );
     out.push('\n');
     let mut rows = vec![
-        ["TIER", "TENANTS", "SHARE", "CPU", "MEMORY", "PODS"]
-            .map(String::from)
-            .to_vec(),
+        [
+            "TIER",
+            "TENANTS",
+            "SHARE",
+            "CPU",
+            "MEMORY",
+            "PODS",
+            "DOCUMENTS",
+            "STORED",
+        ]
+        .map(String::from)
+        .to_vec(),
     ];
     for t in &table.tiers {
         let [cpu, mem, pods] = cells(&t.resources);
+        let [documents, stored] = storage(&t.storage);
         rows.push(vec![
             t.name.clone(),
             t.tenants.to_string(),
@@ -72,6 +98,8 @@ pub fn render(catalog: &Catalog, table: &QuotaTable) -> String {
             cpu,
             mem,
             pods,
+            documents,
+            stored,
         ]);
     }
     out.push_str(&tenantscale_core::text::table(&rows));
@@ -86,6 +114,8 @@ pub fn render(catalog: &Catalog, table: &QuotaTable) -> String {
             "MAX CPU",
             "MEMORY",
             "PODS",
+            "DOCUMENTS",
+            "STORED",
         ]
         .map(String::from)
         .to_vec(),
@@ -93,7 +123,19 @@ pub fn render(catalog: &Catalog, table: &QuotaTable) -> String {
     for t in &table.tenants {
         let [gc, gm, gp] = cells(&t.guaranteed);
         let [mc, mm, mp] = cells(&t.max);
-        rows.push(vec![t.id.clone(), t.tier.clone(), gc, gm, gp, mc, mm, mp]);
+        let [documents, stored] = storage(&t.storage);
+        rows.push(vec![
+            t.id.clone(),
+            t.tier.clone(),
+            gc,
+            gm,
+            gp,
+            mc,
+            mm,
+            mp,
+            documents,
+            stored,
+        ]);
     }
     out.push_str(&tenantscale_core::text::table(&rows));
     out

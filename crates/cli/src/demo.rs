@@ -234,7 +234,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         let embedder = tenantscale_service::embedder::Embedder::Hashed;
         store.claim_embedder(embedder.name())?;
         for t in &catalog.tenants {
-            store.ingest(&t.id, &corpus(&t.id), &embedder)?;
+            store.ingest(&t.id, &corpus(&t.id), &embedder, &t.quota)?;
         }
     }
 

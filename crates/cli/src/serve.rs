@@ -240,8 +240,12 @@ pub fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         .build()?;
     let dropped = runtime.block_on(async {
         let stop = crate::stop_signal();
-        serve(pod, config, stop).await
+        serve(Arc::clone(&pod), config, stop).await
     })?;
+    // The pod outlives the runtime: its store's Postgres connections block when they close,
+    // which a runtime's worker thread (dropping a task's last handle) may not do.
+    drop(runtime);
+    drop(pod);
     // The drain report for whoever started the pod (the local actuator reads it). Nobody
     // may be reading stdout any more (a restarted parent): a failed write is no error.
     use std::io::Write;
@@ -260,13 +264,18 @@ pub fn run_ingest(
     paths: &[PathBuf],
 ) -> anyhow::Result<()> {
     let catalog = catalog(config)?;
-    if !catalog.tenants.iter().any(|t| t.id == tenant) {
+    let Some(quota) = catalog
+        .tenants
+        .iter()
+        .find(|t| t.id == tenant)
+        .map(|t| t.quota)
+    else {
         return Err(BadInput(format!(
             "--tenant: no tenant {tenant:?} in {}",
             config.display()
         ))
         .into());
-    }
+    };
     let mut docs = Vec::new();
     for p in paths {
         let text = read_input(p)?;
@@ -281,10 +290,18 @@ pub fn run_ingest(
         });
     }
     let (store, embedder) = open_store(store)?;
-    let chunks = store.ingest(tenant, &docs, &embedder)?;
+    let (chunks, usage) = match store.ingest(tenant, &docs, &embedder, &quota) {
+        Err(StoreError::Quota(q)) => return Err(BadInput(q.to_string()).into()),
+        written => written?,
+    };
     println!(
-        "ingested {} documents ({chunks} chunks) for {tenant}",
-        docs.len()
+        "ingested {} documents ({chunks} chunks) for {tenant}; it keeps {} of its {} documents \
+         and {} of its {} bytes",
+        docs.len(),
+        usage.documents,
+        quota.documents,
+        usage.bytes,
+        quota.bytes
     );
     Ok(())
 }

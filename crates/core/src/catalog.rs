@@ -6,9 +6,10 @@
 //! cluster: {cores: 40, memory: 80Gi}
 //! tiers:       # share: the tier's guaranteed slice of the cluster, split among its tenants
 //!              # maxShare: the most any one tenant of the tier may use of the pool
-//!   gold: {weight: 3, share: 0.27, maxShare: 0.30, rateLimit: {rps: 200, burst: 400}}
+//!   gold: {weight: 3, share: 0.27, maxShare: 0.30, rateLimit: {rps: 200, burst: 400},
+//!          quota: {documents: 100000, bytes: 256Mi}}   # storage, per tenant of the tier
 //! tenants:
-//!   - {id: media-1, tier: gold, apiKeySha256: "<64 hex>"}
+//!   - {id: media-1, tier: gold, apiKeySha256: "<64 hex>", quota: {bytes: 512Mi}}
 //! pool: {minReplicas: 3, maxReplicas: 20, slotsPerPod: 8, queuePerTenant: 100}
 //! cost: {currency: INR, podHour: 150}
 //! ```
@@ -89,6 +90,19 @@ struct TierFile {
     max_share_override: Option<bool>,
     #[serde(default)]
     slo_ms: Option<u32>,
+    #[serde(default)]
+    quota: Option<QuotaFile>,
+}
+
+/// `quota`: a tier's storage quota for each of its tenants, or a tenant's own; a field left
+/// out is the tier's (for a tier: the default's).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct QuotaFile {
+    #[serde(default)]
+    documents: Option<u64>,
+    #[serde(default)]
+    bytes: Option<Quantity>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -110,6 +124,8 @@ struct TenantFile {
     api_key_sha256: Option<String>,
     #[serde(default)]
     silo: bool,
+    #[serde(default)]
+    quota: Option<QuotaFile>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -192,6 +208,20 @@ fn default_pod_hour() -> f64 {
 const DEFAULT_WEIGHT: u32 = 1;
 const DEFAULT_SLO_MS: u32 = 1000;
 
+/// The storage quota of a tier that sets none. Bounded by default, so that no tenant can fill
+/// the store unless the catalog says so: 64 MiB holds about 28,000 chunks (800 characters and
+/// a 1,536-byte vector each), under the default `--hnsw-threshold` of 50,000, and an eighth of
+/// the default `--cache-bytes` (512 MiB), so a tenant at its quota is still served from the
+/// cache beside seven others.
+pub const DEFAULT_STORAGE_QUOTA: StorageQuota = StorageQuota {
+    documents: 10_000,
+    bytes: 64 << 20,
+};
+/// Most documents a quota may allow.
+const MAX_QUOTA_DOCUMENTS: u64 = 1_000_000_000;
+/// Bounds of a quota's bytes: 1 KiB to 1 TiB.
+const QUOTA_BYTES: std::ops::RangeInclusive<i64> = 1 << 10..=1 << 40;
+
 // ---- The validated catalog -------------------------------------------------------------
 
 /// A token-bucket rate limit: `rps` sustained, `burst` at once.
@@ -200,6 +230,15 @@ const DEFAULT_SLO_MS: u32 = 1000;
 pub struct RateLimit {
     pub rps: f64,
     pub burst: u32,
+}
+
+/// What a tenant may keep in the store. `bytes` counts what the store keeps for it: each
+/// document's id, text and metadata (as JSON), and each of its chunks' text and vector, all in
+/// bytes (UTF-8 text, 4 bytes a vector component), without the database's own overhead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct StorageQuota {
+    pub documents: u64,
+    pub bytes: u64,
 }
 
 /// How the pool is scaled.
@@ -233,6 +272,8 @@ pub struct Tier {
     pub rate_limit: Option<RateLimit>,
     /// Latency objective for a query, in milliseconds.
     pub slo_ms: u32,
+    /// Storage quota of each of the tier's tenants.
+    pub quota: StorageQuota,
 }
 
 /// A tenant, with its tier's fields and its own overrides resolved.
@@ -251,6 +292,8 @@ pub struct Tenant {
     /// Deployed apart on Kubernetes: its own namespace, quota and pods (`tenantscale
     /// render`); locally it is served like any tenant.
     pub silo: bool,
+    /// What the tenant may keep in the store.
+    pub quota: StorageQuota,
 }
 
 /// The shared pod pool. Defaults: minReplicas 3, slotsPerPod 8, queuePerTenant 100,
@@ -412,6 +455,29 @@ impl Checker<'_> {
         if !(1..=1000).contains(&value) {
             self.error(path, format!("{value} is not in [1, 1000]"));
         }
+    }
+    /// `quota` over `base`, bounds checked.
+    fn quota(&mut self, path: &str, quota: &Option<QuotaFile>, base: StorageQuota) -> StorageQuota {
+        let Some(q) = quota else { return base };
+        let documents = q.documents.unwrap_or(base.documents);
+        if q.documents.is_some() && !(1..=MAX_QUOTA_DOCUMENTS).contains(&documents) {
+            self.error(
+                &format!("{path}.documents"),
+                format!("{documents} is not in [1, {MAX_QUOTA_DOCUMENTS}]"),
+            );
+        }
+        let bytes = match &q.bytes {
+            None => base.bytes,
+            Some(b) if QUOTA_BYTES.contains(&b.value()) => b.value() as u64,
+            Some(b) => {
+                self.error(
+                    &format!("{path}.bytes"),
+                    format!("{b} is not in [1Ki, 1Ti]"),
+                );
+                base.bytes
+            }
+        };
+        StorageQuota { documents, bytes }
     }
     fn rate_limit(&mut self, path: &str, limit: &Option<RateLimit>) {
         if let Some(l) = limit {
@@ -581,6 +647,7 @@ impl Catalog {
                 t.max_share_override.unwrap_or(false),
             );
             c.rate_limit(&format!("{path}.rateLimit"), &t.rate_limit);
+            let quota = c.quota(&format!("{path}.quota"), &t.quota, DEFAULT_STORAGE_QUOTA);
             tiers.push(Tier {
                 name: name.clone(),
                 weight,
@@ -588,6 +655,7 @@ impl Catalog {
                 max_share,
                 rate_limit: t.rate_limit,
                 slo_ms: t.slo_ms.unwrap_or(DEFAULT_SLO_MS),
+                quota,
             });
         }
         let total_share: f64 = tiers.iter().map(|t| t.share).sum();
@@ -642,6 +710,7 @@ impl Catalog {
                 c.max_share(&format!("{path}.maxShare"), max_share, allowed);
             }
             c.rate_limit(&format!("{path}.rateLimit"), &t.rate_limit);
+            let quota = c.quota(&format!("{path}.quota"), &t.quota, tier.quota);
             let api_key_sha256 = match &t.api_key_sha256 {
                 None => {
                     c.warn(
@@ -673,6 +742,7 @@ impl Catalog {
                 slo_ms: t.slo_ms.unwrap_or(tier.slo_ms),
                 api_key_sha256,
                 silo: t.silo,
+                quota,
             });
         }
         for (i, tier) in tiers.iter().enumerate() {
@@ -874,6 +944,8 @@ pub struct TierQuota {
     pub share: f64,
     #[serde(flatten)]
     pub resources: Resources,
+    /// Storage quota of each of its tenants.
+    pub storage: StorageQuota,
 }
 
 /// One tenant's guaranteed and maximum resources.
@@ -883,6 +955,7 @@ pub struct TenantQuota {
     pub tier: String,
     pub guaranteed: Resources,
     pub max: Resources,
+    pub storage: StorageQuota,
 }
 
 /// What the cluster capacity implies per tier and per tenant (`tenantscale check`).
@@ -929,6 +1002,7 @@ impl Catalog {
                 tenants: *n,
                 share: t.share,
                 resources: self.slice(t.share),
+                storage: t.quota,
             })
             .collect();
         let tenants = self
@@ -944,6 +1018,7 @@ impl Catalog {
                     tier: tier.name.clone(),
                     guaranteed: self.slice(tier.share / counts[t.tier] as f64),
                     max,
+                    storage: t.quota,
                 }
             })
             .collect();

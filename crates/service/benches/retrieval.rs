@@ -138,8 +138,12 @@ fn main() {
         })
         .collect();
     let started = Instant::now();
-    let written = store
-        .ingest("tenant-00", &docs, &Embedder::Hashed)
+    let unlimited = tenantscale_core::catalog::StorageQuota {
+        documents: u64::MAX,
+        bytes: u64::MAX,
+    };
+    let (written, _) = store
+        .ingest("tenant-00", &docs, &Embedder::Hashed, &unlimited)
         .expect("ingest");
     println!("ingest: {written} chunks in {}", ms(started.elapsed()));
 

@@ -2,8 +2,8 @@
 //! with the right status; nothing is half-written when a request fails.
 
 use crate::llm::LlmError;
-use crate::pod::{Pod, PodState};
-use crate::store::NewDocument;
+use crate::pod::{IndexError, NoSlot, Pod, PodState};
+use crate::store::{NewDocument, StoreError};
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, Path, Request, State};
@@ -132,10 +132,7 @@ pub fn router(pod: Arc<Pod>, config: HttpConfig) -> axum::Router {
         .route("/v1/documents/{id}", delete(remove))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .route("/metrics", get(metrics))
-        .route(
-            "/health",
-            get(|| async { Json(serde_json::json!({"status": "ok"})) }),
-        )
+        .route("/health", get(health))
         .route("/ready", get(ready))
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)
@@ -316,35 +313,16 @@ async fn query(
         ));
     }
     let pod = &state.pod;
-    let granted = pod.enqueue(t).map_err(|full| {
-        pod.metrics.rejected(t, "queue_full");
-        pod.metrics
-            .finished(t, "rejected", started.elapsed().as_secs_f64(), 0.0);
-        let mut e = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "queue_full",
-            format!(
-                "tenant {}'s queue on this pod is full",
-                pod.catalog.tenants[t].id
-            ),
-        );
-        e.retry_after = Some(full.retry_after);
-        e
-    })?;
-    if tokio::time::timeout(state.config.queue_timeout, granted)
+    let _slot = pod
+        .acquire(t, state.config.queue_timeout)
         .await
-        .is_err()
-    {
-        pod.metrics.rejected(t, "queue_timeout");
-        let mut e = ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "queue_timeout",
-            "waited too long for a worker",
-        );
-        e.retry_after = Some(1.0);
-        return Err(e);
-    }
-    let _slot = pod.slot(t);
+        .map_err(|e| {
+            if matches!(e, NoSlot::Full(_)) {
+                pod.metrics
+                    .finished(t, "rejected", started.elapsed().as_secs_f64(), 0.0);
+            }
+            no_slot(pod, t, e)
+        })?;
     let queued = started.elapsed();
     let work_started = Instant::now();
     let index = match pod.cached_index(t) {
@@ -356,9 +334,7 @@ async fn query(
                 .map_err(|e| {
                     ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
                 })?
-                .map_err(|e| {
-                    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "store", e.to_string())
-                })?
+                .map_err(index_error)?
         }
     };
     let embedder = Arc::clone(&pod.embedder);
@@ -430,6 +406,46 @@ async fn query(
     }))
 }
 
+/// 429 for a full queue, 503 after waiting the queue timeout.
+fn no_slot(pod: &Pod, t: usize, refusal: NoSlot) -> ApiError {
+    let (status, code, message, retry_after) = match refusal {
+        NoSlot::Full(full) => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "queue_full",
+            format!(
+                "tenant {}'s queue on this pod is full",
+                pod.catalog.tenants[t].id
+            ),
+            full.retry_after,
+        ),
+        NoSlot::TimedOut => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "queue_timeout",
+            "waited too long for a worker".to_string(),
+            1.0,
+        ),
+    };
+    pod.metrics.rejected(t, code);
+    let mut e = ApiError::new(status, code, message);
+    e.retry_after = Some(retry_after);
+    e
+}
+
+/// An index larger than the pod's cache is the tenant's doing: 507, which the gateway does
+/// not count against the pod.
+fn index_error(e: IndexError) -> ApiError {
+    match e {
+        IndexError::TooLarge { .. } => ApiError::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "index_too_large",
+            e.to_string(),
+        ),
+        IndexError::Store(e) => {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "store", e.to_string())
+        }
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct IngestRequest {
@@ -458,17 +474,31 @@ async fn ingest(
             ));
         }
     }
+    // Embedding and writing are the tenant's work: they take a worker slot in its turn.
+    let _slot = (state.pod)
+        .acquire(t, state.config.queue_timeout)
+        .await
+        .map_err(|e| no_slot(&state.pod, t, e))?;
     let pod = Arc::clone(&state.pod);
-    let tenant_id = pod.catalog.tenants[t].id.clone();
     let count = req.documents.len();
     let chunks = tokio::task::spawn_blocking(move || {
-        let written = pod.store.ingest(&tenant_id, &req.documents, &pod.embedder);
+        let tenant = &pod.catalog.tenants[t];
+        let (chunks, usage) =
+            pod.store
+                .ingest(&tenant.id, &req.documents, &pod.embedder, &tenant.quota)?;
         pod.invalidate(t);
-        written
+        pod.record_usage(t, usage);
+        Ok(chunks)
     })
     .await
     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "store", e.to_string()))?;
+    .map_err(|e| match e {
+        StoreError::Quota(q) => {
+            state.pod.metrics.rejected(t, "storage_quota");
+            ApiError::new(StatusCode::FORBIDDEN, "storage_quota", q.to_string())
+        }
+        e => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "store", e.to_string()),
+    })?;
     Ok(Json(
         serde_json::json!({"documents": count, "chunks": chunks}),
     ))
@@ -479,12 +509,20 @@ async fn remove(
     Extension(Tenant(t)): Extension<Tenant>,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    // A write like an ingest: in the tenant's turn, and never more at once than slots.
+    let _slot = (state.pod)
+        .acquire(t, state.config.queue_timeout)
+        .await
+        .map_err(|e| no_slot(&state.pod, t, e))?;
     let pod = Arc::clone(&state.pod);
     let tenant_id = pod.catalog.tenants[t].id.clone();
     let deleted = tokio::task::spawn_blocking(move || {
-        let d = pod.store.delete(&tenant_id, &id);
+        let usage = pod.store.delete(&tenant_id, &id)?;
         pod.invalidate(t);
-        d
+        if let Some(usage) = usage {
+            pod.record_usage(t, usage);
+        }
+        Ok::<_, StoreError>(usage.is_some())
     })
     .await
     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
@@ -526,6 +564,20 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
                 "text/plain; version=0.0.4; charset=utf-8",
             )],
             text,
+        )
+            .into_response()
+    }
+}
+
+/// 503 once a thread panicked holding one of the pod's locks: it keeps serving (the locks
+/// recover), but its counts may be off, so it asks to be restarted.
+async fn health(State(state): State<AppState>) -> Response {
+    if state.pod.healthy() {
+        Json(serde_json::json!({"status": "ok"})).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({"status": "poisoned"})),
         )
             .into_response()
     }

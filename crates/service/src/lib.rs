@@ -130,11 +130,17 @@ async fn warm(
     }
 }
 
+/// Also reads every tenant's storage usage into the metrics, at start and then each time.
 async fn flush_volume_every(pod: Arc<Pod>, every: Duration) {
     let mut ticks = tokio::time::interval(every);
-    ticks.tick().await;
     loop {
         ticks.tick().await;
+        let reader = Arc::clone(&pod);
+        match tokio::task::spawn_blocking(move || reader.refresh_usage()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not read tenants' storage usage"),
+            Err(e) => tracing::warn!(error = %e, "storage usage task failed"),
+        }
         flush_volume(&pod).await;
     }
 }
@@ -148,4 +154,12 @@ async fn flush_volume(pod: &Arc<Pod>) {
         }
         Err(e) => tracing::warn!(error = %e, "volume flush task failed"),
     }
+}
+
+/// Locks `m` even if a thread panicked holding it. Every lock of the pod guards state that a
+/// panic cannot leave half-changed in a way that matters (a connection whose transaction rolls
+/// back when dropped; the scheduler's counters, whose poisoning `/health` reports), so serving
+/// goes on instead of every later caller panicking too.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

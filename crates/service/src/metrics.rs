@@ -3,6 +3,7 @@
 //! `query_latency_seconds{tenant_id}`; tenantscale's own carry the `tenantscale_` prefix.
 
 use crate::pod::PodState;
+use crate::store::Usage;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -58,6 +59,9 @@ pub struct Metrics {
     cache_load: Histogram,
     slots: Gauge,
     slots_busy: Gauge,
+    storage_documents: Family<TenantLabel, Gauge>,
+    storage_bytes: Family<TenantLabel, Gauge>,
+    graph_builders: Counter,
 }
 
 /// Cache-load buckets (seconds): a small tenant loads in about a millisecond, 10,000 chunks
@@ -88,6 +92,24 @@ impl Metrics {
         let cache_load = Histogram::new(CACHE_LOAD_BUCKETS);
         let slots = Gauge::default();
         let slots_busy = Gauge::default();
+        let storage_documents = Family::<TenantLabel, Gauge>::default();
+        let storage_bytes = Family::<TenantLabel, Gauge>::default();
+        let graph_builders = Counter::default();
+        registry.register(
+            "tenantscale_tenant_storage_documents",
+            "Documents the tenant keeps in the store, as this pod last saw (its writes; every 30 s)",
+            storage_documents.clone(),
+        );
+        registry.register(
+            "tenantscale_tenant_storage_bytes",
+            "Bytes the tenant keeps in the store (ids, text, metadata and vectors), as this pod last saw",
+            storage_bytes.clone(),
+        );
+        registry.register(
+            "tenantscale_graph_builders",
+            "HNSW graph builder threads started (at most one per tenant at a time)",
+            graph_builders.clone(),
+        );
         registry.register(
             "tenantscale_cache_evictions",
             "Tenant indexes evicted from the cache to make room",
@@ -135,7 +157,7 @@ impl Metrics {
         );
         registry.register(
             "tenantscale_rejections",
-            "Queries refused, by reason",
+            "Requests refused, by reason (queries, and ingests: queue_full, queue_timeout, storage_quota)",
             rejections.clone(),
         );
         registry.register(
@@ -193,6 +215,9 @@ impl Metrics {
             cache_load,
             slots,
             slots_busy,
+            storage_documents,
+            storage_bytes,
+            graph_builders,
         }
     }
 
@@ -254,6 +279,26 @@ impl Metrics {
     pub fn cache_loaded(&self, seconds: f64, evicted: usize) {
         self.cache_load.observe(seconds);
         self.cache_evictions.inc_by(evicted as u64);
+    }
+
+    /// Tenant `t` keeps `usage` in the store.
+    pub fn storage(&self, t: usize, usage: Usage) {
+        let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        self.storage_documents
+            .get_or_create(&self.tenant(t))
+            .set(gauge(usage.documents));
+        self.storage_bytes
+            .get_or_create(&self.tenant(t))
+            .set(gauge(usage.bytes));
+    }
+
+    pub fn graph_builder_started(&self) {
+        self.graph_builders.inc();
+    }
+
+    /// Graph builder threads started so far.
+    pub fn graph_builders_started(&self) -> u64 {
+        self.graph_builders.get()
     }
 
     pub fn dropped_by_drain(&self, n: u64) {

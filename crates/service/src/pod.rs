@@ -2,9 +2,10 @@
 //! metrics and the lifecycle (warming → ready → draining).
 
 use crate::embedder::{Embedder, EmbedderError};
+use crate::lock;
 use crate::metrics::Metrics;
-use crate::store::{Chunk, Store};
-use std::collections::HashMap;
+use crate::store::{Chunk, Store, StoreError, Usage};
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use tenantscale_core::cache::{Access, TenantCache};
@@ -109,6 +110,44 @@ pub struct QueueFull {
     pub retry_after: f64,
 }
 
+/// Why a request got no worker slot.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum NoSlot {
+    Full(QueueFull),
+    /// Waited the whole queue timeout.
+    TimedOut,
+}
+
+/// Why a tenant's index could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The index is larger than this pod's whole cache: loading it for every query would
+    /// cost a full store read each time, so it is refused until the tenant's documents change.
+    #[error(
+        "tenant {tenant}'s index needs {bytes} bytes of memory, more than this pod's whole \
+         index cache ({cache} bytes, --cache-bytes): delete documents, or serve it from pods \
+         with a larger cache"
+    )]
+    TooLarge {
+        tenant: String,
+        bytes: u64,
+        cache: u64,
+    },
+}
+
+/// The cache of tenant indexes and what goes with it.
+struct Cached {
+    lru: TenantCache,
+    indexes: HashMap<usize, Arc<TenantIndex>>,
+    /// Tenants whose index did not fit the whole cache, with its size: refused without
+    /// loading again until their documents change.
+    too_large: HashMap<usize, u64>,
+    /// Tenants with a graph builder thread (running or waiting for its turn).
+    building: HashSet<usize>,
+}
+
 struct Slots {
     scheduler: FairScheduler<oneshot::Sender<()>>,
     /// Recent service seconds (EWMA), for Retry-After.
@@ -135,7 +174,10 @@ pub struct Pod {
     pub metrics: Metrics,
     state: AtomicU8,
     slots: Mutex<Slots>,
-    cache: Mutex<(TenantCache, HashMap<usize, Arc<TenantIndex>>)>,
+    cache: Arc<Mutex<Cached>>,
+    cache_bytes: u64,
+    /// One index load per tenant at a time: queries that miss together share it.
+    loading: Vec<Mutex<()>>,
     /// Queries served per tenant since the last volume flush to the store.
     served: Vec<AtomicU64>,
     /// End of the warm-up window, Unix milliseconds (0: no warm-up).
@@ -155,7 +197,8 @@ pub struct SlotGuard {
 impl Drop for SlotGuard {
     fn drop(&mut self) {
         let service = self.started.elapsed().as_secs_f64();
-        let mut s = self.pod.slots.lock().expect("slots lock");
+        // Never panic in a drop: a poisoned lock is recovered and reported by /health.
+        let mut s = lock(&self.pod.slots);
         s.mean_service = 0.9 * s.mean_service + 0.1 * service;
         s.scheduler.complete(self.tenant);
         Pod::grant(&mut s);
@@ -178,12 +221,26 @@ impl Pod {
                 scheduler: FairScheduler::new(config.slots, &slots),
                 mean_service: 0.2,
             }),
-            cache: Mutex::new((TenantCache::new(config.cache_bytes), HashMap::new())),
+            cache: Arc::new(Mutex::new(Cached {
+                lru: TenantCache::new(config.cache_bytes),
+                indexes: HashMap::new(),
+                too_large: HashMap::new(),
+                building: HashSet::new(),
+            })),
+            cache_bytes: config.cache_bytes,
+            loading: (0..tenants).map(|_| Mutex::new(())).collect(),
             served: (0..tenants).map(|_| AtomicU64::new(0)).collect(),
             warm_until_ms: AtomicU64::new(0),
             hnsw_threshold: config.hnsw_threshold,
             graph_builds: Arc::new(Mutex::new(())),
         }
+    }
+
+    /// Whether every lock of the pod is sound. A thread that panicked holding one may have
+    /// left the slot counts or the cache half-changed: the pod goes on serving (see
+    /// [`crate::lock`]) but reports it, so that it is restarted.
+    pub fn healthy(&self) -> bool {
+        !(self.slots.is_poisoned() || self.cache.is_poisoned() || self.graph_builds.is_poisoned())
     }
 
     pub fn state(&self) -> PodState {
@@ -216,7 +273,7 @@ impl Pod {
     /// Queues a request of `tenant` for a worker slot (weighted fair, bounded per tenant).
     pub fn enqueue(self: &Arc<Self>, tenant: usize) -> Result<oneshot::Receiver<()>, QueueFull> {
         let (tx, rx) = oneshot::channel();
-        let mut s = self.slots.lock().expect("slots lock");
+        let mut s = lock(&self.slots);
         if s.scheduler.enqueue(tenant, tx).is_err() {
             return Err(QueueFull {
                 retry_after: s.scheduler.retry_after(tenant, s.mean_service),
@@ -224,6 +281,20 @@ impl Pod {
         }
         Self::grant(&mut s);
         Ok(rx)
+    }
+
+    /// Waits (up to `timeout`) for a worker slot for a request of `tenant`: queries and
+    /// ingests take turns in the same weighted fair queues.
+    pub async fn acquire(
+        self: &Arc<Self>,
+        tenant: usize,
+        timeout: std::time::Duration,
+    ) -> Result<SlotGuard, NoSlot> {
+        let granted = self.enqueue(tenant).map_err(NoSlot::Full)?;
+        match tokio::time::timeout(timeout, granted).await {
+            Ok(Ok(())) => Ok(self.slot(tenant)),
+            _ => Err(NoSlot::TimedOut),
+        }
     }
 
     /// The slot a granted request holds.
@@ -237,7 +308,7 @@ impl Pod {
 
     /// (queued, in service) per tenant, now.
     pub fn load(&self) -> Vec<(usize, u32)> {
-        let s = self.slots.lock().expect("slots lock");
+        let s = lock(&self.slots);
         (0..self.catalog.tenants.len())
             .map(|t| (s.scheduler.queued_for(t), s.scheduler.in_service_for(t)))
             .collect()
@@ -245,18 +316,28 @@ impl Pod {
 
     /// Worker slots of this pod.
     pub fn slots(&self) -> u32 {
-        self.slots.lock().expect("slots lock").scheduler.slots()
+        lock(&self.slots).scheduler.slots()
     }
 
     /// Requests queued or in service, all tenants.
     pub fn outstanding(&self) -> usize {
-        let s = self.slots.lock().expect("slots lock");
+        let s = lock(&self.slots);
         s.scheduler.queued() + s.scheduler.busy() as usize
     }
 
     /// The tenant's index, from the cache or loaded from the store (a miss: that load is what
-    /// routing for locality saves).
-    pub fn index(&self, tenant: usize) -> Result<Arc<TenantIndex>, crate::store::StoreError> {
+    /// routing for locality saves). Queries that miss together wait for one load; an index
+    /// larger than the whole cache is refused, not loaded again for every query.
+    pub fn index(&self, tenant: usize) -> Result<Arc<TenantIndex>, IndexError> {
+        if let Some(index) = self.cached_index(tenant) {
+            return Ok(index);
+        }
+        let _one_load = lock(&self.loading[tenant]);
+        let known_too_large = lock(&self.cache).too_large.get(&tenant).copied();
+        if let Some(bytes) = known_too_large {
+            return Err(self.too_large(tenant, bytes));
+        }
+        // Another query may have loaded it while this one waited.
         if let Some(index) = self.cached_index(tenant) {
             return Ok(index);
         }
@@ -264,31 +345,57 @@ impl Pod {
         let started = std::time::Instant::now();
         let (chunks, vectors) = self.store.load(&self.catalog.tenants[tenant].id)?;
         let index = Arc::new(TenantIndex::new(chunks, vectors, self.hnsw_threshold));
-        let mut c = self.cache.lock().expect("cache lock");
-        let (lru, map) = &mut *c;
-        let mut evicted = 0;
-        if let Access::Miss { evicted: n } = lru.access(tenant, index.bytes()) {
-            evicted = n;
-            map.insert(tenant, Arc::clone(&index));
-            map.retain(|t, _| lru.contains(*t));
+        let bytes = index.bytes();
+        let mut c = lock(&self.cache);
+        let evicted = match c.lru.access(tenant, bytes) {
+            Access::Miss { evicted } => evicted,
+            Access::Hit => 0,
+            Access::TooLarge => {
+                c.too_large.insert(tenant, bytes);
+                return Err(self.too_large(tenant, bytes));
+            }
+        };
+        c.indexes.insert(tenant, Arc::clone(&index));
+        let Cached { lru, indexes, .. } = &mut *c;
+        indexes.retain(|t, _| lru.contains(*t));
+        if index.needs_graph() && c.building.insert(tenant) {
+            self.start_graph_builder(tenant);
         }
+        drop(c);
         self.metrics
             .cache_loaded(started.elapsed().as_secs_f64(), evicted);
-        if index.needs_graph() {
-            self.build_graph_in_background(tenant, &index);
-        }
         Ok(index)
     }
 
-    /// Builds a large tenant's graph on its own thread, one build at a time so builds never
-    /// take more than one core from serving; searches stay exact until it is done.
-    fn build_graph_in_background(&self, tenant: usize, index: &Arc<TenantIndex>) {
-        let (index, builds) = (Arc::clone(index), Arc::clone(&self.graph_builds));
+    fn too_large(&self, tenant: usize, bytes: u64) -> IndexError {
+        self.metrics.rejected(tenant, "index_too_large");
+        IndexError::TooLarge {
+            tenant: self.catalog.tenants[tenant].id.clone(),
+            bytes,
+            cache: self.cache_bytes,
+        }
+    }
+
+    /// Starts the tenant's one graph builder thread: it builds the graph of the tenant's
+    /// cached index (again if a new one replaced it meanwhile) and ends when that index has
+    /// its graph or is gone. Builders of all tenants take turns, so builds never take more
+    /// than one core from serving; searches stay exact until the graph is done.
+    fn start_graph_builder(&self, tenant: usize) {
+        let (cache, builds) = (Arc::clone(&self.cache), Arc::clone(&self.graph_builds));
         let id = self.catalog.tenants[tenant].id.clone();
-        let spawned = std::thread::Builder::new()
-            .name("hnsw-build".into())
-            .spawn(move || {
-                let _one_at_a_time = builds.lock().expect("graph build lock");
+        let build = move || {
+            loop {
+                let index = {
+                    let mut c = lock(&cache);
+                    match c.indexes.get(&tenant).filter(|ix| ix.needs_graph()) {
+                        Some(index) => Arc::clone(index),
+                        None => {
+                            c.building.remove(&tenant);
+                            return;
+                        }
+                    }
+                };
+                let _one_at_a_time = lock(&builds);
                 let started = std::time::Instant::now();
                 index.build_graph();
                 tracing::info!(
@@ -297,17 +404,25 @@ impl Pod {
                     seconds = started.elapsed().as_secs_f64(),
                     "built the tenant's HNSW graph"
                 );
-            });
-        if let Err(e) = spawned {
-            tracing::warn!(error = %e, "could not start a graph build; searches stay exact");
+            }
+        };
+        match std::thread::Builder::new()
+            .name("hnsw-build".into())
+            .spawn(build)
+        {
+            Ok(_) => self.metrics.graph_builder_started(),
+            Err(e) => {
+                lock(&self.cache).building.remove(&tenant);
+                tracing::warn!(error = %e, "could not start a graph build; searches stay exact");
+            }
         }
     }
 
     /// The tenant's index if it is cached (a hit needs no blocking thread).
     pub fn cached_index(&self, tenant: usize) -> Option<Arc<TenantIndex>> {
-        let mut c = self.cache.lock().expect("cache lock");
-        let (lru, map) = &mut *c;
-        let ix = map.get(&tenant)?;
+        let mut c = lock(&self.cache);
+        let Cached { lru, indexes, .. } = &mut *c;
+        let ix = indexes.get(&tenant)?;
         lru.access(tenant, ix.bytes());
         self.metrics.cache(tenant, true);
         Some(Arc::clone(ix))
@@ -320,7 +435,7 @@ impl Pod {
 
     /// Adds the queries served since the last flush to the store's per-hour tenant volume,
     /// which the next pod's warm-up reads.
-    pub fn flush_volume(&self) -> Result<(), crate::store::StoreError> {
+    pub fn flush_volume(&self) -> Result<(), StoreError> {
         let counts: Vec<(&str, u64)> = self
             .catalog
             .tenants
@@ -342,13 +457,19 @@ impl Pod {
 
     /// Loads the indexes of the `n` tenants with the most queries in the last hour or two
     /// into the cache; returns their ids.
-    pub fn preload(&self, n: usize) -> Result<Vec<String>, crate::store::StoreError> {
+    pub fn preload(&self, n: usize) -> Result<Vec<String>, IndexError> {
         let since = (unix_ms() / 3_600_000) as i64 - 1;
         let mut loaded = Vec::new();
         for id in self.store.top_tenants(since, n)? {
             if let Some(t) = self.tenant(&id) {
-                self.index(t)?;
-                loaded.push(id);
+                match self.index(t) {
+                    Ok(_) => loaded.push(id),
+                    // That tenant's problem: the others still preload.
+                    Err(e @ IndexError::TooLarge { .. }) => {
+                        tracing::warn!(error = %e, "not preloaded")
+                    }
+                    Err(e) => return Err(e),
+                }
             }
         }
         Ok(loaded)
@@ -381,9 +502,26 @@ impl Pod {
 
     /// Forgets a tenant's cached index (its documents changed).
     pub fn invalidate(&self, tenant: usize) {
-        let mut c = self.cache.lock().expect("cache lock");
-        c.0.remove(tenant);
-        c.1.remove(&tenant);
+        let mut c = lock(&self.cache);
+        c.lru.remove(tenant);
+        c.indexes.remove(&tenant);
+        c.too_large.remove(&tenant);
+    }
+
+    /// Records a tenant's storage usage (after its write, or as the store last had it).
+    pub fn record_usage(&self, tenant: usize, usage: Usage) {
+        self.metrics.storage(tenant, usage);
+    }
+
+    /// Reads every tenant's storage usage from the store into the metrics (other pods'
+    /// writes included).
+    pub fn refresh_usage(&self) -> Result<(), StoreError> {
+        for (id, usage) in self.store.usage()? {
+            if let Some(t) = self.tenant(&id) {
+                self.record_usage(t, usage);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -392,4 +530,135 @@ pub fn unix_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::NewDocument;
+
+    fn pod(hnsw_threshold: usize) -> Arc<Pod> {
+        let text = "cluster: {cores: 8, memory: 16Gi}\ntiers:\n  gold: {share: 0.5}\n\
+tenants:\n  - {id: media-1, tier: gold}\n  - {id: finance-1, tier: gold}\n\
+pool: {maxReplicas: 4, slotsPerPod: 2, queuePerTenant: 10}\n";
+        let store = Store::in_memory().unwrap();
+        let docs: Vec<NewDocument> = (0..20)
+            .map(|i| NewDocument {
+                id: format!("d{i}"),
+                text: format!("document number {i} about topic {}", i % 3),
+                metadata: serde_json::Value::Null,
+            })
+            .collect();
+        let quota = tenantscale_core::catalog::DEFAULT_STORAGE_QUOTA;
+        store
+            .ingest("media-1", &docs, &Embedder::Hashed, &quota)
+            .unwrap();
+        Arc::new(Pod::new(
+            Catalog::parse(text).unwrap().catalog,
+            store,
+            &PodConfig {
+                slots: 2,
+                cache_bytes: 64 << 20,
+                hnsw_threshold,
+                embedder: Arc::new(Embedder::Hashed),
+            },
+        ))
+    }
+
+    /// Waits (bounded) for `done`.
+    fn wait_for(what: &str, done: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !done() {
+            assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn concurrent_misses_past_the_threshold_start_one_graph_builder() {
+        let pod = pod(1);
+        // Builds wait for their turn behind this one, so every query misses while none is done.
+        let turn = lock(&pod.graph_builds);
+        let queries: Vec<_> = (0..16)
+            .map(|_| {
+                let pod = Arc::clone(&pod);
+                std::thread::spawn(move || pod.index(0).map(|ix| ix.chunks.len()))
+            })
+            .collect();
+        for q in queries {
+            assert_eq!(q.join().unwrap().unwrap(), 20);
+        }
+        // Its documents change and it is loaded again, several times, while the builder
+        // still waits: the waiting builder takes the newest index; no other starts.
+        for _ in 0..5 {
+            pod.invalidate(0);
+            pod.index(0).unwrap();
+        }
+        assert_eq!(pod.metrics.graph_builders_started(), 1);
+        drop(turn);
+        wait_for("the graph", || {
+            pod.cached_index(0).is_some_and(|ix| !ix.needs_graph())
+        });
+        wait_for("the builder to end", || {
+            lock(&pod.cache).building.is_empty()
+        });
+        assert_eq!(pod.metrics.graph_builders_started(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_poisoned_lock_keeps_the_pod_serving_and_fails_health() {
+        let pod = pod(usize::MAX);
+        let app = crate::http::router(
+            Arc::clone(&pod),
+            crate::http::HttpConfig {
+                auth: crate::http::TenantAuth::TrustHeader,
+                max_body: 1 << 16,
+                max_query_chars: 100,
+                queue_timeout: std::time::Duration::from_secs(5),
+                llm: None,
+            },
+        );
+        let held = pod
+            .acquire(0, std::time::Duration::from_secs(5))
+            .await
+            .unwrap();
+        // A thread panics holding the slots' lock and the cache's.
+        let poisoner = Arc::clone(&pod);
+        std::thread::spawn(move || {
+            let _slots = poisoner.slots.lock();
+            let _cache = poisoner.cache.lock();
+            panic!("poisoning the pod's locks on purpose");
+        })
+        .join()
+        .unwrap_err();
+        assert!(!pod.healthy());
+        drop(held); // SlotGuard::drop takes the poisoned lock: no panic.
+        let get = |uri: &str, tenant: bool| {
+            let mut req = axum::http::Request::builder().uri(uri);
+            if tenant {
+                req = req
+                    .method("POST")
+                    .header("x-tenant-id", "media-1")
+                    .header("content-type", "application/json");
+            }
+            let body = if tenant {
+                r#"{"query": "topic 1"}"#
+            } else {
+                ""
+            };
+            let app = app.clone();
+            let req = req.body(axum::body::Body::from(body)).unwrap();
+            async move {
+                use tower::ServiceExt;
+                app.oneshot(req).await.unwrap().status()
+            }
+        };
+        for _ in 0..3 {
+            assert_eq!(get("/v1/query", true).await, axum::http::StatusCode::OK);
+        }
+        assert_eq!(
+            get("/health", false).await,
+            axum::http::StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
 }

@@ -2,12 +2,20 @@
 //! SQLite (embedded, one file, WAL) or Postgres (shared by many pods). Every statement is scoped
 //! by tenant id; writes are transactions, so an error leaves nothing half-written, and a commit
 //! returns only once the write is durable (SQLite `synchronous=FULL`, Postgres's default).
+//!
+//! Each tenant's usage (documents, and the bytes its [`StorageQuota`] counts) is kept in
+//! `tenant_usage`, updated by every write under a per-tenant lock (SQLite: its one writer;
+//! Postgres: an advisory transaction lock on the tenant), so pods writing for one tenant at
+//! once never take it past its quota. Reads use their own connections: a write never holds
+//! another tenant's index load.
 
 use crate::embedder::{Embedder, EmbedderError};
+use crate::lock;
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Mutex;
+use tenantscale_core::catalog::StorageQuota;
 use tenantscale_core::retrieval::{DIMENSIONS, chunk};
-
 /// A stored chunk of a tenant's document.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Chunk {
@@ -40,25 +48,138 @@ pub enum StoreError {
          --embedder accordingly, or a new store"
     )]
     EmbedderMismatch { stored: String, requested: String },
+    #[error(transparent)]
+    Quota(#[from] QuotaExceeded),
 }
 
-/// The store: one connection behind a lock (the pod calls it from blocking threads only).
+/// What a tenant keeps in the store: documents, and bytes as [`StorageQuota`] counts them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub documents: u64,
+    pub bytes: u64,
+}
+
+/// A write refused because it would take the tenant over its storage quota.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "tenant {tenant}'s storage quota: this request would bring its {what} to {after} (now \
+     {before}), over its quota of {limit}; nothing was stored"
+)]
+pub struct QuotaExceeded {
+    pub tenant: String,
+    /// `documents` or `bytes`.
+    pub what: &'static str,
+    pub before: u64,
+    pub after: u64,
+    pub limit: u64,
+}
+
+/// Checks a write that takes `tenant` from `before` to `after`: a measure over its limit is
+/// refused only if the write grows it (a tenant over a lowered quota may still shrink).
+fn within_quota(
+    tenant: &str,
+    before: Usage,
+    after: Usage,
+    quota: &StorageQuota,
+) -> Result<(), QuotaExceeded> {
+    for (what, before, after, limit) in [
+        (
+            "documents",
+            before.documents,
+            after.documents,
+            quota.documents,
+        ),
+        ("bytes", before.bytes, after.bytes, quota.bytes),
+    ] {
+        if after > limit && after > before {
+            return Err(QuotaExceeded {
+                tenant: tenant.to_string(),
+                what,
+                before,
+                after,
+                limit,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The store. SQLite: one writer, and connections of their own for reads (WAL lets them read
+/// while it writes); Postgres: a connection per statement at a time, from a pool.
 pub struct Store {
     backend: Backend,
 }
 
 enum Backend {
-    Sqlite(Mutex<rusqlite::Connection>),
-    Postgres {
-        url: String,
-        client: Box<Mutex<postgres::Client>>,
+    Sqlite {
+        writer: Mutex<rusqlite::Connection>,
+        /// None for a private in-memory database, which only its one connection can see.
+        readers: Option<Connections<rusqlite::Connection>>,
     },
+    Postgres(Connections<postgres::Client>),
+}
+
+/// Idle connections kept for reuse (more are opened when more statements run at once).
+const IDLE_CONNECTIONS: usize = 8;
+
+/// Connections for statements that run side by side: each caller takes one of its own
+/// (opening one when none is idle) and gives it back, so one tenant's long statement never
+/// holds another's. The pod's callers hold a worker slot (queries, ingests, deletes) or are
+/// its few background tasks, so the connections open stay within its slots and a few.
+struct Connections<C> {
+    idle: Mutex<Vec<C>>,
+    open: Box<dyn Fn() -> Result<C, StoreError> + Send + Sync>,
+}
+
+/// A connection that can tell it was lost.
+trait Usable {
+    fn usable(&self) -> bool;
+}
+
+impl Usable for rusqlite::Connection {
+    fn usable(&self) -> bool {
+        true
+    }
+}
+
+impl Usable for postgres::Client {
+    fn usable(&self) -> bool {
+        !self.is_closed()
+    }
+}
+
+impl<C: Usable> Connections<C> {
+    fn new(open: impl Fn() -> Result<C, StoreError> + Send + Sync + 'static) -> Self {
+        Self {
+            idle: Mutex::new(Vec::new()),
+            open: Box::new(open),
+        }
+    }
+
+    /// Runs `f` on a connection of its own.
+    fn with<T>(&self, f: impl FnOnce(&mut C) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let idle = {
+            let mut idle = lock(&self.idle);
+            std::iter::from_fn(|| idle.pop()).find(Usable::usable)
+        };
+        let mut c = match idle {
+            Some(c) => c,
+            None => (self.open)()?,
+        };
+        let result = f(&mut c);
+        let mut idle = lock(&self.idle);
+        if c.usable() && idle.len() < IDLE_CONNECTIONS {
+            idle.push(c);
+        }
+        result
+    }
 }
 
 /// Characters per chunk the chunker aims for.
 const CHUNK_TARGET: usize = 800;
 
-/// Schema version 1, with the dialect's names for a 64-bit integer and a byte string: both
+/// Schema version 1 (and `tenant_usage`, which a store without it gets on open; a tenant
+/// without a row there has its usage counted at its first write), with the dialect's names for a 64-bit integer and a byte string: both
 /// stores keep the same tables and columns.
 fn schema(integer: &str, bytes: &str) -> String {
     format!(
@@ -72,7 +193,9 @@ fn schema(integer: &str, bytes: &str) -> String {
          CREATE TABLE IF NOT EXISTS tenant_volume (
              tenant_id TEXT NOT NULL, hour {integer} NOT NULL, queries {integer} NOT NULL,
              PRIMARY KEY (tenant_id, hour));
-         CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+         CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+         CREATE TABLE IF NOT EXISTS tenant_usage (
+             tenant_id TEXT PRIMARY KEY, documents {integer} NOT NULL, bytes {integer} NOT NULL);"
     )
 }
 
@@ -99,10 +222,93 @@ mod sql {
     pub const CLAIM_EMBEDDER: &str = "INSERT INTO settings (key, value) VALUES ('embedder', ?1)
         ON CONFLICT (key) DO NOTHING";
 
+    pub const USAGE: &str = "SELECT documents, bytes FROM tenant_usage WHERE tenant_id = ?1";
+    pub const ALL_USAGE: &str = "SELECT tenant_id, documents, bytes FROM tenant_usage";
+    pub const PUT_USAGE: &str = "INSERT INTO tenant_usage (tenant_id, documents, bytes)
+        VALUES (?1, ?2, ?3) ON CONFLICT (tenant_id)
+        DO UPDATE SET documents = excluded.documents, bytes = excluded.bytes";
+    /// Serializes one tenant's writes across connections and pods until the transaction ends
+    /// (Postgres; SQLite has one writer). Tenants whose ids hash alike share a lock: harmless.
+    pub const LOCK_TENANT: &str = "SELECT pg_advisory_xact_lock(7400312, hashtext($1))";
+
+    /// Bytes of a column's value (SQLite's `length` counts a text's characters).
+    pub fn sqlite_octets(column: &str) -> String {
+        format!("length(CAST({column} AS BLOB))")
+    }
+    pub fn pg_octets(column: &str) -> String {
+        format!("octet_length({column})")
+    }
+
+    /// The bytes of tenant ?1's document ?2 as `StorageQuota` counts them (no row: no such
+    /// document).
+    pub fn document_bytes(octets: fn(&str) -> String) -> String {
+        format!(
+            "SELECT {} + {} + {} + COALESCE((SELECT SUM({} + {}) FROM chunks c
+                 WHERE c.tenant_id = d.tenant_id AND c.document_id = d.id), 0)
+             FROM documents d WHERE d.tenant_id = ?1 AND d.id = ?2",
+            octets("d.id"),
+            octets("d.text"),
+            octets("d.metadata"),
+            octets("c.text"),
+            octets("c.vector"),
+        )
+    }
+
+    /// Tenant ?1's documents and bytes, counted from its rows.
+    pub fn count_usage(octets: fn(&str) -> String) -> String {
+        format!(
+            "SELECT (SELECT COUNT(*) FROM documents WHERE tenant_id = ?1),
+                 COALESCE((SELECT SUM({} + {} + {}) FROM documents WHERE tenant_id = ?1), 0)
+                 + COALESCE((SELECT SUM({} + {}) FROM chunks WHERE tenant_id = ?1), 0)",
+            octets("id"),
+            octets("text"),
+            octets("metadata"),
+            octets("text"),
+            octets("vector"),
+        )
+    }
+
     pub fn pg(statement: &str) -> String {
         statement.replace('?', "$")
     }
 }
+
+/// A usage row's or count's two columns (never negative).
+fn usage_of(documents: i64, bytes: i64) -> Usage {
+    Usage {
+        documents: documents.max(0) as u64,
+        bytes: bytes.max(0) as u64,
+    }
+}
+
+fn as_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// The documents of a request by id, each with the bytes it will take (the last of an id is
+/// what stays).
+fn new_sizes<'a>(prepared: &'a [Prepared<'a>]) -> BTreeMap<&'a str, u64> {
+    prepared
+        .iter()
+        .map(|(d, metadata, chunks)| {
+            let chunks: usize = chunks.iter().map(|(t, v)| t.len() + v.len()).sum();
+            let bytes = d.id.len() + d.text.len() + metadata.len() + chunks;
+            (d.id.as_str(), bytes as u64)
+        })
+        .collect()
+}
+
+/// `before` after documents are written over ones that took `stored` bytes (`None`: a new
+/// id): (stored, new) per id.
+fn usage_after(before: Usage, replaced: &[(Option<u64>, u64)]) -> Usage {
+    replaced.iter().fold(before, |u, (stored, new)| Usage {
+        documents: u.documents + u64::from(stored.is_none()),
+        bytes: (u.bytes + new).saturating_sub(stored.unwrap_or(0)),
+    })
+}
+
+/// A document ready to write: itself, its metadata as stored, its chunks.
+type Prepared<'a> = (&'a NewDocument, String, Vec<EmbeddedChunk>);
 
 /// A chunk ready to write: its text and its vector as little-endian f32 bytes.
 type EmbeddedChunk = (String, Vec<u8>);
@@ -130,6 +336,9 @@ fn push_vector(vectors: &mut Vec<f32>, blob: &[u8]) -> bool {
     true
 }
 
+/// How long a SQLite connection waits for another's lock.
+const SQLITE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// SQLite write transactions take the write lock at BEGIN: one that read first and then
 /// upgraded could not wait for another writer (SQLite fails such an upgrade at once).
 const IMMEDIATE: rusqlite::TransactionBehavior = rusqlite::TransactionBehavior::Immediate;
@@ -137,22 +346,40 @@ const IMMEDIATE: rusqlite::TransactionBehavior = rusqlite::TransactionBehavior::
 impl Store {
     /// Opens (creating if needed) the SQLite database at `path` and applies migrations.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        Self::sqlite(rusqlite::Connection::open(path)?)
+        let writer = Self::sqlite_writer(rusqlite::Connection::open(path)?)?;
+        let path = path.to_path_buf();
+        let readers = Connections::new(move || {
+            let db = rusqlite::Connection::open(&path)?;
+            db.busy_timeout(SQLITE_WAIT)?;
+            db.pragma_update(None, "query_only", true)?;
+            Ok(db)
+        });
+        Ok(Self {
+            backend: Backend::Sqlite {
+                writer: Mutex::new(writer),
+                readers: Some(readers),
+            },
+        })
     }
 
-    /// A private in-memory SQLite database (tests).
+    /// A private in-memory SQLite database (tests): reads share the writer's connection.
     pub fn in_memory() -> Result<Self, StoreError> {
-        Self::sqlite(rusqlite::Connection::open_in_memory()?)
+        let writer = Self::sqlite_writer(rusqlite::Connection::open_in_memory()?)?;
+        Ok(Self {
+            backend: Backend::Sqlite {
+                writer: Mutex::new(writer),
+                readers: None,
+            },
+        })
     }
 
-    fn sqlite(db: rusqlite::Connection) -> Result<Self, StoreError> {
+    fn sqlite_writer(db: rusqlite::Connection) -> Result<rusqlite::Connection, StoreError> {
         // Pods started together share one file: a writer waits for another's lock instead
         // of failing at once with "database is locked".
-        const WAIT: std::time::Duration = std::time::Duration::from_secs(10);
-        db.busy_timeout(WAIT)?;
+        db.busy_timeout(SQLITE_WAIT)?;
         // Switching a new file to WAL while another process does the same can fail with
         // SQLITE_BUSY without consulting the busy handler: retry that step for as long.
-        let deadline = std::time::Instant::now() + WAIT;
+        let deadline = std::time::Instant::now() + SQLITE_WAIT;
         let setup = || -> rusqlite::Result<()> {
             db.pragma_update(None, "journal_mode", "WAL")?;
             db.pragma_update(None, "synchronous", "FULL")?;
@@ -165,9 +392,7 @@ impl Store {
             }
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
-        Ok(Self {
-            backend: Backend::Sqlite(Mutex::new(db)),
-        })
+        Ok(db)
     }
 
     /// Connects to Postgres at `url` (`postgres://user[:password]@host[:port]/db`, no TLS) and
@@ -179,25 +404,25 @@ impl Store {
         tx.execute("SELECT pg_advisory_xact_lock(7400311)", &[])?;
         tx.batch_execute(&schema("BIGINT", "BYTEA"))?;
         tx.commit()?;
+        let url = url.to_string();
+        let clients =
+            Connections::new(move || Ok(postgres::Client::connect(&url, postgres::NoTls)?));
+        lock(&clients.idle).push(client);
         Ok(Self {
-            backend: Backend::Postgres {
-                url: url.to_string(),
-                client: Box::new(Mutex::new(client)),
-            },
+            backend: Backend::Postgres(clients),
         })
     }
 
-    /// Runs `f` on the Postgres client, reconnecting first if the connection was lost.
-    fn with_postgres<T>(
-        url: &str,
-        client: &Mutex<postgres::Client>,
-        f: impl FnOnce(&mut postgres::Client) -> Result<T, postgres::Error>,
+    /// Runs a read on a SQLite connection of its own (the writer's for an in-memory store).
+    fn sqlite_read<T>(
+        writer: &Mutex<rusqlite::Connection>,
+        readers: &Option<Connections<rusqlite::Connection>>,
+        f: impl FnOnce(&rusqlite::Connection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let mut client = client.lock().expect("store lock");
-        if client.is_closed() {
-            *client = postgres::Client::connect(url, postgres::NoTls)?;
+        match readers {
+            Some(readers) => readers.with(|db| f(db)),
+            None => f(&lock(writer)),
         }
-        Ok(f(&mut client)?)
     }
 
     /// Records `embedder` as the one whose vectors this store holds, or checks that it is:
@@ -206,8 +431,8 @@ impl Store {
     pub fn claim_embedder(&self, embedder: &str) -> Result<(), StoreError> {
         let before_the_record = Embedder::Hashed.name();
         let stored: String = match &self.backend {
-            Backend::Sqlite(db) => {
-                let mut db = db.lock().expect("store lock");
+            Backend::Sqlite { writer, .. } => {
+                let mut db = lock(writer);
                 let tx = db.transaction_with_behavior(IMMEDIATE)?;
                 let any: bool = tx.query_row(sql::ANY_CHUNK, [], |r| r.get(0))?;
                 let claim = if any { before_the_record } else { embedder };
@@ -216,7 +441,7 @@ impl Store {
                 tx.commit()?;
                 stored
             }
-            Backend::Postgres { url, client } => Self::with_postgres(url, client, |c| {
+            Backend::Postgres(clients) => clients.with(|c| {
                 let mut tx = c.transaction()?;
                 let any: bool = tx.query_one(sql::ANY_CHUNK, &[])?.get(0);
                 let claim = if any { before_the_record } else { embedder };
@@ -237,15 +462,17 @@ impl Store {
     }
 
     /// Stores `docs` for `tenant`, replacing documents with the same id; returns the number of
-    /// chunks written. All or nothing.
+    /// chunks written and the tenant's usage after. All or nothing: a request that would take
+    /// the tenant over `quota` stores nothing ([`StoreError::Quota`]).
     pub fn ingest(
         &self,
         tenant: &str,
         docs: &[NewDocument],
         embedder: &Embedder,
-    ) -> Result<usize, StoreError> {
+        quota: &StorageQuota,
+    ) -> Result<(usize, Usage), StoreError> {
         // Embed before taking the lock: it is the slow part.
-        let prepared: Vec<(&NewDocument, String, Vec<EmbeddedChunk>)> = docs
+        let prepared: Vec<Prepared> = docs
             .iter()
             .map(|d| {
                 Ok((
@@ -256,10 +483,16 @@ impl Store {
             })
             .collect::<Result<_, EmbedderError>>()?;
         let written = prepared.iter().map(|(_, _, c)| c.len()).sum();
-        match &self.backend {
-            Backend::Sqlite(db) => {
-                let mut db = db.lock().expect("store lock");
+        let sizes = new_sizes(&prepared);
+        let after = match &self.backend {
+            Backend::Sqlite { writer, .. } => {
+                let mut db = lock(writer);
                 let tx = db.transaction_with_behavior(IMMEDIATE)?;
+                let before = Self::sqlite_usage(&tx, tenant)?;
+                let stored = tx.prepare(&sql::document_bytes(sql::sqlite_octets))?;
+                let replaced = Self::sqlite_replaced(stored, tenant, &sizes)?;
+                let after = usage_after(before, &replaced);
+                within_quota(tenant, before, after, quota)?;
                 for (d, metadata, chunks) in &prepared {
                     tx.execute(sql::DELETE_CHUNKS, (tenant, &d.id))?;
                     tx.execute(sql::UPSERT_DOCUMENT, (tenant, &d.id, &d.text, metadata))?;
@@ -267,10 +500,21 @@ impl Store {
                         tx.execute(sql::INSERT_CHUNK, (tenant, &d.id, i as i64, text, vector))?;
                     }
                 }
+                Self::sqlite_put_usage(&tx, tenant, after)?;
                 tx.commit()?;
+                after
             }
-            Backend::Postgres { url, client } => Self::with_postgres(url, client, |c| {
+            Backend::Postgres(clients) => clients.with(|c| {
                 let mut tx = c.transaction()?;
+                let before = Self::pg_usage(&mut tx, tenant)?;
+                let stored = tx.prepare(&sql::pg(&sql::document_bytes(sql::pg_octets)))?;
+                let mut replaced = Vec::with_capacity(sizes.len());
+                for (id, new) in &sizes {
+                    let row = tx.query_opt(&stored, &[&tenant, id])?;
+                    replaced.push((row.map(|r| r.get::<_, i64>(0).max(0) as u64), *new));
+                }
+                let after = usage_after(before, &replaced);
+                within_quota(tenant, before, after, quota)?;
                 let delete = tx.prepare(&sql::pg(sql::DELETE_CHUNKS))?;
                 let upsert = tx.prepare(&sql::pg(sql::UPSERT_DOCUMENT))?;
                 let insert = tx.prepare(&sql::pg(sql::INSERT_CHUNK))?;
@@ -281,29 +525,142 @@ impl Store {
                         tx.execute(&insert, &[&tenant, &d.id, &(i as i64), text, vector])?;
                     }
                 }
-                tx.commit()
+                Self::pg_put_usage(&mut tx, tenant, after)?;
+                tx.commit()?;
+                Ok(after)
             })?,
-        }
-        Ok(written)
+        };
+        Ok((written, after))
     }
 
-    /// Deletes `tenant`'s document `id` and its chunks; false if there was none.
-    pub fn delete(&self, tenant: &str, id: &str) -> Result<bool, StoreError> {
+    /// (stored bytes, new bytes) of each id a request writes.
+    fn sqlite_replaced(
+        mut stored: rusqlite::Statement,
+        tenant: &str,
+        sizes: &BTreeMap<&str, u64>,
+    ) -> Result<Vec<(Option<u64>, u64)>, StoreError> {
+        use rusqlite::OptionalExtension;
+        let mut replaced = Vec::with_capacity(sizes.len());
+        for (id, new) in sizes {
+            let old: Option<i64> = stored.query_row((tenant, id), |r| r.get(0)).optional()?;
+            replaced.push((old.map(|b| b.max(0) as u64), *new));
+        }
+        Ok(replaced)
+    }
+
+    /// The tenant's usage, inside a write transaction (which holds the tenant's writes).
+    fn sqlite_usage(tx: &rusqlite::Connection, tenant: &str) -> Result<Usage, StoreError> {
+        use rusqlite::OptionalExtension;
+        let row = tx
+            .query_row(sql::USAGE, [tenant], |r| Ok(usage_of(r.get(0)?, r.get(1)?)))
+            .optional()?;
+        match row {
+            Some(usage) => Ok(usage),
+            None => Ok(
+                tx.query_row(&sql::count_usage(sql::sqlite_octets), [tenant], |r| {
+                    Ok(usage_of(r.get(0)?, r.get(1)?))
+                })?,
+            ),
+        }
+    }
+
+    fn sqlite_put_usage(
+        tx: &rusqlite::Connection,
+        tenant: &str,
+        u: Usage,
+    ) -> Result<(), StoreError> {
+        tx.execute(
+            sql::PUT_USAGE,
+            (tenant, as_i64(u.documents), as_i64(u.bytes)),
+        )?;
+        Ok(())
+    }
+
+    /// The tenant's usage, taking its write lock until the transaction ends.
+    fn pg_usage(tx: &mut postgres::Transaction, tenant: &str) -> Result<Usage, StoreError> {
+        tx.execute(sql::LOCK_TENANT, &[&tenant])?;
+        let row = match tx.query_opt(&sql::pg(sql::USAGE), &[&tenant])? {
+            Some(row) => row,
+            None => tx.query_one(&sql::pg(&sql::count_usage(sql::pg_octets)), &[&tenant])?,
+        };
+        Ok(usage_of(row.get(0), row.get(1)))
+    }
+
+    fn pg_put_usage(
+        tx: &mut postgres::Transaction,
+        tenant: &str,
+        u: Usage,
+    ) -> Result<(), StoreError> {
+        tx.execute(
+            &sql::pg(sql::PUT_USAGE),
+            &[&tenant, &as_i64(u.documents), &as_i64(u.bytes)],
+        )?;
+        Ok(())
+    }
+
+    /// Deletes `tenant`'s document `id` and its chunks; the tenant's usage after, or `None`
+    /// if there was no such document.
+    pub fn delete(&self, tenant: &str, id: &str) -> Result<Option<Usage>, StoreError> {
+        let gone = |before: Usage, bytes: i64| Usage {
+            documents: before.documents.saturating_sub(1),
+            bytes: before.bytes.saturating_sub(bytes.max(0) as u64),
+        };
         match &self.backend {
-            Backend::Sqlite(db) => {
-                let mut db = db.lock().expect("store lock");
+            Backend::Sqlite { writer, .. } => {
+                use rusqlite::OptionalExtension;
+                let mut db = lock(writer);
                 let tx = db.transaction_with_behavior(IMMEDIATE)?;
+                let before = Self::sqlite_usage(&tx, tenant)?;
+                let stored: Option<i64> = tx
+                    .query_row(
+                        &sql::document_bytes(sql::sqlite_octets),
+                        (tenant, id),
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                let Some(bytes) = stored else { return Ok(None) };
                 tx.execute(sql::DELETE_CHUNKS, (tenant, id))?;
-                let n = tx.execute(sql::DELETE_DOCUMENT, (tenant, id))?;
+                tx.execute(sql::DELETE_DOCUMENT, (tenant, id))?;
+                let after = gone(before, bytes);
+                Self::sqlite_put_usage(&tx, tenant, after)?;
                 tx.commit()?;
-                Ok(n > 0)
+                Ok(Some(after))
             }
-            Backend::Postgres { url, client } => Self::with_postgres(url, client, |c| {
+            Backend::Postgres(clients) => clients.with(|c| {
                 let mut tx = c.transaction()?;
+                let before = Self::pg_usage(&mut tx, tenant)?;
+                let stored = tx.query_opt(
+                    &sql::pg(&sql::document_bytes(sql::pg_octets)),
+                    &[&tenant, &id],
+                )?;
+                let Some(row) = stored else { return Ok(None) };
                 tx.execute(&sql::pg(sql::DELETE_CHUNKS), &[&tenant, &id])?;
-                let n = tx.execute(&sql::pg(sql::DELETE_DOCUMENT), &[&tenant, &id])?;
+                tx.execute(&sql::pg(sql::DELETE_DOCUMENT), &[&tenant, &id])?;
+                let after = gone(before, row.get(0));
+                Self::pg_put_usage(&mut tx, tenant, after)?;
                 tx.commit()?;
-                Ok(n > 0)
+                Ok(Some(after))
+            }),
+        }
+    }
+
+    /// Every tenant's usage as last written (a tenant that has not written since its usage
+    /// began to be kept is missing until its next write).
+    pub fn usage(&self) -> Result<Vec<(String, Usage)>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite { writer, readers } => Self::sqlite_read(writer, readers, |db| {
+                let mut stmt = db.prepare_cached(sql::ALL_USAGE)?;
+                let rows = stmt
+                    .query_map([], |r| Ok((r.get(0)?, usage_of(r.get(1)?, r.get(2)?))))?
+                    .collect::<Result<_, _>>()?;
+                Ok(rows)
+            }),
+            Backend::Postgres(clients) => clients.with(|c| {
+                let rows = c.query(sql::ALL_USAGE, &[])?;
+                Ok(rows
+                    .iter()
+                    .map(|r| (r.get(0), usage_of(r.get(1), r.get(2))))
+                    .collect())
             }),
         }
     }
@@ -313,8 +670,7 @@ impl Store {
         let mut chunks = Vec::new();
         let mut vectors = Vec::new();
         match &self.backend {
-            Backend::Sqlite(db) => {
-                let db = db.lock().expect("store lock");
+            Backend::Sqlite { writer, readers } => Self::sqlite_read(writer, readers, |db| {
                 let mut stmt = db.prepare_cached(sql::LOAD)?;
                 let mut rows = stmt.query([tenant])?;
                 while let Some(row) = rows.next()? {
@@ -327,10 +683,10 @@ impl Store {
                         });
                     }
                 }
-            }
-            Backend::Postgres { url, client } => {
-                let rows =
-                    Self::with_postgres(url, client, |c| c.query(&sql::pg(sql::LOAD), &[&tenant]))?;
+                Ok(())
+            })?,
+            Backend::Postgres(clients) => {
+                let rows = clients.with(|c| Ok(c.query(&sql::pg(sql::LOAD), &[&tenant])?))?;
                 for row in rows {
                     if push_vector(&mut vectors, row.get::<_, &[u8]>(3)) {
                         chunks.push(Chunk {
@@ -350,11 +706,11 @@ impl Store {
         let counts: Vec<(&str, i64)> = counts
             .iter()
             .filter(|(_, n)| *n > 0)
-            .map(|(t, n)| (*t, i64::try_from(*n).unwrap_or(i64::MAX)))
+            .map(|(t, n)| (*t, as_i64(*n)))
             .collect();
         match &self.backend {
-            Backend::Sqlite(db) => {
-                let mut db = db.lock().expect("store lock");
+            Backend::Sqlite { writer, .. } => {
+                let mut db = lock(writer);
                 let tx = db.transaction_with_behavior(IMMEDIATE)?;
                 for (tenant, n) in &counts {
                     tx.execute(sql::ADD_VOLUME, (tenant, hour, n))?;
@@ -362,12 +718,12 @@ impl Store {
                 tx.commit()?;
                 Ok(())
             }
-            Backend::Postgres { url, client } => Self::with_postgres(url, client, |c| {
+            Backend::Postgres(clients) => clients.with(|c| {
                 let mut tx = c.transaction()?;
                 for (tenant, n) in &counts {
                     tx.execute(&sql::pg(sql::ADD_VOLUME), &[tenant, &hour, n])?;
                 }
-                tx.commit()
+                Ok(tx.commit()?)
             }),
         }
     }
@@ -376,18 +732,16 @@ impl Store {
     pub fn top_tenants(&self, since: i64, n: usize) -> Result<Vec<String>, StoreError> {
         let limit = i64::try_from(n).unwrap_or(i64::MAX);
         match &self.backend {
-            Backend::Sqlite(db) => {
-                let db = db.lock().expect("store lock");
+            Backend::Sqlite { writer, readers } => Self::sqlite_read(writer, readers, |db| {
                 let mut stmt = db.prepare(sql::TOP_TENANTS)?;
                 let ids = stmt
                     .query_map((since, limit), |row| row.get(0))?
                     .collect::<Result<_, _>>()?;
                 Ok(ids)
-            }
-            Backend::Postgres { url, client } => {
-                let rows = Self::with_postgres(url, client, |c| {
-                    c.query(&sql::pg(sql::TOP_TENANTS), &[&since, &limit])
-                })?;
+            }),
+            Backend::Postgres(clients) => {
+                let rows = clients
+                    .with(|c| Ok(c.query(&sql::pg(sql::TOP_TENANTS), &[&since, &limit])?))?;
                 Ok(rows.iter().map(|r| r.get(0)).collect())
             }
         }

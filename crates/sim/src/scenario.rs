@@ -481,6 +481,7 @@ impl Scenario {
                                 slo_ms: t.slo_ms,
                                 api_key_sha256: None,
                                 silo: false,
+                                quota: t.quota,
                             });
                             catalog.tenants.len() - 1
                         })

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+mod attack_store;
 mod gateway;
 mod k8s;
 #[cfg(feature = "kubernetes-fake-api")]
@@ -143,6 +144,12 @@ fn check_reproduces_the_seeds_quota_math() {
         assert_eq!(g["cpu"], cpu, "{id}");
         assert_eq!(g["memoryBytes"], (mem * gib).round() as i64, "{id}");
         assert_eq!(g["pods"], 1, "{id}");
+        // The seed's example sets no storage quota: every tier has the default.
+        assert_eq!(
+            tenant(id)["storage"],
+            serde_json::json!({"documents": 10000, "bytes": 64 << 20}),
+            "{id}"
+        );
     }
     let gold = &v["tiers"][0];
     assert_eq!(
@@ -175,7 +182,7 @@ fn check_rejects_bad_catalogs_with_paths_and_lines() {
     ]);
     assert_eq!(o.status.code(), Some(2));
     assert!(
-        stderr(&o).contains(r#"tenants[10].tier (line 26): unknown tier "platinum""#),
+        stderr(&o).contains(r#"tenants[10].tier (line 30): unknown tier "platinum""#),
         "{}",
         stderr(&o)
     );

@@ -300,3 +300,113 @@ fn the_kubernetes_section_defaults_and_names_bad_fields() {
     .catalog;
     assert_eq!(silo.tenants.iter().filter(|t| t.silo).count(), 1);
 }
+
+#[test]
+fn storage_quotas_default_per_tier_and_are_overridden_per_tenant() {
+    use tenantscale_core::catalog::{DEFAULT_STORAGE_QUOTA, StorageQuota};
+    let text = BASE
+        .replace(
+            "gold: {weight: 3, share: 0.3}",
+            "gold: {weight: 3, share: 0.3, quota: {documents: 500, bytes: 1Gi}}",
+        )
+        .replace(
+            "{id: media-2, tier: gold}",
+            "{id: media-2, tier: gold, quota: {bytes: 2Mi}}",
+        )
+        .replace(
+            "{id: finance-1, tier: silver}",
+            "{id: finance-1, tier: silver, quota: {documents: 7}}",
+        );
+    let c = Catalog::parse(&text).unwrap().catalog;
+    let quota = |id: &str| c.tenants.iter().find(|t| t.id == id).unwrap().quota;
+    let q = |documents, bytes| StorageQuota { documents, bytes };
+    assert_eq!(quota("media-1"), q(500, 1 << 30), "the tier's");
+    assert_eq!(quota("media-2"), q(500, 2 << 20), "bytes overridden");
+    assert_eq!(quota("retail-1"), DEFAULT_STORAGE_QUOTA, "no tier quota");
+    assert_eq!(quota("finance-1"), q(7, DEFAULT_STORAGE_QUOTA.bytes));
+    let table = c.quota_table();
+    assert_eq!(table.tiers[0].storage, q(500, 1 << 30));
+    assert_eq!(table.tenants[1].storage, q(500, 2 << 20));
+
+    let bad = BASE
+        .replace(
+            "gold: {weight: 3, share: 0.3}",
+            "gold: {weight: 3, share: 0.3, quota: {documents: 0, bytes: 10}}",
+        )
+        .replace(
+            "{id: media-2, tier: gold}",
+            "{id: media-2, tier: gold, quota: {bytes: 2Pi}}",
+        )
+        .replace(
+            "{id: finance-1, tier: silver}",
+            "{id: finance-1, tier: silver, quota: {bytes: -1Mi}}",
+        );
+    assert_eq!(
+        errors_of(&bad),
+        vec![
+            "tiers.gold.quota.documents (line 3): 0 is not in [1, 1000000000]",
+            "tiers.gold.quota.bytes (line 3): 10 is not in [1Ki, 1Ti]",
+            "tenants[1].quota.bytes (line 7): 2Pi is not in [1Ki, 1Ti]",
+            "tenants[2].quota.bytes (line 8): -1Mi is not in [1Ki, 1Ti]",
+        ]
+    );
+    let e = errors_of(&BASE.replace(
+        "{id: retail-1, tier: silver}",
+        "{id: retail-1, tier: silver, quota: {bytes: lots}}",
+    ));
+    assert!(e[0].starts_with("tenants[3].quota.bytes"), "{e:?}");
+}
+
+mod parser_never_panics {
+    use proptest::prelude::*;
+    use tenantscale_core::catalog::Catalog;
+
+    /// Fragments of a real catalog, so mutations reach past the first syntax error.
+    const PIECES: &[&str] = &[
+        "cluster: {cores: 40, memory: 80Gi}\n",
+        "tiers:\n  gold: {weight: 3, share: 0.3, quota: {documents: 5, bytes: 1Mi}}\n",
+        "tenants:\n  - {id: a, tier: gold, quota: {bytes: 2Ki}}\n",
+        "pool: {minReplicas: 3, maxReplicas: 20}\n",
+        "kubernetes: {namespace: x, podResources: {requests: {cpu: 1, memory: 1Gi}, limits: {cpu: 1e400, memory: -0}}}\n",
+        "  - ",
+        "{",
+        "}",
+        "[",
+        ": ",
+        "&a ",
+        "*a ",
+        "!!binary ",
+        "\"\\u",
+        "1e99999",
+        "-9223372036854775809",
+        "9999999999999999999999Ei",
+        "\t",
+        "\u{feff}",
+        "---\n",
+    ];
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = Catalog::parse(&String::from_utf8_lossy(&bytes));
+        }
+
+        #[test]
+        fn arbitrary_strings(text in "\\PC{0,400}") {
+            let _ = Catalog::parse(&text);
+        }
+
+        #[test]
+        fn spliced_catalog_pieces(
+            picks in proptest::collection::vec(0..PIECES.len(), 0..24),
+            cut in 0usize..600,
+        ) {
+            let text: String = picks.iter().map(|&i| PIECES[i]).collect();
+            let cut = (0..=cut.min(text.len())).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
+            let _ = Catalog::parse(&text[..cut]);
+            let _ = Catalog::parse(&text);
+        }
+    }
+}

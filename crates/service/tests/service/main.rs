@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
 use tenantscale_core::auth;
-use tenantscale_core::catalog::Catalog;
+use tenantscale_core::catalog::{Catalog, DEFAULT_STORAGE_QUOTA as QUOTA};
 use tenantscale_service::embedder::Embedder;
 use tenantscale_service::http::{HttpConfig, Keys, TenantAuth, router};
 use tenantscale_service::pod::{Pod, PodConfig};
@@ -627,15 +627,7 @@ async fn metrics_after_one_query() -> String {
         signed("POST", "/v1/query", "media-1", json!({"query": "text"})),
     )
     .await;
-    let res = app
-        .clone()
-        .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    let bytes = axum::body::to_bytes(res.into_body(), 1 << 20)
-        .await
-        .unwrap();
-    String::from_utf8(bytes.to_vec()).unwrap()
+    metrics_text(&app).await
 }
 
 #[tokio::test]
@@ -684,23 +676,8 @@ async fn ready_reports_draining_while_queries_are_still_answered() {
 #[test]
 fn both_stores_scope_by_tenant_replace_by_id_and_rank_volume() {
     let mut stores = vec![("sqlite", Store::in_memory().unwrap())];
-    match std::env::var("TENANTSCALE_TEST_POSTGRES") {
-        Ok(admin) => {
-            let db = format!("tenantscale_store_{}", std::process::id());
-            let mut client = postgres::Client::connect(&admin, postgres::NoTls).unwrap();
-            client
-                .batch_execute(&format!("DROP DATABASE IF EXISTS {db}"))
-                .unwrap();
-            client
-                .batch_execute(&format!("CREATE DATABASE {db}"))
-                .unwrap();
-            let url = format!("{}/{db}", admin.rsplit_once('/').unwrap().0);
-            stores.push(("postgres", Store::connect_postgres(&url).unwrap()));
-        }
-        Err(_) => assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must set TENANTSCALE_TEST_POSTGRES"
-        ),
+    if let Some(url) = fresh_postgres("store") {
+        stores.push(("postgres", Store::connect_postgres(&url).unwrap()));
     }
     let doc = |id: &str, text: &str| tenantscale_service::store::NewDocument {
         id: id.into(),
@@ -713,13 +690,19 @@ fn both_stores_scope_by_tenant_replace_by_id_and_rank_volume() {
                 "a",
                 &[doc("d1", "alpha one"), doc("d2", "alpha two")],
                 &Embedder::Hashed,
+                &QUOTA,
             )
             .unwrap();
         store
-            .ingest("b", &[doc("d1", "beta one")], &Embedder::Hashed)
+            .ingest("b", &[doc("d1", "beta one")], &Embedder::Hashed, &QUOTA)
             .unwrap();
         store
-            .ingest("a", &[doc("d1", "alpha replaced")], &Embedder::Hashed)
+            .ingest(
+                "a",
+                &[doc("d1", "alpha replaced")],
+                &Embedder::Hashed,
+                &QUOTA,
+            )
             .unwrap();
         let (chunks, vectors) = store.load("a").unwrap();
         let texts: Vec<&str> = chunks.iter().map(|c| c.text.as_str()).collect();
@@ -730,10 +713,13 @@ fn both_stores_scope_by_tenant_replace_by_id_and_rank_volume() {
             "{name}"
         );
         assert_eq!(store.load("b").unwrap().0.len(), 1, "{name}");
-        assert!(store.delete("a", "d2").unwrap(), "{name}");
-        assert!(!store.delete("a", "d2").unwrap(), "{name}: deleted twice");
+        assert!(store.delete("a", "d2").unwrap().is_some(), "{name}");
         assert!(
-            !store.delete("c", "d1").unwrap(),
+            store.delete("a", "d2").unwrap().is_none(),
+            "{name}: deleted twice"
+        );
+        assert!(
+            store.delete("c", "d1").unwrap().is_none(),
             "{name}: another tenant's id"
         );
         assert_eq!(store.load("b").unwrap().0.len(), 1, "{name}");
@@ -787,6 +773,7 @@ fn pods_opening_one_sqlite_file_together_wait_for_each_other() {
                         metadata: Value::Null,
                     }],
                     &Embedder::Hashed,
+                    &QUOTA,
                 )
             })
         })
@@ -895,10 +882,15 @@ fn a_full_cache_evicts_the_least_recent_tenant_and_counts_it() {
         metadata: Value::Null,
     };
     store
-        .ingest("media-1", &[doc("media text")], &Embedder::Hashed)
+        .ingest("media-1", &[doc("media text")], &Embedder::Hashed, &QUOTA)
         .unwrap();
     store
-        .ingest("finance-1", &[doc("finance text")], &Embedder::Hashed)
+        .ingest(
+            "finance-1",
+            &[doc("finance text")],
+            &Embedder::Hashed,
+            &QUOTA,
+        )
         .unwrap();
     // Room for one index of one chunk (384 floats plus its text), not two.
     let pod = Pod::new(
@@ -1001,7 +993,7 @@ mod minilm {
         ];
         let right = |embedder: &Embedder| {
             let store = Store::in_memory().unwrap();
-            store.ingest("t", &docs, embedder).unwrap();
+            store.ingest("t", &docs, embedder, &QUOTA).unwrap();
             let (chunks, vectors) = store.load("t").unwrap();
             let index = tenantscale_service::pod::TenantIndex::new(chunks, vectors, usize::MAX);
             queries
@@ -1023,4 +1015,419 @@ mod minilm {
             metadata: Value::Null,
         }
     }
+}
+
+/// A fresh database on `TENANTSCALE_TEST_POSTGRES`'s server (None without it, except under CI).
+fn fresh_postgres(name: &str) -> Option<String> {
+    let Ok(admin) = std::env::var("TENANTSCALE_TEST_POSTGRES") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must set TENANTSCALE_TEST_POSTGRES"
+        );
+        return None;
+    };
+    let db = format!("tenantscale_{name}_{}", std::process::id());
+    let mut client = postgres::Client::connect(&admin, postgres::NoTls).unwrap();
+    client
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {db}"))
+        .unwrap();
+    client
+        .batch_execute(&format!("CREATE DATABASE {db}"))
+        .unwrap();
+    Some(format!("{}/{db}", admin.rsplit_once('/').unwrap().0))
+}
+
+fn new_doc(id: &str, text: &str) -> tenantscale_service::store::NewDocument {
+    tenantscale_service::store::NewDocument {
+        id: id.into(),
+        text: text.into(),
+        metadata: json!({"k": "v"}),
+    }
+}
+
+/// What the quota counts for a one-chunk document: id, text, metadata JSON, and its chunk's
+/// text and vector.
+fn one_chunk_bytes(id: &str, text: &str) -> u64 {
+    let metadata = r#"{"k":"v"}"#.len();
+    let vector = tenantscale_core::retrieval::DIMENSIONS * 4;
+    (id.len() + 2 * text.len() + metadata + vector) as u64
+}
+
+#[test]
+fn storage_quota_refuses_a_whole_request_that_would_go_over_and_counts_replacements() {
+    use tenantscale_core::catalog::StorageQuota;
+    use tenantscale_service::store::{StoreError, Usage};
+    let mut stores = vec![("sqlite", Store::in_memory().unwrap())];
+    if let Some(url) = fresh_postgres("quota") {
+        stores.push(("postgres", Store::connect_postgres(&url).unwrap()));
+    }
+    let e = &Embedder::Hashed;
+    let (a, b, c) = ("alpha one", "beta two", "gamma three");
+    let ab = one_chunk_bytes("a", a) + one_chunk_bytes("b", b);
+    let quota = StorageQuota {
+        documents: 3,
+        bytes: ab + one_chunk_bytes("c", c) + 10,
+    };
+    for (name, store) in stores {
+        let (_, usage) = store
+            .ingest("t", &[new_doc("a", a), new_doc("b", b)], e, &quota)
+            .unwrap();
+        assert_eq!(
+            usage,
+            Usage {
+                documents: 2,
+                bytes: ab
+            },
+            "{name}"
+        );
+
+        // Two new documents: 4 > 3. Refused whole: the first, which would fit, is not stored.
+        let refused = store
+            .ingest("t", &[new_doc("c", c), new_doc("d", "delta")], e, &quota)
+            .unwrap_err();
+        let StoreError::Quota(q) = &refused else {
+            panic!("{name}: {refused}")
+        };
+        assert_eq!((q.what, q.before, q.after, q.limit), ("documents", 2, 4, 3));
+        assert!(
+            refused
+                .to_string()
+                .contains("documents to 4 (now 2), over its quota of 3"),
+            "{name}: {refused}"
+        );
+        assert_eq!(
+            store.load("t").unwrap().0.len(),
+            2,
+            "{name}: nothing stored"
+        );
+
+        // A replacement counts its new size minus the old one; an id twice counts once.
+        let longer = "alpha one, a little longer";
+        let (_, usage) = store
+            .ingest("t", &[new_doc("a", "x"), new_doc("a", longer)], e, &quota)
+            .unwrap();
+        let bytes = one_chunk_bytes("a", longer) + one_chunk_bytes("b", b);
+        assert_eq!(
+            usage,
+            Usage {
+                documents: 2,
+                bytes
+            },
+            "{name}"
+        );
+
+        // Over the bytes: refused, with what it would have been.
+        let big = "y".repeat(200);
+        let refused = store
+            .ingest("t", &[new_doc("c", &big)], e, &quota)
+            .unwrap_err();
+        let StoreError::Quota(q) = &refused else {
+            panic!("{name}: {refused}")
+        };
+        assert_eq!(q.what, "bytes", "{name}");
+        assert_eq!(q.before, bytes, "{name}");
+        assert!(q.after > quota.bytes, "{name}");
+        // Another tenant has its own usage.
+        store.ingest("u", &[new_doc("c", &big)], e, &quota).unwrap();
+
+        // Deleting gives the room back.
+        let usage = store.delete("t", "a").unwrap().unwrap();
+        assert_eq!(
+            usage,
+            Usage {
+                documents: 1,
+                bytes: one_chunk_bytes("b", b)
+            },
+            "{name}"
+        );
+        let all = store.usage().unwrap();
+        assert!(all.contains(&("t".to_string(), usage)), "{name}: {all:?}");
+    }
+}
+
+/// Pods writing for one tenant at once, each with its own connections: the quota holds for
+/// the sum of what they store (Postgres serializes the tenant's writes on an advisory lock).
+#[test]
+fn concurrent_ingests_from_many_pods_never_exceed_the_quota_on_postgres() {
+    use tenantscale_core::catalog::StorageQuota;
+    use tenantscale_service::store::StoreError;
+    let Some(url) = fresh_postgres("quota_race") else {
+        return;
+    };
+    Store::connect_postgres(&url).unwrap();
+    let text = "z".repeat(300);
+    let per_doc = one_chunk_bytes("p0-r0-d0", &text);
+    let quota = StorageQuota {
+        documents: 1_000,
+        bytes: 25 * per_doc,
+    };
+    let barrier = Arc::new(std::sync::Barrier::new(8));
+    let pods: Vec<_> = (0..8)
+        .map(|p| {
+            let (url, text, barrier) = (url.clone(), text.clone(), Arc::clone(&barrier));
+            std::thread::spawn(move || {
+                let store = Store::connect_postgres(&url).unwrap();
+                barrier.wait();
+                let (mut stored, mut refused) = (0, 0);
+                for r in 0..8 {
+                    let docs = [
+                        new_doc(&format!("p{p}-r{r}-d0"), &text),
+                        new_doc(&format!("p{p}-r{r}-d1"), &text),
+                    ];
+                    match store.ingest("t", &docs, &Embedder::Hashed, &quota) {
+                        Ok(_) => stored += 2,
+                        Err(StoreError::Quota(_)) => refused += 1,
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+                (stored, refused)
+            })
+        })
+        .collect();
+    let (mut stored, mut refused) = (0, 0);
+    for p in pods {
+        let (s, r) = p.join().unwrap();
+        stored += s;
+        refused += r;
+    }
+    assert!(
+        refused > 0,
+        "64 requests of 2 documents cannot all fit in 25"
+    );
+    // Counted from the rows themselves, not from the usage the store keeps.
+    let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let row = client
+        .query_one(
+            "SELECT (SELECT COUNT(*) FROM documents WHERE tenant_id = 't'),
+                (SELECT SUM(octet_length(id) + octet_length(text) + octet_length(metadata))
+                    FROM documents WHERE tenant_id = 't')
+                + (SELECT SUM(octet_length(text) + octet_length(vector))
+                    FROM chunks WHERE tenant_id = 't')",
+            &[],
+        )
+        .unwrap();
+    let (documents, bytes): (i64, i64) = (row.get(0), row.get(1));
+    assert_eq!(documents, stored, "every refused request stored nothing");
+    assert!(
+        bytes as u64 <= quota.bytes,
+        "{bytes} bytes stored, over the quota of {}",
+        quota.bytes
+    );
+    assert_eq!(bytes as u64, (stored as u64) * per_doc);
+    let usage = Store::connect_postgres(&url).unwrap().usage().unwrap();
+    assert_eq!(usage[0].1.bytes, bytes as u64, "the kept usage is exact");
+}
+
+/// A file store reads on connections of its own: a tenant's load is answered while another
+/// tenant's ingest holds the store's writer (here waiting for another pod's write lock).
+#[test]
+fn sqlite_reads_do_not_wait_for_a_write_in_progress() {
+    let dir = std::env::temp_dir().join(format!("tenantscale-wal-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("store.db");
+    let store = Arc::new(Store::open(&path).unwrap());
+    store
+        .ingest(
+            "reader",
+            &[new_doc("a", "alpha")],
+            &Embedder::Hashed,
+            &QUOTA,
+        )
+        .unwrap();
+    // Another pod holds the file's write lock until this test lets it go.
+    let other = rusqlite::Connection::open(&path).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let writer = Arc::clone(&store);
+    let write = std::thread::spawn(move || {
+        writer.ingest(
+            "writer",
+            &[new_doc("w", "omega")],
+            &Embedder::Hashed,
+            &QUOTA,
+        )
+    });
+    // Time for the ingest to take the writer and wait for the lock; were it slower, this
+    // test would prove less, never fail wrongly.
+    std::thread::sleep(Duration::from_millis(300));
+    let (chunks, _) = store.load("reader").unwrap();
+    assert_eq!(chunks.len(), 1);
+    assert!(
+        !write.is_finished(),
+        "the load was answered while the write waited"
+    );
+    other.execute_batch("ROLLBACK").unwrap();
+    write.join().unwrap().unwrap();
+    assert_eq!(store.load("writer").unwrap().0.len(), 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A pod of `catalog(…)`'s two tenants where media-1 may keep `quota`.
+fn pod_with_quota(quota: &str, cache_bytes: u64) -> Arc<Pod> {
+    let text = format!(
+        "cluster: {{cores: 8, memory: 16Gi}}\ntiers:\n  gold: {{share: 0.5, maxShare: 0.3}}\n\
+tenants:\n  - {{id: media-1, tier: gold, quota: {quota}}}\n  - {{id: finance-1, tier: gold}}\n\
+pool: {{maxReplicas: 4, slotsPerPod: 1, queuePerTenant: 10}}\n"
+    );
+    Arc::new(Pod::new(
+        Catalog::parse(&text).unwrap().catalog,
+        Store::in_memory().unwrap(),
+        &PodConfig {
+            slots: 2,
+            cache_bytes,
+            hnsw_threshold: usize::MAX,
+            embedder: Arc::new(Embedder::Hashed),
+        },
+    ))
+}
+
+/// The pod's `/metrics`.
+async fn metrics_text(app: &axum::Router) -> String {
+    let res = app
+        .clone()
+        .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let bytes = axum::body::to_bytes(res.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
+
+#[tokio::test]
+async fn an_ingest_over_the_storage_quota_is_403_and_stores_nothing() {
+    let pod = pod_with_quota("{documents: 2}", 64 << 20);
+    let app = router(
+        Arc::clone(&pod),
+        config(keys()),
+    );
+    ingest(&app, "media-1", json!([{"id": "a", "text": "alpha"}])).await;
+    let (status, body, _) = call(
+        &app,
+        signed(
+            "POST",
+            "/v1/documents",
+            "media-1",
+            json!({"documents": [{"id": "b", "text": "beta"}, {"id": "c", "text": "gamma"}]}),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(body["error"]["code"], "storage_quota", "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("documents to 3 (now 1), over its quota of 2"),
+        "{message}"
+    );
+    let (_, body, _) = call(
+        &app,
+        signed(
+            "POST",
+            "/v1/query",
+            "media-1",
+            json!({"query": "beta gamma", "topK": 5}),
+        ),
+    )
+    .await;
+    let ids: Vec<&str> = body["passages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["documentId"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["a"], "nothing of the refused request is stored");
+    let text = metrics_text(&app).await;
+    for line in [
+        r#"tenantscale_tenant_storage_documents{tenant_id="media-1"} 1"#,
+        r#"tenantscale_rejections_total{tenant_id="media-1",reason="storage_quota"} 1"#,
+    ] {
+        assert!(text.contains(line), "{line} in\n{text}");
+    }
+    assert!(
+        text.contains(r#"tenantscale_tenant_storage_bytes{tenant_id="media-1"} "#),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn ingests_wait_their_turn_in_the_tenants_fair_queue() {
+    let pod = pod(2, 1);
+    let app = router(
+        Arc::clone(&pod),
+        config(keys()),
+    );
+    // Another tenant holds the only worker slot.
+    let held = pod.acquire(1, Duration::from_secs(5)).await.unwrap();
+    let put = |id: &'static str| {
+        let app = app.clone();
+        tokio::spawn(async move {
+            let docs = json!({"documents": [{"id": id, "text": "queued text"}]});
+            call(&app, signed("POST", "/v1/documents", "media-1", docs)).await
+        })
+    };
+    let waiting = [put("a"), put("b")];
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while pod.load()[0].0 < 2 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("both ingests queue for a slot");
+    let (status, body, headers) = put("c").await.unwrap();
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::TOO_MANY_REQUESTS, Some("queue_full"))
+    );
+    assert!(headers.get("retry-after").is_some());
+    drop(held);
+    for w in waiting {
+        let (status, body, _) = w.await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+}
+
+#[tokio::test]
+async fn an_index_larger_than_the_cache_is_refused_without_loading_it_again() {
+    // One chunk takes 1,536 bytes of vector alone: more than the whole cache.
+    let pod = pod_with_quota("{documents: 10}", 1_000);
+    let app = router(
+        Arc::clone(&pod),
+        config(keys()),
+    );
+    ingest(&app, "media-1", json!([{"id": "a", "text": "alpha"}])).await;
+    for _ in 0..3 {
+        let (status, body, _) = call(
+            &app,
+            signed("POST", "/v1/query", "media-1", json!({"query": "alpha"})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::INSUFFICIENT_STORAGE, "{body}");
+        assert_eq!(body["error"]["code"], "index_too_large", "{body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("more than this pod's whole index cache (1000 bytes"),
+            "{body}"
+        );
+    }
+    let text = metrics_text(&app).await;
+    for line in [
+        r#"tenantscale_cache_misses_total{tenant_id="media-1"} 1"#,
+        r#"tenantscale_rejections_total{tenant_id="media-1",reason="index_too_large"} 3"#,
+    ] {
+        assert!(text.contains(line), "{line} in\n{text}");
+    }
+    // New documents may change its size: the next query loads it again.
+    ingest(&app, "media-1", json!([{"id": "b", "text": "beta"}])).await;
+    call(
+        &app,
+        signed("POST", "/v1/query", "media-1", json!({"query": "alpha"})),
+    )
+    .await;
+    let text = metrics_text(&app).await;
+    assert!(
+        text.contains(r#"tenantscale_cache_misses_total{tenant_id="media-1"} 2"#),
+        "{text}"
+    );
 }
