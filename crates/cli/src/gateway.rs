@@ -40,6 +40,11 @@ pub struct GatewayArgs {
 /// The gateway's settings that `tenantscale up` shares.
 #[derive(clap::Args)]
 pub struct GatewayOptions {
+    /// Serve the operator endpoints (/metrics; /health and /ready too) on this address, e.g.
+    /// 0.0.0.0:9000, and answer 404 for them on --listen. Without it they are answered on
+    /// --listen to loopback clients only.
+    #[arg(long, value_name = "ADDR")]
+    pub admin_listen: Option<std::net::SocketAddr>,
     /// Shared secret with the pods (at least 16 bytes): the gateway signs each request's tenant.
     #[arg(long, env = "TENANTSCALE_SECRET", hide_env_values = true)]
     pub secret: Option<String>,
@@ -213,8 +218,18 @@ impl GatewayOptions {
         if args.replicas == 0 {
             return Err(BadInput("--replicas 0: expected at least 1".into()).into());
         }
+        if let Some(admin) = args.admin_listen
+            && admin == listen
+            && admin.port() != 0
+        {
+            return Err(BadInput(format!(
+                "--admin-listen {admin}: the same address as --listen; give the operator endpoints their own port"
+            ))
+            .into());
+        }
         Ok(GatewayConfig {
             listen,
+            admin_listen: args.admin_listen,
             discovery,
             secret,
             trust_tenant_header: args.trust_tenant_header,

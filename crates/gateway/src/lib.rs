@@ -36,10 +36,17 @@ use tenantscale_core::routing::{Router, RouterConfig, stable_hash};
 /// the gateway lets through fits in a pod's.
 pub const MAX_CLIENT_HEADERS: usize = tenantscale_listener::MAX_HEADERS - 8;
 
+/// Connections the admin listener keeps open at once: a few scrapers and operators (more wait
+/// in the listen backlog).
+const ADMIN_MAX_CONNECTIONS: usize = 16;
+
 /// How to run a gateway.
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
     pub listen: SocketAddr,
+    /// The operator endpoints' own listener (`/metrics`, and the probes). Without it they are
+    /// answered on `listen` to loopback clients only.
+    pub admin_listen: Option<SocketAddr>,
     /// Where the pods come from.
     pub discovery: Discovery,
     /// Shared secret with the pods, for `X-Tenantscale-Signature`.
@@ -226,6 +233,13 @@ pub async fn run(
     stop: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    let admin_listener =
+        match config.admin_listen {
+            Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+                std::io::Error::new(e.kind(), format!("--admin-listen {addr}: {e}"))
+            })?),
+            None => None,
+        };
     let gateway = Arc::new(Gateway::new(catalog, config));
     if let Some(url) = gateway.config.redis.clone() {
         connect_redis(Arc::clone(&gateway), url).await;
@@ -264,22 +278,48 @@ pub async fn run(
         ready,
         "gateway serving"
     );
+    if let Some(admin) = &admin_listener {
+        tracing::info!(admin = %admin.local_addr()?, "gateway operator endpoints serving");
+    }
     let poller = tokio::spawn(poll_pods_forever(Arc::clone(&gateway)));
 
-    let service_for = |peer: SocketAddr| {
+    // One service per connection; what it may ask is decided from its listener and address.
+    let service = |peer: SocketAddr, access: proxy::Access| {
         let gateway = Arc::clone(&gateway);
         let client_ip = hyper::header::HeaderValue::try_from(peer.ip().to_string())
             .expect("an IP address is a header value");
         hyper::service::service_fn(move |req| {
-            proxy::handle(Arc::clone(&gateway), req, client_ip.clone())
+            proxy::handle(Arc::clone(&gateway), req, client_ip.clone(), access)
         })
     };
+    let has_admin = admin_listener.is_some();
+    let tenant_service =
+        |peer: SocketAddr| service(peer, proxy::Access::tenant(peer.ip(), has_admin));
     let limits = gateway.config.connections;
+    // The stop signal, for both listeners.
+    let (stopping, mut stopped) = tokio::sync::watch::channel(false);
     let stop = async {
         stop.await;
         tracing::info!("shutting down: no new connections; finishing open ones");
+        let _ = stopping.send(true);
     };
-    tenantscale_listener::serve(listener, limits, service_for, stop).await;
+    let admin = async {
+        if let Some(listener) = admin_listener {
+            let limits = tenantscale_listener::Limits {
+                max_connections: ADMIN_MAX_CONNECTIONS,
+                ..limits
+            };
+            let stop = async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            };
+            let admin_service = |peer: SocketAddr| service(peer, proxy::Access::Admin);
+            tenantscale_listener::serve(listener, limits, admin_service, stop).await;
+        }
+    };
+    tokio::join!(
+        tenantscale_listener::serve(listener, limits, tenant_service, stop),
+        admin
+    );
     poller.abort();
     if let Some(d) = discovery {
         d.abort();
