@@ -115,7 +115,7 @@ pub enum Access {
     /// The tenant listener: proxied requests and the probes (`/health`, `/ready`).
     Tenant,
     /// The tenant listener from a loopback address, with no admin listener configured: the
-    /// operator paths too (`tenantscale up`, local use).
+    /// operator paths too (`tenantscale up`, local use), unless a proxy relayed the request.
     Local,
     /// The admin listener: the operator paths and the probes, nothing proxied.
     Admin,
@@ -129,6 +129,19 @@ impl Access {
             Self::Local
         } else {
             Self::Tenant
+        }
+    }
+
+    /// Whether this request may read the operator paths. A request relayed by a proxy on this
+    /// machine (it says so in `Forwarded` or `X-Forwarded-For`) comes from loopback whoever
+    /// sent it.
+    fn operator(self, headers: &HeaderMap) -> bool {
+        match self {
+            Self::Admin => true,
+            Self::Local => {
+                !headers.contains_key(&X_FORWARDED_FOR) && !headers.contains_key(header::FORWARDED)
+            }
+            Self::Tenant => false,
         }
     }
 }
@@ -150,7 +163,7 @@ fn own_answer<B>(
     let path = req.uri().path();
     if req.method() == Method::GET {
         match path {
-            "/metrics" if access != Access::Tenant => return Some(metrics(gateway)),
+            "/metrics" if access.operator(req.headers()) => return Some(metrics(gateway)),
             "/health" => return Some(json(StatusCode::OK, serde_json::json!({"status": "ok"}))),
             "/ready" => return Some(ready(gateway)),
             _ => {}
@@ -740,14 +753,14 @@ mod tests {
     async fn operator_paths_are_answered_only_where_they_are_allowed() {
         let gateway = gateway();
         // `None`: the request goes on to a pod.
-        let answer = |access, method: Method, path: &str| {
-            let req = Request::builder()
-                .method(method)
-                .uri(path)
-                .body(())
-                .unwrap();
-            own_answer(&gateway, &req, access).map(|r| r.status().as_u16())
+        let answer_with = |access, method: Method, path: &str, header: Option<HeaderName>| {
+            let mut req = Request::builder().method(method).uri(path);
+            if let Some(name) = header {
+                req = req.header(name, "203.0.113.9");
+            }
+            own_answer(&gateway, &req.body(()).unwrap(), access).map(|r| r.status().as_u16())
         };
+        let answer = |access, method, path: &str| answer_with(access, method, path, None);
         for (access, metrics, proxied) in [
             (Access::Tenant, Some(404), None),
             (Access::Local, Some(200), None),
@@ -765,6 +778,12 @@ mod tests {
             assert_eq!(answer(access, Method::POST, "/v1/query"), proxied);
             assert_eq!(answer(access, Method::POST, "/query"), proxied);
             assert_eq!(answer(access, Method::GET, "/status"), Some(404));
+        }
+        // Relayed by a proxy on this machine: not local.
+        for name in [X_FORWARDED_FOR, header::FORWARDED] {
+            let relayed = |access| answer_with(access, Method::GET, "/metrics", Some(name.clone()));
+            assert_eq!(relayed(Access::Local), Some(404));
+            assert_eq!(relayed(Access::Admin), Some(200));
         }
     }
 

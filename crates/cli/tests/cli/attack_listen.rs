@@ -91,6 +91,16 @@ fn without_an_admin_listener_metrics_are_for_loopback_clients_only() {
     let (status, text) = get(&local, "/metrics");
     assert_eq!(status, 200, "{text}");
     super::promtool_accepts(&text);
+    // A proxy on this machine relaying someone else's request.
+    let (status, body) = http_with(
+        &local,
+        "GET",
+        "/metrics",
+        &[("X-Forwarded-For", "203.0.113.9")],
+        "",
+    )
+    .unwrap();
+    assert_eq!(status, 404, "{body}");
 
     // A connection to this machine's own address comes from that address: not loopback.
     let Some(ip) = non_loopback_address() else {
