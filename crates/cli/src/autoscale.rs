@@ -64,7 +64,9 @@ pub struct AutoscaleArgs {
     #[command(flatten)]
     pub catalog: CatalogFile,
     /// The autoscaler's API: /status, /metrics, and the pod registry /v1/pods that
-    /// `tenantscale gateway --registry` follows.
+    /// `tenantscale gateway --registry` follows. For operators and the gateways only (it names
+    /// every tenant and pod): keep it on loopback, or behind a firewall or NetworkPolicy
+    /// (`render` adds one).
     #[arg(long, default_value = "127.0.0.1:9090")]
     pub listen: SocketAddr,
     /// Shared secret of the gateway and the pods (at least 16 bytes); given to the pods.
@@ -99,7 +101,8 @@ pub struct UpArgs {
     /// The gateway's address (clients connect here).
     #[arg(long, default_value = "127.0.0.1:8000")]
     pub listen: SocketAddr,
-    /// The autoscaler's API (/status, /metrics, /v1/pods).
+    /// The autoscaler's API (/status, /metrics, /v1/pods), for operators only (see
+    /// `autoscale --listen`).
     #[arg(long, default_value = "127.0.0.1:9090")]
     pub api: SocketAddr,
     #[command(flatten)]
