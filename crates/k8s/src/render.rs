@@ -542,17 +542,30 @@ fn from_monitoring(port: u16) -> Value {
 /// The tenant port is open to all (clients, the ingress controller); the admin port only to
 /// the monitoring namespace: the gateway answers its paths to anyone who reaches it.
 fn gateway_network_policy(stack: &Stack) -> Value {
+    ingress_policy(
+        metadata(
+            &stack.name("gateway"),
+            &stack.namespace,
+            stack.labels("gateway"),
+        ),
+        stack.selector("gateway"),
+        json!([
+            {"ports": [{"protocol": "TCP", "port": GATEWAY_PORT}]},
+            from_monitoring(GATEWAY_ADMIN_PORT),
+        ]),
+    )
+}
+
+/// A NetworkPolicy: the pods `selector` matches accept only the connections `ingress` lists.
+fn ingress_policy(metadata: Value, selector: Value, ingress: Value) -> Value {
     json!({
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
-        "metadata": metadata(&stack.name("gateway"), &stack.namespace, stack.labels("gateway")),
+        "metadata": metadata,
         "spec": {
-            "podSelector": {"matchLabels": stack.selector("gateway")},
+            "podSelector": {"matchLabels": selector},
             "policyTypes": ["Ingress"],
-            "ingress": [
-                {"ports": [{"protocol": "TCP", "port": GATEWAY_PORT}]},
-                from_monitoring(GATEWAY_ADMIN_PORT),
-            ],
+            "ingress": ingress,
         },
     })
 }
@@ -671,22 +684,17 @@ fn autoscaler_service(ns: &str) -> Value {
 /// `kubectl port-forward` is not network traffic to the pod.
 fn autoscaler_network_policy(ns: &str) -> Value {
     let shared = Stack::shared(ns);
-    json!({
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
-        "metadata": metadata("tenantscale-autoscaler", ns, base_labels("autoscaler")),
-        "spec": {
-            "podSelector": {"matchLabels": shared.selector("autoscaler")},
-            "policyTypes": ["Ingress"],
-            "ingress": [
-                {
-                    "from": [{"podSelector": {"matchLabels": shared.selector("gateway")}}],
-                    "ports": [{"protocol": "TCP", "port": AUTOSCALER_PORT}],
-                },
-                from_monitoring(AUTOSCALER_PORT),
-            ],
-        },
-    })
+    ingress_policy(
+        metadata("tenantscale-autoscaler", ns, base_labels("autoscaler")),
+        shared.selector("autoscaler"),
+        json!([
+            {
+                "from": [{"podSelector": {"matchLabels": shared.selector("gateway")}}],
+                "ports": [{"protocol": "TCP", "port": AUTOSCALER_PORT}],
+            },
+            from_monitoring(AUTOSCALER_PORT),
+        ]),
+    )
 }
 
 /// The catalog's `autoscaling/v2` HPA for the pool, as the seed writes it.
@@ -924,16 +932,11 @@ fn network_policy(stack: &Stack) -> Value {
     if stack.scope.is_none() {
         from.push(json!({"podSelector": {"matchLabels": stack.selector("autoscaler")}}));
     }
-    json!({
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
-        "metadata": metadata(&stack.name("pod"), &stack.namespace, stack.labels("pod")),
-        "spec": {
-            "podSelector": {"matchLabels": stack.selector("pod")},
-            "policyTypes": ["Ingress"],
-            "ingress": [{"from": from, "ports": port}, from_monitoring(POD_PORT)],
-        },
-    })
+    ingress_policy(
+        metadata(&stack.name("pod"), &stack.namespace, stack.labels("pod")),
+        stack.selector("pod"),
+        json!([{"from": from, "ports": port}, from_monitoring(POD_PORT)]),
+    )
 }
 
 /// The pods and the autoscaler, on their one port. Not the gateway: its Service carries only

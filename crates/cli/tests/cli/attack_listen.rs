@@ -7,10 +7,10 @@ use std::net::IpAddr;
 
 const SECRET: &str = "listen-test-secret-0123";
 
-/// A gateway on the demo catalog with `args`, over a pod address nothing listens on (the
-/// operator endpoints need no pod; a proxied request gets 503).
-fn gateway(args: &[&str]) -> Server {
-    let mut all = vec![
+/// `tenantscale gateway` on the demo catalog with `extra`, over a pod address nothing listens
+/// on (the operator endpoints need no pod; a proxied request gets 503).
+fn gateway_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
         "gateway",
         "-c",
         "examples/gcc-platform.yaml",
@@ -19,8 +19,12 @@ fn gateway(args: &[&str]) -> Server {
         "--pods",
         "127.0.0.1:1",
     ];
-    all.extend_from_slice(args);
-    Server::start(&all)
+    args.extend_from_slice(extra);
+    args
+}
+
+fn gateway(extra: &[&str]) -> Server {
+    Server::start(&gateway_args(extra))
 }
 
 fn get(addr: &str, path: &str) -> (u16, String) {
@@ -134,20 +138,12 @@ fn a_watch_with_a_nan_wait_is_refused_and_the_autoscaler_keeps_serving() {
 #[test]
 fn an_admin_listener_must_have_an_address_of_its_own() {
     let run = |listen: &str, admin: &str| {
-        let args = [
-            "gateway",
-            "-c",
-            "examples/gcc-platform.yaml",
-            "--secret",
-            SECRET,
-            "--pods",
-            "127.0.0.1:1",
+        super::tenantscale(&gateway_args(&[
             "--listen",
             listen,
             "--admin-listen",
             admin,
-        ];
-        super::tenantscale(&args)
+        ]))
     };
     let o = run("127.0.0.1:8123", "127.0.0.1:8123");
     assert_eq!(o.status.code(), Some(2), "{}", super::stderr(&o));
