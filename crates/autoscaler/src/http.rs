@@ -1,6 +1,6 @@
 //! The autoscaler's HTTP API: `GET /status` (JSON), `GET /metrics` (Prometheus), and
 //! `GET /v1/pods` — the registry a gateway follows (`?after=VERSION` waits up to
-//! `waitSeconds`, at most 30, for a newer version: an HTTP watch), and
+//! `waitSeconds`, 0 to 30, for a newer version: an HTTP watch), and
 //! `GET /v1/prometheus-targets` — the pods for a Prometheus' `http_sd_configs`.
 
 use crate::control::Status;
@@ -187,20 +187,34 @@ struct Watch {
 /// Longest wait of one watch request.
 const MAX_WAIT: f64 = 30.0;
 
+fn bad_query(message: String) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        Json(serde_json::json!({"error": {"code": "bad_query", "message": message}})),
+    )
+        .into_response()
+}
+
 async fn pods(
     State(api): State<Api>,
     query: Result<Query<Watch>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let Ok(Query(watch)) = query else {
-        return (
-            StatusCode::BAD_REQUEST,
-            Json(serde_json::json!({"error": {"code": "bad_query", "message": "expected ?after=VERSION&waitSeconds=S"}})),
-        )
-            .into_response();
+    let watch = match query {
+        Ok(Query(watch)) => watch,
+        Err(e) => {
+            return bad_query(format!(
+                "{}: expected ?after=VERSION&waitSeconds=S",
+                e.body_text()
+            ));
+        }
     };
+    let wait = watch.wait_seconds.unwrap_or(MAX_WAIT);
+    // Also false for NaN, which would panic in `Duration::from_secs_f64`.
+    if !(0.0..=MAX_WAIT).contains(&wait) {
+        return bad_query(format!("waitSeconds {wait}: expected 0 to {MAX_WAIT}"));
+    }
     let mut members = api.members.clone();
     if let Some(after) = watch.after {
-        let wait = watch.wait_seconds.unwrap_or(MAX_WAIT).clamp(0.0, MAX_WAIT);
         let newer = members.wait_for(|m| m.version > after);
         // A timeout answers with the current (unchanged) version.
         let _ = tokio::time::timeout(Duration::from_secs_f64(wait), newer).await;
@@ -223,4 +237,49 @@ async fn prometheus_targets(State(api): State<Api>) -> Json<serde_json::Value> {
         "targets": targets,
         "labels": {"tenantscale_pool": "local"},
     }]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// One `GET target` over a fresh connection: (status, body); status 0 when the
+    /// connection closed without an answer.
+    async fn get(addr: std::net::SocketAddr, target: &str) -> (u16, String) {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let request = format!("GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        s.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        let _ = s.read_to_string(&mut answer).await;
+        let status = answer.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+        let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        (status, body.to_string())
+    }
+
+    #[tokio::test]
+    async fn a_watch_with_a_wait_outside_0_to_30_seconds_is_refused_naming_it() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (_members, watch) = watch::channel(Members::default());
+        let app = router(Arc::new(Mutex::new(Status::default())), watch);
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        for wait in [
+            "NaN", "-1", "-0.001", "inf", "-inf", "1e400", "30.5", "1e300",
+        ] {
+            for after in ["?after=0&", "?"] {
+                let (status, body) = get(addr, &format!("/v1/pods{after}waitSeconds={wait}")).await;
+                assert_eq!(status, 400, "{wait}: {body}");
+                assert!(body.contains(r#""code":"bad_query""#), "{body}");
+                assert!(body.contains("waitSeconds"), "{body}");
+            }
+        }
+        let (status, body) = get(addr, "/v1/pods?after=0&waitSeconds=x").await;
+        assert_eq!(status, 400, "{body}");
+        assert!(body.contains("waitSeconds"), "{body}");
+        // Within the bounds: no newer version within 0 s, so the current one at once.
+        let (status, body) = get(addr, "/v1/pods?after=0&waitSeconds=0").await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains(r#""version":0"#), "{body}");
+    }
 }

@@ -122,10 +122,22 @@ impl StateStore {
     }
 }
 
+/// Replaces the file so that a crash or power cut at any moment leaves the old state or the
+/// new one, whole: the text reaches the disk in a temporary file before the rename makes it
+/// the state, and the directory is flushed so the rename itself is kept.
 fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(tmp, path)
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()?;
+    drop(file);
+    std::fs::rename(&tmp, path)?;
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    std::fs::File::open(dir)?.sync_all()
 }
 
 fn redis_query<T: redis::FromRedisValue>(
@@ -164,6 +176,47 @@ mod tests {
         let e = store.load().await.unwrap_err();
         assert!(e.contains("not a tenantscale autoscaler state"), "{e}");
         let _ = std::fs::remove_file(path);
+    }
+
+    #[tokio::test]
+    async fn a_save_leaves_the_whole_state_and_no_temporary_file_and_a_half_written_one_is_ignored()
+    {
+        let dir = std::env::temp_dir().join(format!("tenantscale-save-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("autoscaler-state.json");
+        let store = StateStore::File(path.clone());
+        let state = |pods: u32| Persisted {
+            policy: "tenant-aware".into(),
+            engine: EngineState::default(),
+            pods: (0..pods)
+                .map(|i| PodRecord {
+                    addr: format!("127.0.0.1:{}", 4000 + i),
+                    pid: i,
+                    started: f64::from(i),
+                })
+                .collect(),
+        };
+        let old = state(3);
+        store.save(&old).await.unwrap();
+        // A crash while the next state was being written leaves a partial temporary file:
+        // the state is still the old one.
+        std::fs::write(dir.join("autoscaler-state.tmp"), "{\"policy\": \"tena").unwrap();
+        assert_eq!(store.load().await, Ok(Some(old)));
+        // A large state (about 1 MB) arrives whole, and the temporary file is gone.
+        let new = state(10_000);
+        store.save(&new).await.unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            serde_json::to_string_pretty(&new).unwrap()
+        );
+        assert_eq!(store.load().await, Ok(Some(new)));
+        let left: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, ["autoscaler-state.json"]);
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]

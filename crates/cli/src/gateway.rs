@@ -1,8 +1,7 @@
 //! `tenantscale gateway`: flags → [`GatewayConfig`].
 
-use crate::serve::seconds;
+use crate::serve::{ConnectionArgs, seconds, time_limit};
 use crate::{BadInput, CatalogFile};
-use std::time::Duration;
 use tenantscale_core::routing::RouterConfig;
 use tenantscale_gateway::{Discovery, GatewayConfig, TenantScope, Timeouts};
 
@@ -41,6 +40,11 @@ pub struct GatewayArgs {
 /// The gateway's settings that `tenantscale up` shares.
 #[derive(clap::Args)]
 pub struct GatewayOptions {
+    /// Serve the operator endpoints (/metrics; /health and /ready too) on this address, e.g.
+    /// 0.0.0.0:9000, and answer 404 for them on --listen. Without it they are answered on
+    /// --listen to loopback clients only.
+    #[arg(long, value_name = "ADDR")]
+    pub admin_listen: Option<std::net::SocketAddr>,
     /// Shared secret with the pods (at least 16 bytes): the gateway signs each request's tenant.
     #[arg(long, env = "TENANTSCALE_SECRET", hide_env_values = true)]
     pub secret: Option<String>,
@@ -82,18 +86,8 @@ pub struct GatewayOptions {
     /// the middle of a response body (then the body is cut short).
     #[arg(long, default_value_t = 60.0)]
     pub response_timeout: f64,
-}
-
-/// A time limit: a duration flag (see `serve::seconds`) that is not zero.
-fn time_limit(flag: &str, value: f64) -> anyhow::Result<Duration> {
-    let limit = seconds(flag, value)?;
-    if limit.is_zero() {
-        return Err(BadInput(format!(
-            "{flag} 0: a time limit must be more than 0 seconds"
-        ))
-        .into());
-    }
-    Ok(limit)
+    #[command(flatten)]
+    pub connections: ConnectionArgs,
 }
 
 pub fn run(args: GatewayArgs) -> anyhow::Result<()> {
@@ -224,8 +218,18 @@ impl GatewayOptions {
         if args.replicas == 0 {
             return Err(BadInput("--replicas 0: expected at least 1".into()).into());
         }
+        if let Some(admin) = args.admin_listen
+            && admin == listen
+            && admin.port() != 0
+        {
+            return Err(BadInput(format!(
+                "--admin-listen {admin}: the same address as --listen; give the operator endpoints their own port"
+            ))
+            .into());
+        }
         Ok(GatewayConfig {
             listen,
+            admin_listen: args.admin_listen,
             discovery,
             secret,
             trust_tenant_header: args.trust_tenant_header,
@@ -235,6 +239,9 @@ impl GatewayOptions {
                 response: time_limit("--response-timeout", args.response_timeout)?,
                 ..Timeouts::default()
             },
+            connections: args
+                .connections
+                .limits(tenantscale_gateway::MAX_CLIENT_HEADERS)?,
             router: RouterConfig {
                 c: args.balance_factor,
                 warmup_seconds: slow_start.as_secs_f64(),

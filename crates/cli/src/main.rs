@@ -67,7 +67,8 @@ enum Command {
     /// catalog). Each request is admitted (tier rate limit, the tenant's share of the live
     /// pool; 429 with Retry-After otherwise), routed to its tenant's pods (bounded loads,
     /// slow start for warming pods, none to draining ones), signed for the pod and proxied.
-    /// GET /metrics, /health and /ready are the gateway's own. Logs "gateway serving listen=…".
+    /// GET /health and /ready are the gateway's own; GET /metrics too, on --admin-listen (or,
+    /// without it, to loopback clients only). Logs "gateway serving listen=…".
     Gateway(gateway::GatewayArgs),
     /// Run the autoscaler over a local pool of `serve` child processes.
     ///

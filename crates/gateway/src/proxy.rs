@@ -15,6 +15,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use sha2::{Digest, Sha256};
 use std::convert::Infallible;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -94,9 +95,10 @@ pub fn handle(
     gateway: Arc<Gateway>,
     req: Request<Incoming>,
     client_ip: HeaderValue,
+    access: Access,
 ) -> impl Future<Output = Result<Response<ResponseBody>, Infallible>> {
     use futures_util::future::{Either, FutureExt};
-    match own_answer(&gateway, &req) {
+    match own_answer(&gateway, &req, access) {
         Some(answer) => Either::Left(std::future::ready(Ok(answer))),
         None => Either::Right(
             forward(gateway, req, client_ip).map(|answer| Ok(answer.unwrap_or_else(|e| *e))),
@@ -104,22 +106,85 @@ pub fn handle(
     }
 }
 
+/// What a client connection may ask of the gateway, decided once when it is accepted.
+///
+/// The operator paths (`/metrics`: every tenant's id and counts, the pods' addresses) are not
+/// for tenants: they are served on the admin listener, or, when there is none, to this
+/// machine only. Anyone else gets the 404 of a path that does not exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// The tenant listener: proxied requests and the probes (`/health`, `/ready`).
+    Tenant,
+    /// The tenant listener from a loopback address, with no admin listener configured: the
+    /// operator paths too (`tenantscale up`, local use), unless a proxy relayed the request.
+    Local,
+    /// The admin listener: the operator paths and the probes, nothing proxied.
+    Admin,
+}
+
+impl Access {
+    /// A connection to the tenant listener from `peer`.
+    pub fn tenant(peer: IpAddr, admin_listener: bool) -> Self {
+        // A `[::]` listener sees an IPv4 client as `::ffff:a.b.c.d`.
+        if !admin_listener && peer.to_canonical().is_loopback() {
+            Self::Local
+        } else {
+            Self::Tenant
+        }
+    }
+
+    /// Whether this request may read the operator paths. A request relayed by a proxy on this
+    /// machine (it says so in `Forwarded` or `X-Forwarded-For`) comes from loopback whoever
+    /// sent it.
+    fn operator(self, headers: &HeaderMap) -> bool {
+        match self {
+            Self::Admin => true,
+            Self::Local => {
+                !headers.contains_key(&X_FORWARDED_FOR) && !headers.contains_key(header::FORWARDED)
+            }
+            Self::Tenant => false,
+        }
+    }
+}
+
 /// The answer to a request the gateway serves itself (its endpoints, or no route), if it is one.
-fn own_answer(gateway: &Gateway, req: &Request<Incoming>) -> Option<Response<ResponseBody>> {
+fn own_answer<B>(
+    gateway: &Gateway,
+    req: &Request<B>,
+    access: Access,
+) -> Option<Response<ResponseBody>> {
+    // hyper refuses an HTTP/1.1 head over the limit itself; HTTP/2 limits only its bytes.
+    if req.headers().len() > crate::MAX_CLIENT_HEADERS {
+        return Some(error(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "too_many_headers",
+            format!("more than {} header fields", crate::MAX_CLIENT_HEADERS),
+        ));
+    }
     let path = req.uri().path();
     if req.method() == Method::GET {
         match path {
-            "/metrics" => return Some(metrics(gateway)),
+            "/metrics" if access.operator(req.headers()) => return Some(metrics(gateway)),
             "/health" => return Some(json(StatusCode::OK, serde_json::json!({"status": "ok"}))),
             "/ready" => return Some(ready(gateway)),
             _ => {}
         }
     }
-    if !(path.starts_with("/v1/") || path == "/query") {
+    let (proxied, served) = match access {
+        Access::Admin => (
+            false,
+            "the admin listener serves /metrics, /health and /ready",
+        ),
+        Access::Tenant | Access::Local => (
+            path.starts_with("/v1/") || path == "/query",
+            "the gateway serves /v1/… (and the seed's /query)",
+        ),
+    };
+    if !proxied {
         return Some(error(
             StatusCode::NOT_FOUND,
             "not_found",
-            format!("no route {path}: the gateway serves /v1/… (and the seed's /query)"),
+            format!("no route {path}: {served}"),
         ));
     }
     None
@@ -659,6 +724,97 @@ impl Body for Tracked {
 mod tests {
     use super::*;
     use crate::test_body::Frames;
+
+    fn gateway() -> Gateway {
+        let catalog = tenantscale_core::catalog::Catalog::parse(
+            "cluster: {cores: 4, memory: 8Gi}\n\
+             tiers:\n  gold: {weight: 1, share: 0.9}\n\
+             tenants:\n  - {id: media-1, tier: gold}\n\
+             pool: {minReplicas: 1, maxReplicas: 1, slotsPerPod: 10}\n",
+        )
+        .unwrap()
+        .catalog;
+        let config = crate::GatewayConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            admin_listen: None,
+            discovery: crate::Discovery::Static(Vec::new()),
+            secret: b"0123456789abcdef".to_vec(),
+            trust_tenant_header: false,
+            max_body: 1024,
+            timeouts: crate::Timeouts::default(),
+            connections: tenantscale_listener::Limits::default(),
+            router: tenantscale_core::routing::RouterConfig::default(),
+            share_retry_after: 1.0,
+            redis: None,
+            replicas: 1,
+            scope: crate::TenantScope::All,
+        };
+        Gateway::new(catalog, config)
+    }
+
+    #[tokio::test]
+    async fn operator_paths_are_answered_only_where_they_are_allowed() {
+        let gateway = gateway();
+        // `None`: the request goes on to a pod.
+        let answer_with = |access, method: Method, path: &str, header: Option<HeaderName>| {
+            let mut req = Request::builder().method(method).uri(path);
+            if let Some(name) = header {
+                req = req.header(name, "203.0.113.9");
+            }
+            own_answer(&gateway, &req.body(()).unwrap(), access).map(|r| r.status().as_u16())
+        };
+        let answer = |access, method, path: &str| answer_with(access, method, path, None);
+        for (access, metrics, proxied) in [
+            (Access::Tenant, Some(404), None),
+            (Access::Local, Some(200), None),
+            (Access::Admin, Some(200), Some(404)),
+        ] {
+            assert_eq!(
+                answer(access, Method::GET, "/metrics"),
+                metrics,
+                "{access:?}"
+            );
+            assert_eq!(answer(access, Method::POST, "/metrics"), Some(404));
+            assert_eq!(answer(access, Method::GET, "/health"), Some(200));
+            // No pods: not ready.
+            assert_eq!(answer(access, Method::GET, "/ready"), Some(503));
+            assert_eq!(answer(access, Method::POST, "/v1/query"), proxied);
+            assert_eq!(answer(access, Method::POST, "/query"), proxied);
+            assert_eq!(answer(access, Method::GET, "/status"), Some(404));
+        }
+        // Relayed by a proxy on this machine: not local.
+        for name in [X_FORWARDED_FOR, header::FORWARDED] {
+            let relayed = |access| answer_with(access, Method::GET, "/metrics", Some(name.clone()));
+            assert_eq!(relayed(Access::Local), Some(404));
+            assert_eq!(relayed(Access::Admin), Some(200));
+        }
+    }
+
+    #[test]
+    fn only_loopback_peers_get_operator_paths_and_only_without_an_admin_listener() {
+        for peer in ["127.0.0.1", "127.9.9.9", "::1", "::ffff:127.0.0.1"] {
+            let peer = peer.parse().unwrap();
+            assert_eq!(Access::tenant(peer, false), Access::Local, "{peer}");
+            assert_eq!(Access::tenant(peer, true), Access::Tenant, "{peer}");
+        }
+        for peer in [
+            "192.0.2.2",
+            "10.0.0.1",
+            "0.0.0.0",
+            "::ffff:10.0.0.1",
+            "fd00::2",
+            "::",
+        ] {
+            let peer = peer.parse().unwrap();
+            for admin_listener in [false, true] {
+                assert_eq!(
+                    Access::tenant(peer, admin_listener),
+                    Access::Tenant,
+                    "{peer}"
+                );
+            }
+        }
+    }
 
     #[tokio::test]
     async fn a_body_is_read_whole_whatever_its_frames() {

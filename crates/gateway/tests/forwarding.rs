@@ -113,11 +113,16 @@ async fn the_pod_gets_the_gateways_proof_and_no_connection_headers_cross() {
     let listen = free_port();
     let config = GatewayConfig {
         listen,
+        admin_listen: None,
         discovery: Discovery::Static(vec![pod_addr.clone()]),
         secret: SECRET.to_vec(),
         trust_tenant_header: false,
         max_body: 1024,
         timeouts: Timeouts::default(),
+        connections: tenantscale_listener::Limits {
+            max_headers: tenantscale_gateway::MAX_CLIENT_HEADERS,
+            ..Default::default()
+        },
         router: RouterConfig::default(),
         share_retry_after: 1.0,
         redis: None,

@@ -5,15 +5,18 @@
 //! What is rendered (namespace from `kubernetes.namespace`):
 //! - the shared pool: Deployment (no `replicas`: an autoscaler owns it), headless Service,
 //!   PodDisruptionBudget, a NetworkPolicy (only the gateway and the autoscaler reach the
-//!   pods); the gateway: Deployment, Service, optional Ingress; the catalog (it holds the
-//!   API-key hashes) and the shared secret (when one is given) as Secrets;
-//! - `--hpa tenantscale` (default): the tenantscale autoscaler with its ServiceAccount, Role
-//!   and RoleBinding; `--hpa native`: the catalog's `autoscaling/v2` HPA (the seed's) and the
+//!   pods); the gateway: Deployment (tenant port, and an admin port for `/metrics`), Service
+//!   (tenant port), a NetworkPolicy (the admin port only from the monitoring namespace),
+//!   optional Ingress (only the tenant API's paths); the catalog (it holds the API-key hashes)
+//!   and the shared secret (when one is given) as Secrets;
+//! - `--hpa tenantscale` (default): the tenantscale autoscaler with its ServiceAccount, Role,
+//!   RoleBinding and a NetworkPolicy (only the gateway and the monitoring namespace reach its
+//!   API); `--hpa native`: the catalog's `autoscaling/v2` HPA (the seed's) and the
 //!   prometheus-adapter rules that make its `queue_depth_per_tenant` work;
 //! - per silo tenant: its own Namespace, ResourceQuota, LimitRange, pods and gateway serving
-//!   only it, and a NetworkPolicy that lets only that gateway reach its pods;
-//! - `--prometheus-operator`: a ServiceMonitor and a PrometheusRule (alerts); always a Grafana
-//!   dashboard ConfigMap.
+//!   only it, and NetworkPolicies that let only that gateway reach its pods;
+//! - `--prometheus-operator`: a ServiceMonitor (pods, autoscaler), a PodMonitor (the gateway's
+//!   admin port) and a PrometheusRule (alerts); always a Grafana dashboard ConfigMap.
 
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -98,7 +101,12 @@ pub struct Rendered {
 /// Ports inside the containers.
 const POD_PORT: u16 = 8080;
 const GATEWAY_PORT: u16 = 8000;
+/// The gateway's operator endpoints (`--admin-listen`): `/metrics` names every tenant and pod.
+const GATEWAY_ADMIN_PORT: u16 = 9000;
 const AUTOSCALER_PORT: u16 = 9090;
+/// The namespace whose Prometheus may scrape what is not open to everyone (pods, the gateway's
+/// admin port, the autoscaler), as kube-prometheus installs it.
+const MONITORING_NAMESPACE: &str = "monitoring";
 const CATALOG_DIR: &str = "/etc/tenantscale";
 /// A gateway container's (milli-CPU, bytes of memory).
 const GATEWAY_REQUESTS: (i64, i64) = (250, 128 << 20);
@@ -136,6 +144,7 @@ pub fn render(catalog: &Catalog, options: &Options) -> Rendered {
     ctx.add(network_policy(&shared));
     ctx.add(gateway_deployment(&ctx, &shared));
     ctx.add(gateway_service(&shared));
+    ctx.add(gateway_network_policy(&shared));
     for r in gateway_rbac(&shared) {
         ctx.add(r);
     }
@@ -149,6 +158,7 @@ pub fn render(catalog: &Catalog, options: &Options) -> Rendered {
             ctx.add(role_binding(&ns));
             ctx.add(autoscaler_deployment(&ctx, &ns));
             ctx.add(autoscaler_service(&ns));
+            ctx.add(autoscaler_network_policy(&ns));
         }
         Autoscaler::Native => {
             let hpa = native_hpa(&mut ctx, &ns);
@@ -161,6 +171,7 @@ pub fn render(catalog: &Catalog, options: &Options) -> Rendered {
     }
     if options.prometheus_operator {
         ctx.add(service_monitor(&ns));
+        ctx.add(gateway_pod_monitor(&ns));
         ctx.add(prometheus_rule(&ns, catalog));
     }
     ctx.add(grafana_dashboard(&ns));
@@ -456,6 +467,8 @@ fn gateway_deployment(ctx: &Ctx, stack: &Stack) -> Value {
         format!("{CATALOG_DIR}/tenantscale.yaml"),
         "--listen".into(),
         format!("0.0.0.0:{GATEWAY_PORT}"),
+        "--admin-listen".into(),
+        format!("0.0.0.0:{GATEWAY_ADMIN_PORT}"),
         "--endpoint-slices".into(),
         format!("{}/{}", stack.namespace, stack.name("pod")),
     ];
@@ -475,7 +488,7 @@ fn gateway_deployment(ctx: &Ctx, stack: &Stack) -> Value {
             "template": {
                 "metadata": {"labels": stack.labels("gateway"), "annotations": {
                     "prometheus.io/scrape": "true",
-                    "prometheus.io/port": GATEWAY_PORT.to_string(),
+                    "prometheus.io/port": GATEWAY_ADMIN_PORT.to_string(),
                     "prometheus.io/path": "/metrics",
                 }},
                 "spec": {
@@ -486,7 +499,10 @@ fn gateway_deployment(ctx: &Ctx, stack: &Stack) -> Value {
                         "name": "gateway",
                         "image": ctx.catalog.kubernetes.image,
                         "args": args,
-                        "ports": [{"name": "http", "containerPort": GATEWAY_PORT}],
+                        "ports": [
+                            {"name": "http", "containerPort": GATEWAY_PORT},
+                            {"name": "admin", "containerPort": GATEWAY_ADMIN_PORT},
+                        ],
                         "env": [secret_env()],
                         "resources": {
                             "requests": {"cpu": format!("{}m", GATEWAY_REQUESTS.0), "memory": mem_text(GATEWAY_REQUESTS.1)},
@@ -517,16 +533,58 @@ fn gateway_service(stack: &Stack) -> Value {
     })
 }
 
+/// Ingress from the monitoring namespace to `port`.
+fn from_monitoring(port: u16) -> Value {
+    json!({
+        "from": [{"namespaceSelector": {"matchLabels": {
+            "kubernetes.io/metadata.name": MONITORING_NAMESPACE}}}],
+        "ports": [{"protocol": "TCP", "port": port}],
+    })
+}
+
+/// The tenant port is open to all (clients, the ingress controller); the admin port only to
+/// the monitoring namespace: the gateway answers its paths to anyone who reaches it.
+fn gateway_network_policy(stack: &Stack) -> Value {
+    ingress_policy(
+        metadata(
+            &stack.name("gateway"),
+            &stack.namespace,
+            stack.labels("gateway"),
+        ),
+        stack.selector("gateway"),
+        json!([
+            {"ports": [{"protocol": "TCP", "port": GATEWAY_PORT}]},
+            from_monitoring(GATEWAY_ADMIN_PORT),
+        ]),
+    )
+}
+
+/// A NetworkPolicy: the pods `selector` matches accept only the connections `ingress` lists.
+fn ingress_policy(metadata: Value, selector: Value, ingress: Value) -> Value {
+    json!({
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": metadata,
+        "spec": {
+            "podSelector": {"matchLabels": selector},
+            "policyTypes": ["Ingress"],
+            "ingress": ingress,
+        },
+    })
+}
+
+/// Only the tenant API's paths: `/v1/…` and the seed's `/query`. The gateway's own paths
+/// (`/metrics`, the probes) are not published.
 fn ingress(ns: &str, host: &str) -> Value {
+    let backend = json!({"service": {"name": "tenantscale-gateway", "port": {"name": "http"}}});
     json!({
         "apiVersion": "networking.k8s.io/v1",
         "kind": "Ingress",
         "metadata": metadata("tenantscale-gateway", ns, base_labels("gateway")),
-        "spec": {"rules": [{"host": host, "http": {"paths": [{
-            "path": "/",
-            "pathType": "Prefix",
-            "backend": {"service": {"name": "tenantscale-gateway", "port": {"name": "http"}}},
-        }]}}]},
+        "spec": {"rules": [{"host": host, "http": {"paths": [
+            {"path": "/v1/", "pathType": "Prefix", "backend": backend},
+            {"path": "/query", "pathType": "Exact", "backend": backend},
+        ]}}]},
     })
 }
 
@@ -579,7 +637,11 @@ fn autoscaler_deployment(ctx: &Ctx, ns: &str) -> Value {
             "replicas": 2,
             "selector": {"matchLabels": Stack::shared(ns).selector("autoscaler")},
             "template": {
-                "metadata": {"labels": base_labels("autoscaler")},
+                "metadata": {"labels": base_labels("autoscaler"), "annotations": {
+                    "prometheus.io/scrape": "true",
+                    "prometheus.io/port": AUTOSCALER_PORT.to_string(),
+                    "prometheus.io/path": "/metrics",
+                }},
                 "spec": {
                     "serviceAccountName": "tenantscale-autoscaler",
                     "securityContext": {"runAsNonRoot": true, "runAsUser": 10001},
@@ -617,6 +679,25 @@ fn autoscaler_service(ns: &str) -> Value {
             "ports": [{"name": "http", "port": AUTOSCALER_PORT, "targetPort": "http"}],
         },
     })
+}
+
+/// The autoscaler's whole API is for the cluster's own (its metrics and `/status` name every
+/// tenant; `/v1/pods` every pod): only the gateway (`--registry` follows `/v1/pods`) and the
+/// monitoring namespace reach it. The kubelet's probes are let through by every CNI, and
+/// `kubectl port-forward` is not network traffic to the pod.
+fn autoscaler_network_policy(ns: &str) -> Value {
+    let shared = Stack::shared(ns);
+    ingress_policy(
+        metadata("tenantscale-autoscaler", ns, base_labels("autoscaler")),
+        shared.selector("autoscaler"),
+        json!([
+            {
+                "from": [{"podSelector": {"matchLabels": shared.selector("gateway")}}],
+                "ports": [{"protocol": "TCP", "port": AUTOSCALER_PORT}],
+            },
+            from_monitoring(AUTOSCALER_PORT),
+        ]),
+    )
 }
 
 /// The catalog's `autoscaling/v2` HPA for the pool, as the seed writes it.
@@ -772,6 +853,7 @@ fn silo(ctx: &mut Ctx, tenant: &Tenant) {
     ctx.add(pod_service(&stack));
     ctx.add(gateway_deployment(ctx, &stack));
     ctx.add(gateway_service(&stack));
+    ctx.add(gateway_network_policy(&stack));
     for r in gateway_rbac(&stack) {
         ctx.add(r);
     }
@@ -853,33 +935,46 @@ fn network_policy(stack: &Stack) -> Value {
     if stack.scope.is_none() {
         from.push(json!({"podSelector": {"matchLabels": stack.selector("autoscaler")}}));
     }
-    json!({
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
-        "metadata": metadata(&stack.name("pod"), &stack.namespace, stack.labels("pod")),
-        "spec": {
-            "podSelector": {"matchLabels": stack.selector("pod")},
-            "policyTypes": ["Ingress"],
-            "ingress": [
-                {"from": from, "ports": port},
-                {
-                    "from": [{"namespaceSelector": {"matchLabels": {
-                        "kubernetes.io/metadata.name": "monitoring"}}}],
-                    "ports": port,
-                },
-            ],
-        },
-    })
+    ingress_policy(
+        metadata(&stack.name("pod"), &stack.namespace, stack.labels("pod")),
+        stack.selector("pod"),
+        json!([{"from": from, "ports": port}, from_monitoring(POD_PORT)]),
+    )
 }
 
+/// The pods and the autoscaler, on their one port. Not the gateway: its Service carries only
+/// the tenant port, where `/metrics` is 404 (see [`gateway_pod_monitor`]).
 fn service_monitor(ns: &str) -> Value {
     json!({
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "ServiceMonitor",
         "metadata": metadata("tenantscale", ns, base_labels("monitoring")),
         "spec": {
-            "selector": {"matchLabels": {"app.kubernetes.io/name": "tenantscale"}},
+            "selector": {
+                "matchLabels": {"app.kubernetes.io/name": "tenantscale"},
+                "matchExpressions": [{
+                    "key": "app.kubernetes.io/component",
+                    "operator": "In",
+                    "values": ["pod", "autoscaler"],
+                }],
+            },
             "endpoints": [{"port": "http", "path": "/metrics", "interval": "15s"}],
+        },
+    })
+}
+
+/// The gateways' admin port, scraped from the pods (no Service publishes it).
+fn gateway_pod_monitor(ns: &str) -> Value {
+    json!({
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PodMonitor",
+        "metadata": metadata("tenantscale-gateway", ns, base_labels("monitoring")),
+        "spec": {
+            "selector": {"matchLabels": {
+                "app.kubernetes.io/name": "tenantscale",
+                "app.kubernetes.io/component": "gateway",
+            }},
+            "podMetricsEndpoints": [{"port": "admin", "path": "/metrics", "interval": "15s"}],
         },
     })
 }

@@ -84,19 +84,23 @@ fn render_matches_the_golden_files_and_is_deterministic() {
     }
 }
 
+/// `kubernetes-validate --strict` for `version` accepts `files` (`what`, for the message).
 /// `kubernetes-validate` (PyPI) is installed by `.ci/run`; elsewhere a missing one skips.
-fn kubernetes_validate(version: &str, files: &[PathBuf]) -> Option<std::process::Output> {
-    match Command::new("kubernetes-validate")
+fn assert_valid(version: &str, files: &[PathBuf], what: &str) {
+    let o = match Command::new("kubernetes-validate")
         .args(["--strict", "--quiet", "-k", version])
         .args(files)
         .output()
     {
-        Ok(o) => Some(o),
-        Err(e) => {
-            super::missing(&format!("kubernetes-validate ({e})"));
-            None
-        }
-    }
+        Ok(o) => o,
+        Err(e) => return super::missing(&format!("kubernetes-validate ({e})")),
+    };
+    assert!(
+        o.status.success(),
+        "{version} {what}:\n{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
 
 #[test]
@@ -112,21 +116,14 @@ fn every_rendered_manifest_passes_kubernetes_validate_strict() {
             );
             // prometheus-operator's kinds have no schema there: golden files and promtool
             // cover them.
+            let operator_kinds = ["/servicemonitor-", "/podmonitor-", "/prometheusrule-"];
             let paths: Vec<PathBuf> = files(&dir)
                 .into_iter()
-                .filter(|(p, _)| !p.contains("/servicemonitor-") && !p.contains("/prometheusrule-"))
+                .filter(|(p, _)| !operator_kinds.iter().any(|k| p.contains(k)))
                 .map(|(p, _)| dir.join(p))
                 .collect();
             assert!(paths.len() > 30, "{} files", paths.len());
-            let Some(o) = kubernetes_validate(version, &paths) else {
-                return;
-            };
-            assert!(
-                o.status.success(),
-                "{version} {extra:?}:\n{}{}",
-                String::from_utf8_lossy(&o.stdout),
-                String::from_utf8_lossy(&o.stderr)
-            );
+            assert_valid(version, &paths, &format!("{extra:?}"));
             let _ = std::fs::remove_dir_all(dir);
         }
     }
@@ -291,4 +288,148 @@ fn a_field_the_cluster_lacks_is_left_out_with_a_warning_never_emitted_invalid() 
     for dir in [old, new] {
         let _ = std::fs::remove_dir_all(dir);
     }
+}
+
+#[test]
+fn only_the_tenant_api_is_published_the_admin_port_is_scraped_and_the_autoscaler_is_fenced() {
+    let text = std::fs::read_to_string(example()).unwrap().replacen(
+        "  gatewayReplicas: 2\n",
+        "  gatewayReplicas: 2\n  host: rag.example.com\n",
+        1,
+    );
+    let catalog = temp_file("with-host.yaml", &text);
+    let (dir, _) = render("published", &catalog, &["--prometheus-operator"]);
+    let ns = dir.join("tenantscale");
+
+    // The Ingress routes the tenant API to the tenant port, and nothing else.
+    let ingress = yaml(&ns.join("ingress-tenantscale-gateway.yaml"));
+    let paths = ingress["spec"]["rules"][0]["http"]["paths"]
+        .as_array()
+        .unwrap();
+    let routes: Vec<(&str, &str)> = paths
+        .iter()
+        .map(|p| {
+            assert_eq!(p["backend"]["service"]["port"]["name"], "http", "{p}");
+            (p["path"].as_str().unwrap(), p["pathType"].as_str().unwrap())
+        })
+        .collect();
+    assert_eq!(routes, [("/v1/", "Prefix"), ("/query", "Exact")]);
+
+    // Every gateway (the shared one and a silo's) has an admin port, scraped there; its
+    // probes stay on the tenant port; its Service carries only the tenant port; the admin
+    // port is open to the monitoring namespace only.
+    for (dir, name) in [
+        (ns.clone(), "tenantscale-gateway"),
+        (
+            dir.join("tenant-finance-1"),
+            "tenantscale-finance-1-gateway",
+        ),
+    ] {
+        let gateway = yaml(&dir.join(format!("deployment-{name}.yaml")));
+        let template = &gateway["spec"]["template"];
+        assert_eq!(
+            template["metadata"]["annotations"]["prometheus.io/port"],
+            "9000"
+        );
+        let container = &template["spec"]["containers"][0];
+        assert!(
+            container["args"]
+                .to_string()
+                .contains(r#""--admin-listen","0.0.0.0:9000""#),
+            "{}",
+            container["args"]
+        );
+        assert_eq!(
+            container["ports"],
+            serde_json::json!([
+                {"name": "http", "containerPort": 8000},
+                {"name": "admin", "containerPort": 9000},
+            ])
+        );
+        assert_eq!(container["readinessProbe"]["httpGet"]["port"], 8000);
+        let service = yaml(&dir.join(format!("service-{name}.yaml")));
+        assert_eq!(
+            service["spec"]["ports"],
+            serde_json::json!([{"name": "http", "port": 8000, "targetPort": "http"}])
+        );
+        let policy = yaml(&dir.join(format!("networkpolicy-{name}.yaml")));
+        assert_eq!(
+            policy["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"],
+            "gateway"
+        );
+        assert_eq!(
+            policy["spec"]["ingress"],
+            serde_json::json!([
+                {"ports": [{"protocol": "TCP", "port": 8000}]},
+                {
+                    "from": [{"namespaceSelector": {"matchLabels": {
+                        "kubernetes.io/metadata.name": "monitoring"}}}],
+                    "ports": [{"protocol": "TCP", "port": 9000}],
+                },
+            ])
+        );
+    }
+    let pod_monitor = yaml(&ns.join("podmonitor-tenantscale-gateway.yaml"));
+    assert_eq!(
+        pod_monitor["spec"]["podMetricsEndpoints"][0]["port"],
+        "admin"
+    );
+    // The ServiceMonitor's port `http` would be the gateway's tenant port: not the gateway.
+    let service_monitor = yaml(&ns.join("servicemonitor-tenantscale.yaml"));
+    assert_eq!(
+        service_monitor["spec"]["selector"]["matchExpressions"][0]["values"],
+        serde_json::json!(["pod", "autoscaler"])
+    );
+
+    // The autoscaler listens on every address, and only the gateway and the monitoring
+    // namespace reach it.
+    let autoscaler = yaml(&ns.join("deployment-tenantscale-autoscaler.yaml"));
+    let container = &autoscaler["spec"]["template"]["spec"]["containers"][0];
+    assert!(
+        container["args"]
+            .to_string()
+            .contains(r#""--listen","0.0.0.0:9090""#)
+    );
+    let policy = yaml(&ns.join("networkpolicy-tenantscale-autoscaler.yaml"));
+    let spec = &policy["spec"];
+    assert_eq!(
+        spec["podSelector"]["matchLabels"],
+        autoscaler["spec"]["selector"]["matchLabels"]
+    );
+    assert_eq!(spec["policyTypes"], serde_json::json!(["Ingress"]));
+    let ingress = spec["ingress"].as_array().unwrap();
+    assert_eq!(ingress.len(), 2, "{ingress:?}");
+    assert_eq!(
+        ingress[0]["from"],
+        serde_json::json!([{"podSelector": {"matchLabels": {
+            "app.kubernetes.io/name": "tenantscale",
+            "app.kubernetes.io/instance": "tenantscale",
+            "app.kubernetes.io/component": "gateway",
+        }}}])
+    );
+    assert_eq!(
+        ingress[1]["from"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+        "monitoring"
+    );
+    for rule in ingress {
+        assert_eq!(
+            rule["ports"],
+            serde_json::json!([{"protocol": "TCP", "port": 9090}])
+        );
+    }
+
+    let changed: Vec<PathBuf> = [
+        "tenantscale/ingress-tenantscale-gateway.yaml",
+        "tenantscale/networkpolicy-tenantscale-gateway.yaml",
+        "tenantscale/networkpolicy-tenantscale-autoscaler.yaml",
+        "tenantscale/deployment-tenantscale-gateway.yaml",
+        "tenantscale/deployment-tenantscale-autoscaler.yaml",
+    ]
+    .iter()
+    .map(|p| dir.join(p))
+    .collect();
+    for version in ["1.30.0", "1.37.0"] {
+        assert_valid(version, &changed, "with an Ingress");
+    }
+    let _ = std::fs::remove_dir_all(dir);
 }

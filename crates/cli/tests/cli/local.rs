@@ -63,14 +63,14 @@ fn ready_pods(status: &Value) -> usize {
 }
 
 /// SIGTERM and wait (its pods drain first); asserts a clean exit and returns the log.
-fn stop(server: Server) -> String {
+pub(super) fn stop(server: Server) -> String {
     server.terminate();
     server.exit_log()
 }
 
 /// The example's tenants on a pool of 1–4 pods of 2 slots, with short windows and a
 /// scale-down stabilization of `scale_down_seconds`.
-fn small_pool(name: &str, scale_down_seconds: u32) -> std::path::PathBuf {
+pub(super) fn small_pool(name: &str, scale_down_seconds: u32) -> std::path::PathBuf {
     let base = std::fs::read_to_string(root().join("examples/gcc-platform.yaml")).unwrap();
     let tenants_only = base.split("pool:").next().unwrap();
     temp_file(
@@ -96,7 +96,7 @@ fn llm_sim(ms: u32) -> (Server, String) {
 
 /// `tenantscale autoscale` on `catalog`, listening on `listen`, with the tests' secret, no
 /// warm-up, a round every 0.5 s and `data` as its data dir; `extra` adds flags.
-fn autoscale(
+pub(super) fn autoscale(
     catalog: &std::path::Path,
     listen: &str,
     data: &std::path::Path,
