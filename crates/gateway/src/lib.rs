@@ -5,8 +5,9 @@
 //! with bounded loads and slow start, also from core), signs the tenant for the pod, and keeps
 //! away from draining, unreachable and failing pods.
 //!
-//! Requests are read whole (up to `max_body`) before they are sent on: a request refused by a
-//! limit never reaches a pod, and one whose pod refused the connection can be sent to another.
+//! Admission is decided from a request's head; an admitted request is read whole (up to
+//! `max_body`) before it is sent on: a request refused by a limit costs no body read and never
+//! reaches a pod, and one whose pod refused the connection can be sent to another.
 //! Responses stream through.
 
 mod closing;
@@ -15,6 +16,7 @@ pub mod metrics;
 pub mod pods;
 mod preface;
 mod proxy;
+mod request_id;
 mod shared;
 mod signatures;
 #[cfg(test)]
