@@ -213,62 +213,16 @@ fn lease_key(tenant: &str) -> String {
 }
 
 #[cfg(test)]
+#[path = "../tests/support/redis_server.rs"]
+mod redis_server;
+
+#[cfg(test)]
 mod tests {
     use super::*;
-    use std::process::{Child, Command, Stdio};
     use std::time::Instant;
     use tenantscale_core::fairness::admission::Gcra;
 
-    /// A throwaway `redis-server` on a free port, killed on drop; `None` (the test skips)
-    /// without the binary, except under CI, which installs it.
-    struct RedisServer {
-        child: Child,
-        url: String,
-    }
-
-    impl RedisServer {
-        fn start() -> Option<Self> {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
-            let child = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--save", "", "--appendonly", "no"])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn();
-            let child = match child {
-                Ok(child) => child,
-                Err(e) => {
-                    assert!(
-                        std::env::var_os("CI").is_none(),
-                        "CI must provide redis-server"
-                    );
-                    eprintln!("skipped: no redis-server ({e})");
-                    return None;
-                }
-            };
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-                assert!(Instant::now() < deadline, "redis-server did not start");
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            Some(Self {
-                child,
-                url: format!("redis://127.0.0.1:{port}"),
-            })
-        }
-    }
-
-    impl Drop for RedisServer {
-        fn drop(&mut self) {
-            self.child.kill().ok();
-            self.child.wait().ok();
-        }
-    }
+    use redis_server::RedisServer;
 
     #[tokio::test]
     async fn a_lease_taken_after_the_gateway_stopped_waiting_is_deleted() {

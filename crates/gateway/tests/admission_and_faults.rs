@@ -15,6 +15,10 @@ use tenantscale_gateway::{Discovery, GatewayConfig, TenantScope, Timeouts};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+#[path = "support/redis_server.rs"]
+mod redis_server;
+use redis_server::RedisServer;
+
 /// Long enough for any wait below on a loaded machine; a test that needs it has failed.
 const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -174,6 +178,16 @@ fn catalog() -> Catalog {
 
 /// A gateway in this process over `discovery`, serving once its pods are known and ready.
 async fn gateway(discovery: Discovery, max_body: usize, timeouts: Timeouts) -> SocketAddr {
+    gateway_with(discovery, max_body, timeouts, None).await
+}
+
+/// [`gateway`], sharing its limits through the Redis at `redis`.
+async fn gateway_with(
+    discovery: Discovery,
+    max_body: usize,
+    timeouts: Timeouts,
+    redis: Option<String>,
+) -> SocketAddr {
     logs();
     let listen = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -188,7 +202,7 @@ async fn gateway(discovery: Discovery, max_body: usize, timeouts: Timeouts) -> S
         timeouts,
         router: RouterConfig::default(),
         share_retry_after: 1.0,
-        redis: None,
+        redis,
         replicas: 1,
         scope: TenantScope::All,
     };
@@ -308,14 +322,29 @@ async fn wait_for_metric(gateway: SocketAddr, series: &str, value: f64) {
 
 #[tokio::test]
 async fn a_tenant_at_its_rate_limit_is_refused_from_the_head_without_its_body() {
+    refused_from_the_head(None).await;
+}
+
+#[tokio::test]
+async fn a_tenant_at_its_shared_rate_limit_is_refused_from_the_head_without_its_body() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let gw = refused_from_the_head(Some(&redis)).await;
+    assert_eq!(metric(gw, "tenantscale_gateway_redis_up").await, 1.0);
+}
+
+/// A tenant over its rate limit (through `redis` when given) announces a large body and
+/// sends none of it: it is refused at once.
+async fn refused_from_the_head(redis: Option<&RedisServer>) -> SocketAddr {
     let pod = PodDouble::start().await;
     // Reading the body first would wait this long for bytes that never come.
     let timeouts = Timeouts {
         body_read: Duration::from_secs(600),
         ..Timeouts::default()
     };
-    let addrs = vec![pod.addr.clone()];
-    let gw = gateway(Discovery::Static(addrs), 2 << 20, timeouts).await;
+    let discovery = Discovery::Static(vec![pod.addr.clone()]);
+    let gw = gateway_with(discovery, 2 << 20, timeouts, redis.map(|r| r.url.clone())).await;
     assert_eq!(post(gw, "slow", "/v1/query", "").await.status, 200);
 
     let mut stream = TcpStream::connect(gw).await.unwrap();
@@ -331,16 +360,51 @@ async fn a_tenant_at_its_rate_limit_is_refused_from_the_head_without_its_body() 
     );
     assert!(answer.body.contains("\"rate_limit\""), "{}", answer.body);
     assert_eq!(pod.requests.load(Ordering::SeqCst), 1);
+    gw
 }
 
 #[tokio::test]
 async fn an_admitted_requests_place_is_given_back_however_its_body_fails() {
+    body_failures_give_admission_back(None).await;
+}
+
+#[tokio::test]
+async fn an_admitted_requests_redis_lease_is_given_back_however_its_body_fails() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let gw = body_failures_give_admission_back(Some(&redis)).await;
+    assert_eq!(metric(gw, "tenantscale_gateway_redis_up").await, 1.0);
+    let mut conn = redis::Client::open(redis.url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let leases: u64 = redis::cmd("ZCARD")
+            .arg("tenantscale:{gold}:leases")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if leases == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{leases} leases still held");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Bodies too large, too slow and cut off by a client gone: each request was admitted (through
+/// `redis` when given) before its body failed, and all their places are free again.
+async fn body_failures_give_admission_back(redis: Option<&RedisServer>) -> SocketAddr {
     let pod = PodDouble::start().await;
     let timeouts = Timeouts {
         body_read: Duration::from_secs(1),
         ..Timeouts::default()
     };
-    let gw = static_gateway(&[&pod], timeouts).await;
+    let discovery = Discovery::Static(vec![pod.addr.clone()]);
+    let gw = gateway_with(discovery, 1024, timeouts, redis.map(|r| r.url.clone())).await;
     let in_flight = r#"tenantscale_gateway_in_flight{tenant_id="gold"}"#;
     let admitted = r#"tenantscale_gateway_admitted_total{tenant_id="gold"}"#;
     let head = |framing: &str| {
@@ -377,6 +441,7 @@ async fn an_admitted_requests_place_is_given_back_however_its_body_fails() {
         0,
         "no body reached the pod"
     );
+    gw
 }
 
 #[tokio::test]
