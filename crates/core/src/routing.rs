@@ -37,7 +37,7 @@ pub enum PodState {
     Ready { since: f64 },
     /// Takes no new requests.
     Draining,
-    /// Gone; its index is never reused.
+    /// Gone; its index goes to the next pod added.
     Removed,
 }
 
@@ -72,7 +72,14 @@ impl Default for RouterConfig {
 #[derive(Debug, Clone)]
 pub struct Router {
     config: RouterConfig,
+    /// As many entries as pods were ever at once in rotation or draining with requests: a
+    /// removed pod's index is reused, so pods coming and going (ejections, re-admissions)
+    /// do not grow it.
     pods: Vec<Pod>,
+    /// Indices of removed pods, for the next pods added.
+    free: Vec<usize>,
+    /// Pods in the `Ready` state.
+    ready: usize,
     tenant_keys: Vec<u64>,
     /// Per tenant, pod indices best first; rebuilt lazily after the pod set changes.
     rankings: Vec<Vec<u32>>,
@@ -92,6 +99,8 @@ impl Router {
         Self {
             config,
             pods: Vec::new(),
+            free: Vec::new(),
+            ready: 0,
             tenant_keys,
             rankings: vec![Vec::new(); n],
             ranked_generation: vec![u64::MAX; n],
@@ -102,31 +111,55 @@ impl Router {
         }
     }
 
-    /// Adds a pod that became ready at `now`; returns its index.
+    /// Adds a pod that became ready at `now`; returns its index (a removed pod's, if any).
     pub fn add_pod(&mut self, key: u64, now: f64) -> usize {
-        self.pods.push(Pod {
+        let pod = Pod {
             key,
             state: PodState::Ready { since: now },
             load: 0,
-        });
+        };
+        let index = match self.free.pop() {
+            Some(index) => {
+                self.pods[index] = pod;
+                index
+            }
+            None => {
+                self.pods.push(pod);
+                self.pods.len() - 1
+            }
+        };
+        self.ready += 1;
         self.warm_after = self.warm_after.max(now + self.config.warmup_seconds);
         self.generation += 1;
-        self.pods.len() - 1
+        index
     }
 
     /// Stops sending to pod `index` (its load still counts until released).
     pub fn drain(&mut self, index: usize) {
+        self.leave_ready(index);
         self.pods[index].state = PodState::Draining;
         self.generation += 1;
     }
 
-    /// Forgets pod `index` (drained and idle); indices of other pods do not change.
+    /// Forgets pod `index` (drained and idle); indices of other pods do not change, and a pod
+    /// added later may get this one: no request may hold it any more.
     pub fn remove(&mut self, index: usize) {
+        if self.pods[index].state == PodState::Removed {
+            return;
+        }
+        self.leave_ready(index);
         let pod = &mut self.pods[index];
         self.total_load -= u64::from(pod.load);
         pod.load = 0;
         pod.state = PodState::Removed;
+        self.free.push(index);
         self.generation += 1;
+    }
+
+    fn leave_ready(&mut self, index: usize) {
+        if matches!(self.pods[index].state, PodState::Ready { .. }) {
+            self.ready -= 1;
+        }
     }
 
     /// Slow-start weight of pod `index` at `now`, in [min_weight, 1]; 0 when draining.
@@ -225,15 +258,128 @@ impl Router {
 
     /// Pods taking requests.
     pub fn ready_pods(&self) -> usize {
-        self.pods
-            .iter()
-            .filter(|p| matches!(p.state, PodState::Ready { .. }))
-            .count()
+        self.ready
     }
 
     /// The tenant's pod ranking, best first (draining and removed pods excluded).
     pub fn ranking(&mut self, tenant: usize) -> &[u32] {
         self.rank(tenant);
         &self.rankings[tenant]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// A pod (of four) enters rotation, if it is out.
+        Admit(u64),
+        /// A pod leaves rotation (ejected, unreachable, draining), if it is in.
+        Eject(u64),
+        Route(usize),
+        /// The `n`th outstanding request (modulo their number) finishes.
+        Release(usize),
+        Wait(f64),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0..4u64).prop_map(Op::Admit),
+            (0..4u64).prop_map(Op::Eject),
+            (0..8usize).prop_map(Op::Route),
+            any::<usize>().prop_map(Op::Release),
+            (0.0..30.0f64).prop_map(Op::Wait),
+        ]
+    }
+
+    /// Two routers through one sequence of pods coming and going: one used as the gateway
+    /// used it before (a left pod's entry is kept forever), one whose left pods are removed
+    /// once idle, as the gateway's pool does now.
+    struct Pair {
+        kept: Router,
+        reused: Router,
+        /// Per pod key, its index in each while it is in rotation.
+        in_rotation: Vec<Option<(usize, usize)>>,
+        outstanding: Vec<(usize, usize)>,
+    }
+
+    impl Pair {
+        /// Removes `index` from the reusing router if it is out of rotation and idle.
+        fn remove_if_idle(&mut self, index: usize) {
+            let in_rotation = self
+                .in_rotation
+                .iter()
+                .any(|r| r.is_some_and(|r| r.1 == index));
+            if !in_rotation && self.reused.load(index) == 0 {
+                self.reused.remove(index);
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn pods_coming_and_going_leave_no_entries_behind_and_route_alike(
+            ops in prop::collection::vec(op(), 1..400),
+        ) {
+            let config = RouterConfig { warmup_seconds: 20.0, ..RouterConfig::default() };
+            let tenants: Vec<u64> = (0..8).map(|t| stable_hash(&[t])).collect();
+            let mut p = Pair {
+                kept: Router::new(config, tenants.clone()),
+                reused: Router::new(config, tenants),
+                in_rotation: vec![None; 4],
+                outstanding: Vec::new(),
+            };
+            let mut now = 0.0;
+            let mut most_outstanding = 0;
+            for op in ops {
+                match op {
+                    Op::Admit(pod) if p.in_rotation[pod as usize].is_none() => {
+                        let key = stable_hash(&pod.to_le_bytes());
+                        let kept = p.kept.add_pod(key, now);
+                        let reused = p.reused.add_pod(key, now);
+                        p.in_rotation[pod as usize] = Some((kept, reused));
+                    }
+                    Op::Eject(pod) => {
+                        if let Some((kept, reused)) = p.in_rotation[pod as usize].take() {
+                            p.kept.drain(kept);
+                            p.reused.drain(reused);
+                            p.remove_if_idle(reused);
+                        }
+                    }
+                    Op::Route(tenant) => {
+                        let kept = p.kept.route(tenant, now);
+                        let reused = p.reused.route(tenant, now);
+                        prop_assert_eq!(
+                            kept.map(|i| p.kept.pods[i].key),
+                            reused.map(|i| p.reused.pods[i].key),
+                            "tenant {} at {}", tenant, now
+                        );
+                        if let (Some(kept), Some(reused)) = (kept, reused) {
+                            p.outstanding.push((kept, reused));
+                        }
+                        most_outstanding = most_outstanding.max(p.outstanding.len());
+                    }
+                    Op::Release(n) if !p.outstanding.is_empty() => {
+                        let (kept, reused) = p.outstanding.swap_remove(n % p.outstanding.len());
+                        p.kept.release(kept);
+                        p.reused.release(reused);
+                        p.remove_if_idle(reused);
+                    }
+                    Op::Wait(seconds) => now += seconds,
+                    _ => {}
+                }
+                prop_assert_eq!(p.kept.ready_pods(), p.reused.ready_pods());
+                prop_assert_eq!(p.kept.total_load, p.reused.total_load);
+                // Each entry is a pod in rotation or one a request still holds.
+                let bound = 4 + most_outstanding;
+                prop_assert!(
+                    p.reused.pods.len() <= bound,
+                    "{} entries for 4 pods and {} requests", p.reused.pods.len(), most_outstanding
+                );
+            }
+        }
     }
 }

@@ -43,6 +43,15 @@ fn hop_by_hop(name: &HeaderName) -> bool {
     )
 }
 
+/// The field a pod marks an answer with (`X-Tenantscale-Fault: pod`, on a 5xx) when the
+/// failure is its own, not the tenant's request's (the pod's `ApiError`): only such answers
+/// count against the pod. Never passed on to the client.
+const FAULT: &str = "x-tenantscale-fault";
+
+/// In an answer's extensions when the pod marked it as its own fault (see [`FAULT`]).
+#[derive(Clone, Copy, Debug)]
+pub struct PodFault;
+
 /// How sending a request to a pod failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
@@ -77,14 +86,21 @@ impl PodRequest {
     /// (the body goes out whole, with its length) and the hop-by-hop ones.
     pub fn header(&mut self, name: &HeaderName, value: &HeaderValue) {
         if !(hop_by_hop(name) || *name == header::HOST || *name == header::CONTENT_LENGTH) {
-            self.field(name, value);
+            self.field(name, value.as_bytes());
         }
     }
 
-    fn field(&mut self, name: &HeaderName, value: &HeaderValue) {
+    /// Adds a field whose value the caller has made of visible ASCII (no `HeaderValue` to
+    /// build for it).
+    pub fn header_ascii(&mut self, name: &HeaderName, value: &[u8]) {
+        debug_assert!(value.iter().all(u8::is_ascii_graphic));
+        self.field(name, value);
+    }
+
+    fn field(&mut self, name: &HeaderName, value: &[u8]) {
         self.head.extend_from_slice(name.as_str().as_bytes());
         self.head.extend_from_slice(b": ");
-        self.head.extend_from_slice(value.as_bytes());
+        self.head.extend_from_slice(value);
         self.head.extend_from_slice(b"\r\n");
     }
 
@@ -121,14 +137,26 @@ pub struct Connections {
 }
 
 impl Connections {
-    /// Connections to `addr` (`host:port`).
-    pub fn new(addr: &str, timeouts: PodTimeouts) -> Self {
-        Self {
+    /// Connections to `addr`, which must be `host:port` in visible ASCII (it is the requests'
+    /// `Host`); a registry's addresses are the network's input, checked here.
+    pub fn new(addr: &str, timeouts: PodTimeouts) -> Result<Self, String> {
+        let host_port = addr
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+        if !(host_port && addr.bytes().all(|b| b.is_ascii_graphic())) {
+            return Err("a pod address is host:port in visible ASCII".into());
+        }
+        Ok(Self {
             addr: addr.to_string(),
-            host: HeaderValue::try_from(addr).expect("pod addresses are validated as HOST:PORT"),
+            host: HeaderValue::try_from(addr).map_err(|e| e.to_string())?,
             timeouts,
             idle: Mutex::new(Vec::new()),
-        }
+        })
+    }
+
+    /// `host:port`.
+    pub fn addr(&self) -> &str {
+        &self.addr
     }
 
     /// A request to this pod: `target` is in origin form (path and query); `Host` is the pod.
@@ -142,7 +170,7 @@ impl Connections {
             states_empty_body: !matches!(*method, Method::GET | Method::HEAD | Method::CONNECT),
             head_only: *method == Method::HEAD,
         };
-        req.field(&header::HOST, &self.host);
+        req.field(&header::HOST, self.host.as_bytes());
         req
     }
 
@@ -215,6 +243,9 @@ impl Connections {
         let mut res = Response::new(body);
         *res.status_mut() = head.status;
         *res.headers_mut() = head.headers;
+        if head.pod_fault {
+            res.extensions_mut().insert(PodFault);
+        }
         res
     }
 
@@ -278,6 +309,8 @@ struct Head {
     framing: Framing,
     /// Whether the connection may carry another exchange after this one.
     keep_alive: bool,
+    /// Whether the pod marked the answer as its own fault.
+    pod_fault: bool,
 }
 
 #[derive(Debug)]
@@ -409,10 +442,15 @@ fn parse_head(buf: &mut bytes::BytesMut, head_only: bool) -> io::Result<Option<H
     let mut length: Option<u64> = None;
     let mut chunked = None;
     let mut close = version != Some(1);
+    let mut pod_fault = false;
     for &(name_start, name_end, value_start, value_end) in &fields[..count] {
         let name = HeaderName::from_bytes(&head[name_start as usize..name_end as usize])
             .map_err(|e| invalid(format!("the pod's answer head: {e}")))?;
         let value = head.slice(value_start as usize..value_end as usize);
+        if name.as_str() == FAULT {
+            pod_fault |= value.trim_ascii().eq_ignore_ascii_case(b"pod");
+            continue;
+        }
         match name {
             header::CONTENT_LENGTH => length = Some(content_length(&value, length)?),
             // Only the last coding says whether the body is chunked (RFC 9112 §6.3).
@@ -464,6 +502,7 @@ fn parse_head(buf: &mut bytes::BytesMut, head_only: bool) -> io::Result<Option<H
         headers,
         framing,
         keep_alive: !close,
+        pod_fault,
     }))
 }
 

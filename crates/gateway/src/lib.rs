@@ -5,14 +5,16 @@
 //! with bounded loads and slow start, also from core), signs the tenant for the pod, and keeps
 //! away from draining, unreachable and failing pods.
 //!
-//! Requests are read whole (up to `max_body`) before they are sent on: a request refused by a
-//! limit never reaches a pod, and one whose pod refused the connection can be sent to another.
+//! Admission is decided from a request's head; an admitted request is read whole (up to
+//! `max_body`) before it is sent on: a request refused by a limit costs no body read and never
+//! reaches a pod, and one whose pod refused the connection can be sent to another.
 //! Responses stream through.
 
 mod connections;
 pub mod metrics;
 pub mod pods;
 mod proxy;
+mod request_id;
 mod shared;
 mod signatures;
 #[cfg(test)]
@@ -30,11 +32,11 @@ use tenantscale_core::fairness::admission::{Admission, TenantLimits};
 use tenantscale_core::registry::Members;
 use tenantscale_core::routing::{Router, RouterConfig, stable_hash};
 
-/// Header fields a client's request may have: a pod's limit less the fields the gateway adds
-/// (`Host`, `Content-Length`, `X-Forwarded-For`, `X-Tenant-ID`, `X-Tenantscale-Tenant`,
-/// `-Timestamp` and `-Signature`, and one spare for the body digest), so that every request
-/// the gateway lets through fits in a pod's.
-pub const MAX_CLIENT_HEADERS: usize = tenantscale_listener::MAX_HEADERS - 8;
+/// Header fields a client's request may have: a pod's limit less the nine fields the gateway
+/// adds (`Host`, `Content-Length`, `X-Forwarded-For`, `X-Tenant-ID`, `X-Request-Id`,
+/// `X-Tenantscale-Tenant`, `-Timestamp`, `-Body-SHA256` and `-Signature`), so that every
+/// request the gateway lets through fits in a pod's.
+pub const MAX_CLIENT_HEADERS: usize = tenantscale_listener::MAX_HEADERS - 9;
 
 /// Connections the admin listener keeps open at once: a few scrapers and operators (more wait
 /// in the listen backlog).

@@ -105,7 +105,7 @@ impl Metrics {
         };
         m.registry.register(
             "tenantscale_gateway_admitted",
-            "Requests admitted and sent to a pod",
+            "Requests admitted (by rate limit and share cap, from their head) and routed to a pod",
             admitted.clone(),
         );
         m.registry.register(
@@ -120,7 +120,7 @@ impl Metrics {
         );
         m.registry.register(
             "tenantscale_gateway_in_flight",
-            "Admitted requests not yet answered",
+            "Admitted requests not yet answered (their body being read, or at a pod)",
             in_flight.clone(),
         );
         m.registry.register(
@@ -140,12 +140,12 @@ impl Metrics {
         );
         m.registry.register(
             "tenantscale_gateway_ejections",
-            "Times a pod was taken out of rotation after connection failures or 5xx",
+            "Times a pod was taken out of rotation after connection failures, timeouts or 5xx it marked as its own fault",
             m.ejections.clone(),
         );
         m.registry.register(
             "tenantscale_gateway_upstream_errors",
-            "Failed exchanges with a pod, by kind (connect, timeout, reset, 5xx)",
+            "Failed exchanges with a pod, by kind (connect, timeout, reset, 5xx: the pod's own fault)",
             m.upstream_errors.clone(),
         );
         m.registry.register(

@@ -3,9 +3,10 @@
 //! `warmUntil`, a `draining`, unreachable or ejected pod gets no new requests at once.
 //!
 //! Membership comes from discovery (a static list, or a registry that adds pods and marks
-//! the ones being scaled down). A pod that leaves keeps its entry, out of rotation, so the
-//! router indices of requests still in flight on it stay valid; entries are a few hundred
-//! bytes, so even many thousands of scale events cost little.
+//! the ones being scaled down). A pod that leaves keeps its entry, out of rotation (entries are
+//! a few hundred bytes, so even many thousands of scale events cost little). Its router index
+//! stays valid while requests in flight hold it, and goes back to the router once the last of
+//! them is released: pods ejected and re-admitted again and again do not grow the router.
 
 use crate::connections::{Connections, PodTimeouts};
 use crate::metrics::PodLabel;
@@ -57,7 +58,8 @@ pub struct Upstream {
     /// Its index in the router while it takes requests.
     pub route: Option<usize>,
     pub observed: Observed,
-    /// Failures (connect, 5xx) in a row; reset by a success.
+    /// Failures (timeouts, the pod's own 5xx) in a row; reset by a success (a tenant's own
+    /// 5xx neither counts nor resets).
     pub failures: u32,
     /// Out of rotation until this gateway time (seconds) after too many failures.
     pub ejected_until: f64,
@@ -66,13 +68,25 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    fn new(addr: &str, timeouts: PodTimeouts, routed: &impl Fn(&PodLabel) -> Counter) -> Self {
+    /// A pod at `addr`; `None` (logged) if that is no `host:port` the gateway can send to.
+    fn new(
+        addr: &str,
+        timeouts: PodTimeouts,
+        routed: &impl Fn(&PodLabel) -> Counter,
+    ) -> Option<Self> {
+        let connections = match Connections::new(addr, timeouts) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(pod = ?addr, error = %e, "pod address refused");
+                return None;
+            }
+        };
         let label = PodLabel {
             pod: addr.to_string(),
         };
-        Self {
+        Some(Self {
             addr: addr.to_string(),
-            connections: Arc::new(Connections::new(addr, timeouts)),
+            connections: Arc::new(connections),
             routed: routed(&label),
             label,
             route: None,
@@ -80,7 +94,7 @@ impl Upstream {
             failures: 0,
             ejected_until: f64::NEG_INFINITY,
             member: true,
-        }
+        })
     }
 }
 
@@ -113,7 +127,7 @@ impl Pool {
             router,
             upstreams: addrs
                 .iter()
-                .map(|a| Upstream::new(a, timeouts, &routed))
+                .filter_map(|a| Upstream::new(a, timeouts, &routed))
                 .collect(),
             by_route: Vec::new(),
             warmup,
@@ -122,8 +136,8 @@ impl Pool {
     }
 
     /// Applies discovery's membership at `now`: new pods join (routable once their `/ready`
-    /// answers), pods marked draining or no longer listed leave rotation at once. Returns
-    /// whether any pod joined.
+    /// answers), pods marked draining or no longer listed leave rotation at once; an address
+    /// that is no `host:port` is refused (logged). Returns whether any pod joined.
     pub fn set_members(
         &mut self,
         members: &[Member],
@@ -138,9 +152,10 @@ impl Pool {
             match self.upstreams.iter_mut().find(|u| u.addr == m.addr) {
                 Some(up) => up.member = true,
                 None => {
-                    self.upstreams
-                        .push(Upstream::new(&m.addr, self.timeouts, &routed));
-                    joined = true;
+                    if let Some(up) = Upstream::new(&m.addr, self.timeouts, &routed) {
+                        self.upstreams.push(up);
+                        joined = true;
+                    }
                 }
             }
         }
@@ -188,14 +203,17 @@ impl Pool {
                     _ => now - self.warmup,
                 };
                 let route = self.router.add_pod(stable_hash(up.addr.as_bytes()), since);
-                debug_assert_eq!(route, self.by_route.len());
-                self.by_route.push(i);
+                match self.by_route.get_mut(route) {
+                    Some(slot) => *slot = i,
+                    None => self.by_route.push(i),
+                }
                 self.upstreams[i].route = Some(route);
             }
             (Some(route), false) => {
                 self.router.drain(route);
                 self.upstreams[i].route = None;
                 self.upstreams[i].connections.close_idle();
+                self.remove_if_idle(route);
             }
             _ => {}
         }
@@ -227,6 +245,20 @@ impl Pool {
 
     pub fn succeeded(&mut self, route: usize) {
         self.upstream_mut(route).failures = 0;
+    }
+
+    /// A request routed to `route` has finished with it.
+    pub fn release(&mut self, route: usize) {
+        self.router.release(route);
+        self.remove_if_idle(route);
+    }
+
+    /// Gives `route` back to the router once it is out of rotation and no request holds it
+    /// (no failure can be reported under it any more).
+    fn remove_if_idle(&mut self, route: usize) {
+        if self.upstream(route).route != Some(route) && self.router.load(route) == 0 {
+            self.router.remove(route);
+        }
     }
 
     /// Ends ejections whose time is up.
@@ -323,7 +355,7 @@ mod tests {
         assert_eq!(p.router.weight(a, 1.0), 0.0);
         p.observe(0, Observed::Ready, 2.0);
         let again = p.upstreams[0].route.unwrap();
-        assert_ne!(again, a, "a returning pod gets a new router index");
+        assert_eq!(again, a, "no request held its index: it is the pod's again");
         assert_eq!(p.upstream(again).addr, "a:1");
     }
 
@@ -381,6 +413,65 @@ mod tests {
         assert!(!p.set_members(&[member("c:1", false)], 3.0, |_| Counter::default()));
         assert_eq!(p.upstreams[0].route, None, "a is no longer listed");
         assert_eq!(p.states(3.0), vec!["ready"]);
+    }
+
+    #[test]
+    fn pods_ejected_and_readmitted_again_and_again_do_not_grow_the_router() {
+        let mut p = pool();
+        p.observe(1, Observed::Ready, 0.0);
+        let mut now = 0.0;
+        for round in 0..1000 {
+            now += 1.0;
+            p.observe(0, Observed::Ready, now);
+            let r = p.upstreams[0].route.unwrap();
+            // Every other round a request is still on the pod when it goes out.
+            let held = round % 2 == 0;
+            if held {
+                // Bounded loads spill onto it within a few requests.
+                while p.router.load(r) == 0 {
+                    p.router.route(0, now);
+                }
+                p.unreachable(r, now);
+            } else {
+                p.observe(0, Observed::Unreachable, now);
+            }
+            assert_eq!(p.upstreams[0].route, None);
+            for route in 0..p.by_route.len() {
+                if p.router.load(route) > 0 {
+                    p.release(route);
+                }
+            }
+        }
+        assert!(p.by_route.len() <= 3, "{} router entries", p.by_route.len());
+        p.observe(0, Observed::Ready, now + 1.0);
+        let (a, b) = (p.upstreams[0].route.unwrap(), p.upstreams[1].route.unwrap());
+        assert_eq!(
+            (p.upstream(a).addr.as_str(), p.upstream(b).addr.as_str()),
+            ("a:1", "b:1")
+        );
+        assert_eq!(p.router.ready_pods(), 2);
+    }
+
+    #[test]
+    fn a_registry_address_that_is_no_host_port_is_refused_not_a_panic() {
+        let mut p = pool();
+        let member = |addr: &str| Member {
+            addr: addr.into(),
+            draining: false,
+        };
+        let listed = [
+            member("a:1"),
+            member("bad\naddr:1"),
+            member("c:1\u{0}"),
+            member("no-port"),
+            member(":80"),
+            member("d:99999"),
+            member("e:2"),
+        ];
+        assert!(p.set_members(&listed, 0.0, |_| Counter::default()));
+        let addrs: Vec<&str> = p.upstreams.iter().map(|u| u.addr.as_str()).collect();
+        assert_eq!(addrs, ["a:1", "b:1", "e:2"]);
+        assert_eq!(p.members(), vec![0, 2]);
     }
 
     #[test]

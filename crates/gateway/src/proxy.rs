@@ -1,10 +1,12 @@
-//! One request through the gateway: its own endpoints, or authenticate → read the body →
-//! admit → route → sign → send (one retry elsewhere when that is safe) → stream the answer.
+//! One request through the gateway: its own endpoints, or authenticate → admit and route
+//! (from the head alone) → read the body → sign → send (one retry elsewhere when that is
+//! safe) → stream the answer.
 
 use crate::Gateway;
-use crate::connections::{Connections, PodBody, PodRequest};
+use crate::connections::{Connections, PodBody, PodFault, PodRequest};
 use crate::metrics::Refusal;
 use crate::pods::MAX_READY_BODY;
+use crate::request_id::{RequestId, X_REQUEST_ID};
 use crate::shared::Decision;
 use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
@@ -85,6 +87,27 @@ fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response
         status,
         serde_json::json!({"error": {"code": code, "message": message.into()}}),
     )
+}
+
+/// An error answer to a request on its way to a pod: its id in the body and in
+/// `X-Request-Id`, and nothing about the pods (that goes to the log, under the same id).
+fn failed(
+    id: &RequestId,
+    status: StatusCode,
+    code: &str,
+    message: impl Into<String>,
+) -> ErrorResponse {
+    let body = serde_json::json!({"error": {
+        "code": code,
+        "message": message.into(),
+        "requestId": id.as_str(),
+    }});
+    with_id(json(status, body), id)
+}
+
+fn with_id(mut res: Response<ResponseBody>, id: &RequestId) -> ErrorResponse {
+    res.headers_mut().insert(X_REQUEST_ID, id.header_value());
+    Box::new(res)
 }
 
 /// The gateway's answer to one request (never an `Err`: failures are HTTP errors).
@@ -221,24 +244,29 @@ fn ready(gateway: &Gateway) -> Response<ResponseBody> {
 }
 
 /// The tenant a request is for, from its API key (or, trusted, its `X-Tenant-ID`).
-fn authenticate(gateway: &Gateway, headers: &HeaderMap) -> Result<usize, ErrorResponse> {
+fn authenticate(
+    gateway: &Gateway,
+    headers: &HeaderMap,
+    request: &RequestId,
+) -> Result<usize, ErrorResponse> {
     let refuse = |message: &str| {
         gateway.metrics.unauthorized.inc();
-        let mut res = error(StatusCode::UNAUTHORIZED, "unauthorized", message);
+        let mut res = failed(request, StatusCode::UNAUTHORIZED, "unauthorized", message);
         res.headers_mut()
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         res
     };
     if gateway.config.trust_tenant_header {
         let Some(id) = headers.get(&X_TENANT_ID).and_then(|v| v.to_str().ok()) else {
-            return Err(Box::new(refuse("missing X-Tenant-ID header")));
+            return Err(refuse("missing X-Tenant-ID header"));
         };
         return gateway.tenant_ids.get(id).copied().ok_or_else(|| {
-            Box::new(error(
+            failed(
+                request,
                 StatusCode::NOT_FOUND,
                 "unknown_tenant",
                 format!("no tenant {id:?}"),
-            ))
+            )
         });
     }
     let Some(key) = headers
@@ -246,14 +274,14 @@ fn authenticate(gateway: &Gateway, headers: &HeaderMap) -> Result<usize, ErrorRe
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
     else {
-        return Err(Box::new(refuse("missing Authorization: Bearer <API key>")));
+        return Err(refuse("missing Authorization: Bearer <API key>"));
     };
     let digest: [u8; 32] = Sha256::digest(key.trim().as_bytes()).into();
     gateway
         .api_keys
         .get(&digest)
         .copied()
-        .ok_or_else(|| Box::new(refuse("unknown API key")))
+        .ok_or_else(|| refuse("unknown API key"))
 }
 
 /// Everything after the gateway's own endpoints; `Err` is an error response.
@@ -263,30 +291,36 @@ async fn forward(
     client_ip: HeaderValue,
 ) -> Result<Response<ResponseBody>, ErrorResponse> {
     let started = Instant::now();
-    let tenant = authenticate(&gateway, req.headers())?;
+    let id = RequestId::of(req.headers());
+    let tenant = authenticate(&gateway, req.headers(), &id)?;
     if !gateway
         .config
         .scope
         .serves(&gateway.catalog.tenants[tenant])
     {
-        return Err(Box::new(error(
+        return Err(failed(
+            &id,
             StatusCode::FORBIDDEN,
             "other_deployment",
             format!(
                 "tenant {:?} is served by its own deployment, not this gateway",
                 gateway.catalog.tenants[tenant].id
             ),
-        )));
+        ));
     }
     let (parts, body) = req.into_parts();
-    let body = read_body(&gateway, &parts, body).await?;
+    // Decided from the head: a request refused by a limit costs no body read. The body is
+    // read holding the admission, which `admitted` gives back however this ends.
+    check_declared_length(&gateway, &parts, &id)?;
+    let mut admitted = admit(&gateway, tenant, started, &id).await?;
+    let body = read_body(&gateway, body, &id).await?;
 
-    let mut admitted = admit(&gateway, tenant, started).await?;
     let retry_safe = idempotent(&parts.method, parts.uri.path());
     let mut retried = false;
     loop {
         let connections = Arc::clone(&gateway.state().pool.upstream(admitted.route).connections);
-        let upstream = upstream_request(&gateway, &connections, &parts, &body, tenant, &client_ip);
+        let upstream =
+            upstream_request(&gateway, &connections, &parts, &body, tenant, &client_ip, &id);
         let sent = tokio::time::timeout(
             gateway.config.timeouts.response,
             connections.send(upstream, body.clone(), retry_safe),
@@ -295,27 +329,36 @@ async fn forward(
         let failure = match sent {
             Ok(Ok(res)) if !res.status().is_server_error() => {
                 admitted.succeeded = true;
-                return Ok(respond(res, admitted));
+                return Ok(respond(res, admitted, &id));
             }
             Ok(Ok(res)) => {
-                pod_failed(&gateway, admitted.route, Failure::ServerError);
-                return Ok(respond(res, admitted));
+                // Only the pod's own faults count against it: a 5xx the tenant's request
+                // caused (its LLM call, its queue) says nothing about the pod.
+                if res.extensions().get::<PodFault>().is_some() {
+                    pod_failed(&gateway, admitted.route, Failure::ServerError);
+                }
+                return Ok(respond(res, admitted, &id));
             }
             Ok(Err(e)) => e,
             Err(_) => {
                 pod_failed(&gateway, admitted.route, Failure::Timeout);
-                return Err(Box::new(error(
+                tracing::warn!(
+                    request_id = %id,
+                    pod = %connections.addr(),
+                    "no answer from the pod in time"
+                );
+                return Err(failed(
+                    &id,
                     StatusCode::GATEWAY_TIMEOUT,
                     "upstream_timeout",
                     format!(
                         "the pod did not answer within {} s",
                         gateway.config.timeouts.response.as_secs_f64()
                     ),
-                )));
+                ));
             }
         };
         let connect = failure.is_connect();
-        tracing::debug!(error = %failure, "exchange with a pod failed");
         pod_failed(
             &gateway,
             admitted.route,
@@ -326,20 +369,28 @@ async fn forward(
             },
         );
         if retried || !(connect || retry_safe) {
-            return Err(Box::new(error(
+            tracing::warn!(
+                request_id = %id,
+                pod = %connections.addr(),
+                error = %failure,
+                "exchange with a pod failed"
+            );
+            return Err(failed(
+                &id,
                 StatusCode::BAD_GATEWAY,
                 "upstream_error",
-                format!("the pod failed: {failure}"),
-            )));
+                "the pod failed before its answer",
+            ));
         }
+        tracing::debug!(request_id = %id, error = %failure, "exchange with a pod failed; retrying");
         retried = true;
         gateway.metrics.retries.inc();
         let mut s = gateway.state();
-        s.pool.router.release(admitted.route);
+        s.pool.release(admitted.route);
         let Some(route) = s.pool.router.route(tenant, gateway.now()) else {
             admitted.routed = false;
             drop(s);
-            return Err(Box::new(no_pod(&gateway, tenant)));
+            return Err(no_pod(&gateway, tenant, &id));
         };
         admitted.route = route;
         s.pool.upstream(route).routed.inc();
@@ -355,13 +406,14 @@ enum Failure {
     Reset,
     /// No response headers within the response timeout.
     Timeout,
-    /// A 5xx response (passed on to the client).
+    /// A 5xx response the pod marked as its own fault (passed on to the client).
     ServerError,
 }
 
 /// Counts a failed exchange with the pod behind `route`. A refused or broken connection takes
 /// the pod out of rotation at once, until its `/ready` answers again (a killed pod must not get
-/// the retry); timeouts and 5xx eject it only when they come in a row.
+/// the retry); timeouts and 5xx the pod marked as its own fault eject it only when they come in
+/// a row.
 fn pod_failed(gateway: &Gateway, route: usize, failure: Failure) {
     let (label, out) = {
         let mut s = gateway.state();
@@ -385,49 +437,61 @@ fn pod_failed(gateway: &Gateway, route: usize, failure: Failure) {
     }
 }
 
-/// The whole request body, within the size and time limits.
-async fn read_body(
+/// 413 for a head that states a body over `--max-body` (before admission is asked).
+fn check_declared_length(
     gateway: &Gateway,
     parts: &Parts,
-    body: Incoming,
-) -> Result<Bytes, ErrorResponse> {
-    let max = gateway.config.max_body;
-    let too_large = || {
-        error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            format!("the body is over {max} bytes"),
-        )
-    };
+    id: &RequestId,
+) -> Result<(), ErrorResponse> {
     let declared = parts
         .headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > max as u64) {
-        return Err(Box::new(too_large()));
+    match declared {
+        Some(n) if n > gateway.config.max_body as u64 => Err(too_large(gateway, id)),
+        _ => Ok(()),
     }
+}
+
+fn too_large(gateway: &Gateway, id: &RequestId) -> ErrorResponse {
+    failed(
+        id,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+        format!("the body is over {} bytes", gateway.config.max_body),
+    )
+}
+
+/// The whole request body, within the size and time limits.
+async fn read_body(
+    gateway: &Gateway,
+    body: Incoming,
+    id: &RequestId,
+) -> Result<Bytes, ErrorResponse> {
     if body.is_end_stream() {
         return Ok(Bytes::new());
     }
     match tokio::time::timeout(
         gateway.config.timeouts.body_read,
-        whole(Limited::new(body, max)),
+        whole(Limited::new(body, gateway.config.max_body)),
     )
     .await
     {
         Ok(Ok(bytes)) => Ok(bytes),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(Box::new(too_large())),
-        Ok(Err(e)) => Err(Box::new(error(
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large(gateway, id)),
+        Ok(Err(e)) => Err(failed(
+            id,
             StatusCode::BAD_REQUEST,
             "bad_body",
             format!("reading the body: {e}"),
-        ))),
-        Err(_) => Err(Box::new(error(
+        )),
+        Err(_) => Err(failed(
+            id,
             StatusCode::REQUEST_TIMEOUT,
             "body_timeout",
             "the body took too long to arrive",
-        ))),
+        )),
     }
 }
 
@@ -451,9 +515,10 @@ async fn whole<B: Body<Data = Bytes> + Unpin>(mut body: B) -> Result<Bytes, B::E
     Ok(joined.map_or(first, Bytes::from))
 }
 
-fn no_pod(gateway: &Gateway, tenant: usize) -> Response<ResponseBody> {
+fn no_pod(gateway: &Gateway, tenant: usize, id: &RequestId) -> ErrorResponse {
     gateway.metrics.refused(tenant, Refusal::NoPod);
-    let mut res = error(
+    let mut res = failed(
+        id,
         StatusCode::SERVICE_UNAVAILABLE,
         "no_pod",
         "no pod is ready to take requests",
@@ -476,6 +541,7 @@ async fn admit(
     gateway: &Arc<Gateway>,
     tenant: usize,
     started: Instant,
+    id: &RequestId,
 ) -> Result<Admitted, ErrorResponse> {
     let now = gateway.now();
     let now_ms = (now * 1000.0) as u64;
@@ -507,13 +573,13 @@ async fn admit(
         Ok((ticket, _)) => ticket,
         Err((rejection, cap)) => {
             drop(s);
-            return Err(Box::new(refuse(gateway, tenant, rejection, cap)));
+            return Err(refuse(gateway, tenant, rejection, cap, id));
         }
     };
     let Some(route) = s.pool.router.route(tenant, now) else {
         drop(s);
         release_ticket(gateway, tenant, ticket);
-        return Err(Box::new(no_pod(gateway, tenant)));
+        return Err(no_pod(gateway, tenant, id));
     };
     let first_choice = s.pool.router.ranking(tenant).first() == Some(&(route as u32));
     s.pool.upstream(route).routed.inc();
@@ -550,7 +616,8 @@ fn refuse(
     tenant: usize,
     rejection: Rejection,
     cap: u32,
-) -> Response<ResponseBody> {
+    id: &RequestId,
+) -> ErrorResponse {
     let (why, message) = match rejection.limit {
         Limit::RateLimit => (Refusal::RateLimit, "over the tier's rate limit".to_string()),
         _ => (
@@ -565,13 +632,14 @@ fn refuse(
             "code": why.code(),
             "message": message,
             "retryAfter": rejection.retry_after,
+            "requestId": id.as_str(),
         }}),
     );
     // Whole seconds, rounded up: a client retrying earlier would be refused again.
     let seconds = (rejection.retry_after.ceil() as u64).max(1);
     res.headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
-    res
+    with_id(res, id)
 }
 
 /// Requests that may be sent twice: the read-only and replace-by-id methods, and the pod
@@ -585,7 +653,7 @@ fn idempotent(method: &Method, path: &str) -> bool {
 
 /// The client's headers that go on to the pod (past the ones the connection writes itself):
 /// not `Trailer` (the body goes out whole, with no trailers), and none of the ones only the
-/// gateway may set.
+/// gateway may set (`X-Request-Id` is written once, as the gateway took it).
 fn forwarded(name: &HeaderName) -> bool {
     !matches!(
         name.as_str(),
@@ -597,6 +665,7 @@ fn forwarded(name: &HeaderName) -> bool {
             | "x-tenantscale-timestamp"
             | "x-tenantscale-signature"
             | "x-tenantscale-body-sha256"
+            | "x-request-id"
     )
 }
 
@@ -608,6 +677,7 @@ fn upstream_request(
     body: &[u8],
     tenant: usize,
     client_ip: &HeaderValue,
+    request_id: &RequestId,
 ) -> PodRequest {
     // Origin-form, whatever form the client used; `Host` is the pod's.
     let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
@@ -617,6 +687,7 @@ fn upstream_request(
             req.header(name, value);
         }
     }
+    req.header_ascii(&X_REQUEST_ID, request_id.as_bytes());
     let forwarded_for = match parts.headers.get(&X_FORWARDED_FOR) {
         Some(chain) => {
             let mut v = chain.as_bytes().to_vec();
@@ -643,9 +714,12 @@ fn upstream_request(
 }
 
 /// The pod's answer on its way to the client (its hop-by-hop fields were left out when it was
-/// read).
-fn respond(res: Response<PodBody>, admitted: Admitted) -> Response<ResponseBody> {
-    let (parts, body) = res.into_parts();
+/// read); an error answer carries the request's id.
+fn respond(res: Response<PodBody>, admitted: Admitted, id: &RequestId) -> Response<ResponseBody> {
+    let (mut parts, body) = res.into_parts();
+    if parts.status.as_u16() >= 400 {
+        parts.headers.insert(X_REQUEST_ID, id.header_value());
+    }
     Response::from_parts(
         parts,
         Either::Right(Tracked {
@@ -676,10 +750,10 @@ impl Drop for Admitted {
             // One lock for the pod's load, its failure count and local admission.
             let mut s = self.gateway.state();
             if self.routed {
-                s.pool.router.release(self.route);
                 if self.succeeded {
                     s.pool.succeeded(self.route);
                 }
+                s.pool.release(self.route);
             }
             if let Some(Ticket::Local) = ticket {
                 s.admission.release(self.tenant);

@@ -3,6 +3,13 @@
 //! takes a lease, atomically and on Redis's clock. A lease expires by itself, so a crashed
 //! gateway leaks no capacity; a finished request deletes its lease.
 //!
+//! The lease's id is chosen here, before the script is sent. A script that Redis runs after
+//! the gateway stopped waiting for it (a slow Redis, the decision timeout) has still taken its
+//! lease, which no request holds: the gateway deletes it by id at once, on the same
+//! connection, where Redis runs commands in the order they were sent, so the delete comes
+//! after the script if the script was sent at all. (Over a connection that broke meanwhile
+//! the order is not certain; that lease expires with its TTL.)
+//!
 //! When Redis does not answer within a few milliseconds the gateway falls back to its local
 //! admission, set up with its part (1/`--replicas`) of every limit, logs once, and tries
 //! Redis again a second later: a Redis outage never refuses every tenant.
@@ -145,17 +152,19 @@ impl SharedLimits {
             }
             Ok(Err(e)) => {
                 self.failed(now_ms, &e.to_string());
+                self.release(tenant, lease);
                 None
             }
             Err(_) => {
                 self.failed(now_ms, "no answer in time");
+                self.release(tenant, lease);
                 None
             }
         }
     }
 
-    /// Deletes a finished request's lease (in the background; if it is lost, the lease
-    /// expires by itself).
+    /// Deletes a lease: a finished request's, or one a script may have taken after its
+    /// answer came too late (in the background; if it is lost, the lease expires by itself).
     pub fn release(&self, tenant: &str, lease: String) {
         let mut conn = self.conn.clone();
         let key = lease_key(tenant);
@@ -201,4 +210,85 @@ fn rate_key(tenant: &str) -> String {
 
 fn lease_key(tenant: &str) -> String {
     format!("tenantscale:{{{tenant}}}:leases")
+}
+
+#[cfg(test)]
+#[path = "../tests/support/redis_server.rs"]
+mod redis_server;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+    use tenantscale_core::fairness::admission::Gcra;
+
+    use redis_server::RedisServer;
+
+    #[tokio::test]
+    async fn a_lease_taken_after_the_gateway_stopped_waiting_is_deleted() {
+        let Some(server) = RedisServer::start() else {
+            return;
+        };
+        let limits = SharedLimits::connect(&server.url, Duration::from_secs(120))
+            .await
+            .unwrap();
+        let tenant = TenantLimits {
+            // Slow enough that the rate key outlives the test: it shows the script ran.
+            rate: Some(Gcra::new(0.01, 1)),
+            max_share: 1.0,
+        };
+        // Waits as long as the pause lasts.
+        let patient = redis::AsyncConnectionConfig::new().set_response_timeout(None);
+        let mut other = redis::Client::open(server.url.as_str())
+            .unwrap()
+            .get_multiplexed_async_connection_with_config(&patient)
+            .await
+            .unwrap();
+        let leases = |conn: &mut redis::aio::MultiplexedConnection| {
+            let mut conn = conn.clone();
+            async move {
+                redis::cmd("ZCARD")
+                    .arg(lease_key("slow"))
+                    .query_async::<u64>(&mut conn)
+                    .await
+                    .unwrap()
+            }
+        };
+        // A first decision loads the script (a NOSCRIPT retry would not be sent once the
+        // gateway stops waiting).
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while limits.admit("warm", &tenant, 10, 0).await.is_none() {
+            assert!(Instant::now() < deadline, "Redis never answered in time");
+        }
+        // Redis holds every command for a while: the script runs after the decision timeout.
+        redis::cmd("CLIENT")
+            .arg("PAUSE")
+            .arg(1000)
+            .arg("ALL")
+            .query_async::<()>(&mut other)
+            .await
+            .unwrap();
+        assert!(limits.admit("slow", &tenant, 10, 0).await.is_none());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let ran: bool = redis::cmd("EXISTS")
+                .arg(rate_key("slow"))
+                .query_async(&mut other)
+                .await
+                .unwrap();
+            if ran && leases(&mut other).await == 0 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the late script's lease is still held: {} (script ran: {ran})",
+                leases(&mut other).await
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            limits.is_down(),
+            "the late answer fell back to local limits"
+        );
+    }
 }

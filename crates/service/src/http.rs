@@ -99,6 +99,14 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = serde_json::json!({"error": {"code": self.code, "message": self.message}});
         let mut response = (self.status, Json(body)).into_response();
+        // The pod's own fault, not the tenant's request's: only these (and a pod that does
+        // not answer) take a pod out of the gateway's rotation for every tenant.
+        if self.status == StatusCode::INTERNAL_SERVER_ERROR {
+            response.headers_mut().insert(
+                header::HeaderName::from_static("x-tenantscale-fault"),
+                HeaderValue::from_static("pod"),
+            );
+        }
         if let Some(s) = self.retry_after {
             let secs = s.ceil().max(1.0) as u64;
             response
@@ -598,5 +606,35 @@ async fn ready(State(state): State<AppState>) -> Response {
             Json(serde_json::json!({"state": "draining"})),
         )
             .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod fault_mark_tests {
+    use super::*;
+
+    /// The gateway takes a pod out of rotation for its own faults only: those are marked,
+    /// a tenant's own failures (its LLM call, its queue) are not.
+    #[test]
+    fn only_the_pods_own_errors_are_marked_as_its_fault() {
+        let marked = |status, code| {
+            ApiError::new(status, code, "x")
+                .into_response()
+                .headers()
+                .get("x-tenantscale-fault")
+                .cloned()
+        };
+        assert_eq!(
+            marked(StatusCode::INTERNAL_SERVER_ERROR, "store"),
+            Some(HeaderValue::from_static("pod"))
+        );
+        for (status, code) in [
+            (StatusCode::BAD_GATEWAY, "llm_error"),
+            (StatusCode::GATEWAY_TIMEOUT, "llm_timeout"),
+            (StatusCode::SERVICE_UNAVAILABLE, "queue_timeout"),
+            (StatusCode::TOO_MANY_REQUESTS, "queue_full"),
+        ] {
+            assert_eq!(marked(status, code), None, "{code}");
+        }
     }
 }

@@ -240,6 +240,30 @@ mod tests {
             prop_assert_eq!(rest, NEXT);
         }
 
+        /// A pod's bytes, whatever they are: an error or a body, never a panic or a loop.
+        #[test]
+        fn any_bytes_decode_or_fail_cleanly(
+            wire in prop::collection::vec(
+                prop_oneof![
+                    any::<u8>(),
+                    prop::sample::select(b"0123456789abcdefABCDEF;\r\n \t".to_vec()),
+                ],
+                0..300,
+            ),
+            framing in 0..3u8,
+            length in 0..400u64,
+            cuts in prop::collection::vec(any::<usize>(), 0..8),
+        ) {
+            let framing = match framing {
+                0 => Framing::chunked(),
+                1 => Framing::Length(length),
+                _ => Framing::UntilClose,
+            };
+            if let Ok((body, ended, rest)) = decode(framing, &wire, &cuts) {
+                prop_assert!(body.len() + rest.len() <= wire.len(), "{} {} {}", body.len(), rest.len(), ended);
+            }
+        }
+
         #[test]
         fn a_truncated_chunked_body_never_ends(
             chunks in prop::collection::vec(prop::collection::vec(any::<u8>(), 1..40), 1..4),

@@ -82,7 +82,7 @@ fn connections_to(addr: &str) -> Arc<Connections> {
         connect: Duration::from_secs(1),
         body_silence: Duration::from_secs(30),
     };
-    Arc::new(Connections::new(addr, timeouts))
+    Arc::new(Connections::new(addr, timeouts).unwrap())
 }
 
 async fn send(
@@ -259,7 +259,7 @@ async fn a_pod_silent_mid_body_cuts_the_body_short() {
         connect: Duration::from_secs(1),
         body_silence: Duration::from_millis(200),
     };
-    let connections = Arc::new(Connections::new(&addr, timeouts));
+    let connections = Arc::new(Connections::new(&addr, timeouts).unwrap());
     go_tx.send(()).unwrap();
     let mut body = send(&connections, Method::GET).await.unwrap().into_body();
     assert_eq!(
@@ -438,4 +438,55 @@ async fn a_refused_connection_is_a_connect_error() {
     let e = e.downcast::<SendError>().unwrap();
     assert!(e.is_connect(), "{e}");
     assert!(e.to_string().contains(&addr), "{e}");
+}
+
+mod arbitrary {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Bytes like an answer's head: a status line, then fields (and body) of any bytes.
+    fn answer() -> impl Strategy<Value = Vec<u8>> {
+        let any_bytes = prop::collection::vec(any::<u8>(), 0..300);
+        let fields = prop::collection::vec(
+            prop_oneof![
+                Just("content-length: 5\r\n".to_string()),
+                Just("content-length: 1, 1\r\n".to_string()),
+                Just("transfer-encoding: chunked\r\n".to_string()),
+                Just("connection: close\r\n".to_string()),
+                Just("x-tenantscale-fault: pod\r\n".to_string()),
+                "[ -~]{0,20}:[ -~\t]{0,20}\r\n",
+                "[\\x00-\\xff]{0,10}",
+            ],
+            0..8,
+        );
+        prop_oneof![
+            any_bytes.clone(),
+            ("[0-9]{0,4}", fields, any_bytes).prop_map(|(status, fields, rest)| {
+                let mut wire = format!("HTTP/1.1 {status} X\r\n").into_bytes();
+                wire.extend(fields.concat().bytes());
+                wire.extend_from_slice(b"\r\n");
+                wire.extend(rest);
+                wire
+            }),
+        ]
+    }
+
+    proptest! {
+        /// Whatever a pod sends, its head is read or refused, and its body decoded or
+        /// refused: never a panic.
+        #[test]
+        fn any_answer_is_read_or_refused_never_a_panic(wire in answer(), head_only in any::<bool>()) {
+            let mut buf = bytes::BytesMut::from(&wire[..]);
+            if let Ok(Some(mut head)) = parse_head(&mut buf, head_only) {
+                prop_assert!(buf.len() < wire.len(), "the head was taken off");
+                prop_assert!(!head.headers.contains_key(FAULT), "the pod's mark is not passed on");
+                for _ in 0..=wire.len() {
+                    match head.framing.next(&mut buf) {
+                        Ok(Some(framing::Piece::Data(data))) => prop_assert!(!data.is_empty()),
+                        Ok(Some(framing::Piece::End)) | Ok(None) | Err(_) => break,
+                    }
+                }
+            }
+        }
+    }
 }
