@@ -2,9 +2,10 @@
 
 use crate::serve::seconds;
 use crate::{BadInput, CatalogFile};
+use std::path::PathBuf;
 use std::time::Duration;
 use tenantscale_core::routing::RouterConfig;
-use tenantscale_gateway::{Discovery, GatewayConfig, TenantScope, Timeouts};
+use tenantscale_gateway::{Discovery, GatewayConfig, TenantScope, Timeouts, TlsFiles};
 
 #[derive(clap::Args)]
 pub struct GatewayArgs {
@@ -49,10 +50,26 @@ pub struct GatewayOptions {
     #[arg(long)]
     pub trust_tenant_header: bool,
     /// Redis shared by the gateway replicas for rate limits and in-flight counts, e.g.
-    /// redis://127.0.0.1:6379. Without it each replica enforces its part alone. (`up` keeps
-    /// the autoscaler's state there too.)
+    /// redis://127.0.0.1:6379 (rediss:// for TLS). Without it each replica enforces its part
+    /// alone. (`up` keeps the autoscaler's state there too.)
     #[arg(long, env = "TENANTSCALE_REDIS")]
     pub redis: Option<String>,
+    /// PEM CA certificates a rediss:// --redis is verified against, instead of the system's
+    /// roots.
+    #[arg(
+        long,
+        env = "TENANTSCALE_REDIS_CA",
+        value_name = "FILE",
+        requires = "redis"
+    )]
+    pub redis_ca: Option<PathBuf>,
+    /// Serve clients over TLS with this PEM certificate chain (HTTP/2 by ALPN, else
+    /// HTTP/1.1); reloaded, with --tls-key, when the files change.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Gateway replicas: while Redis is unreachable each enforces 1/N of every limit.
     #[arg(long, default_value_t = 1)]
     pub replicas: u32,
@@ -224,8 +241,19 @@ impl GatewayOptions {
         if args.replicas == 0 {
             return Err(BadInput("--replicas 0: expected at least 1".into()).into());
         }
+        let redis = match &args.redis {
+            Some(url) => Some(
+                tenantscale_tls::redis_client(url, args.redis_ca.as_deref())
+                    .map_err(|e| BadInput(format!("--redis {url:?} (--redis-ca): {e}")))?,
+            ),
+            None => None,
+        };
         Ok(GatewayConfig {
             listen,
+            tls: args
+                .tls_cert
+                .zip(args.tls_key)
+                .map(|(cert, key)| TlsFiles { cert, key }),
             discovery,
             secret,
             trust_tenant_header: args.trust_tenant_header,
@@ -241,7 +269,7 @@ impl GatewayOptions {
                 min_weight: args.slow_start_floor,
             },
             share_retry_after: 1.0,
-            redis: args.redis,
+            redis,
             replicas: args.replicas,
             scope: match (args.only_tenant, args.except_silos) {
                 (Some(id), _) => TenantScope::Only(id),

@@ -162,7 +162,9 @@ struct CatalogFile {
 /// The store and embedder options shared by `serve` and `ingest`.
 #[derive(clap::Args)]
 struct StoreArgs {
-    /// sqlite://PATH, or postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE (no TLS)
+    /// sqlite://PATH, or postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?sslmode=MODE]
+    /// (require or verify-full: TLS, the server's certificate verified against the system's
+    /// roots or the PEM file in &sslrootcert=FILE; without sslmode, plain text)
     #[arg(
         long,
         env = "TENANTSCALE_STORE",

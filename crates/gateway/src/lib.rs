@@ -19,6 +19,7 @@ mod shared;
 mod signatures;
 #[cfg(test)]
 mod test_body;
+mod tls;
 
 use http_body_util::BodyExt;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -33,11 +34,14 @@ use tenantscale_core::catalog::Catalog;
 use tenantscale_core::fairness::admission::{Admission, TenantLimits};
 use tenantscale_core::registry::Members;
 use tenantscale_core::routing::{Router, RouterConfig, stable_hash};
+pub use tls::TlsFiles;
 
 /// How to run a gateway.
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
     pub listen: SocketAddr,
+    /// Serve the tenant listener over TLS with this certificate (reloaded when it changes).
+    pub tls: Option<TlsFiles>,
     /// Where the pods come from.
     pub discovery: Discovery,
     /// Shared secret with the pods, for `X-Tenantscale-Signature`.
@@ -49,8 +53,8 @@ pub struct GatewayConfig {
     pub router: RouterConfig,
     /// Seconds a client waits after a share-cap refusal (about one service time).
     pub share_retry_after: f64,
-    /// Redis shared by the gateway replicas for rate and in-flight state.
-    pub redis: Option<String>,
+    /// Redis shared by the gateway replicas for rate and in-flight state (`rediss://`: TLS).
+    pub redis: Option<redis::Client>,
     /// Gateway replicas sharing the limits: without Redis each enforces 1/replicas of them.
     pub replicas: u32,
     /// The tenants this gateway serves.
@@ -227,10 +231,14 @@ pub async fn run(
     config: GatewayConfig,
     stop: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    let tls = match config.tls.clone() {
+        Some(files) => Some(tls::Tls::load(files).map_err(std::io::Error::other)?),
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let gateway = Arc::new(Gateway::new(catalog, config));
-    if let Some(url) = gateway.config.redis.clone() {
-        connect_redis(Arc::clone(&gateway), url).await;
+    if let Some(client) = gateway.config.redis.clone() {
+        connect_redis(Arc::clone(&gateway), client).await;
     }
     let discovery = match gateway.config.discovery.clone() {
         Discovery::Static(_) => None,
@@ -262,11 +270,14 @@ pub async fn run(
     };
     tracing::info!(
         listen = %listener.local_addr()?,
+        tls = tls.is_some(),
         pods,
         ready,
         "gateway serving"
     );
     let poller = tokio::spawn(poll_pods_forever(Arc::clone(&gateway)));
+    let reloader = tls.as_ref().map(tls::Tls::follow_files);
+    let acceptor = tls.map(|t| t.acceptor);
 
     let protocols = Arc::new(Protocols::new(gateway.config.timeouts.header_read));
     let closing = Arc::new(closing::Closing::default());
@@ -293,6 +304,29 @@ pub async fn run(
                 });
                 let protocols = Arc::clone(&protocols);
                 let closing = Arc::clone(&closing);
+                if let Some(acceptor) = acceptor.clone() {
+                    connections.spawn(async move {
+                        // The handshake counts against the header deadline.
+                        let handshake =
+                            tokio::time::timeout(protocols.header_read, acceptor.accept(stream));
+                        let Some(Ok(Ok(stream))) =
+                            Arc::clone(&closing).unless_asked(handshake).await
+                        else {
+                            return;
+                        };
+                        let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                        let io = TokioIo::new(stream);
+                        if h2 {
+                            let conn = protocols.http2.serve_connection(io, service);
+                            let _ = closing.serve(conn, |c| c.graceful_shutdown()).await;
+                        } else {
+                            let conn = protocols.http1.serve_connection(io, service);
+                            let _ = closing.serve(conn, |c| c.graceful_shutdown()).await;
+                        }
+                    });
+                    while connections.try_join_next().is_some() {}
+                    continue;
+                }
                 connections.spawn(async move {
                     let first_bytes =
                         tokio::time::timeout(protocols.header_read, preface::sniff(&stream));
@@ -329,6 +363,9 @@ pub async fn run(
     }
     drop(listener);
     poller.abort();
+    if let Some(r) = reloader {
+        r.abort();
+    }
     if let Some(d) = discovery {
         d.abort();
     }
@@ -377,11 +414,11 @@ impl Protocols {
 
 /// Connects to Redis; if it is down, serves with local limits and keeps trying in the
 /// background.
-async fn connect_redis(gateway: Arc<Gateway>, url: String) {
+async fn connect_redis(gateway: Arc<Gateway>, client: redis::Client) {
     // Longer than any admitted request can last: the lease outlives a slow answer.
     let t = gateway.config.timeouts;
     let lease_ttl = t.body_read + t.response + Duration::from_secs(30);
-    match shared::SharedLimits::connect(&url, lease_ttl).await {
+    match shared::SharedLimits::connect(client.clone(), lease_ttl).await {
         Ok(limits) => {
             let _ = gateway.shared.set(limits);
             tracing::info!("limits shared through Redis");
@@ -391,7 +428,9 @@ async fn connect_redis(gateway: Arc<Gateway>, url: String) {
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(Duration::from_secs(2)).await;
-                    if let Ok(limits) = shared::SharedLimits::connect(&url, lease_ttl).await {
+                    if let Ok(limits) =
+                        shared::SharedLimits::connect(client.clone(), lease_ttl).await
+                    {
                         let _ = gateway.shared.set(limits);
                         tracing::info!("Redis connected: limits shared through Redis");
                         return;
