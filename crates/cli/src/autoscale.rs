@@ -86,15 +86,8 @@ pub struct AutoscaleArgs {
     /// (rediss:// for TLS).
     #[arg(long, value_name = "URL")]
     pub redis: Option<String>,
-    /// PEM CA certificates a rediss:// --redis is verified against, instead of the system's
-    /// roots.
-    #[arg(
-        long,
-        env = "TENANTSCALE_REDIS_CA",
-        value_name = "FILE",
-        requires = "redis"
-    )]
-    pub redis_ca: Option<PathBuf>,
+    #[command(flatten)]
+    pub redis_ca: crate::RedisCa,
     #[command(flatten)]
     pub pool: PoolArgs,
     /// Scale this Deployment on Kubernetes (NAMESPACE/NAME) instead of local pods: the
@@ -284,7 +277,7 @@ pub fn run_autoscale(args: AutoscaleArgs) -> anyhow::Result<()> {
         args.pool,
         args.redis
             .as_deref()
-            .map(|url| (url, args.redis_ca.as_deref())),
+            .map(|url| (url, args.redis_ca.file.as_deref())),
         &secret,
     )?;
     tokio::runtime::Builder::new_multi_thread()
@@ -322,7 +315,7 @@ pub fn run_up(args: UpArgs) -> anyhow::Result<()> {
         args.gateway
             .redis
             .as_deref()
-            .map(|url| (url, args.gateway.redis_ca.as_deref())),
+            .map(|url| (url, args.gateway.redis_ca.file.as_deref())),
         &secret,
     )?;
     let gateway = args.gateway.config(

@@ -54,15 +54,8 @@ pub struct GatewayOptions {
     /// alone. (`up` keeps the autoscaler's state there too.)
     #[arg(long, env = "TENANTSCALE_REDIS")]
     pub redis: Option<String>,
-    /// PEM CA certificates a rediss:// --redis is verified against, instead of the system's
-    /// roots.
-    #[arg(
-        long,
-        env = "TENANTSCALE_REDIS_CA",
-        value_name = "FILE",
-        requires = "redis"
-    )]
-    pub redis_ca: Option<PathBuf>,
+    #[command(flatten)]
+    pub redis_ca: crate::RedisCa,
     /// Serve clients over TLS with this PEM certificate chain (HTTP/2 by ALPN, else
     /// HTTP/1.1); reloaded, with --tls-key, when the files change.
     #[arg(long, value_name = "FILE", requires = "tls_key")]
@@ -243,7 +236,7 @@ impl GatewayOptions {
         }
         let redis = match &args.redis {
             Some(url) => Some(
-                tenantscale_tls::redis_client(url, args.redis_ca.as_deref())
+                tenantscale_tls::redis_client(url, args.redis_ca.file.as_deref())
                     .map_err(|e| BadInput(format!("--redis {url:?} (--redis-ca): {e}")))?,
             ),
             None => None,

@@ -159,6 +159,20 @@ struct CatalogFile {
     config: PathBuf,
 }
 
+/// `--redis-ca`, beside a command's `--redis`.
+#[derive(clap::Args)]
+struct RedisCa {
+    /// PEM CA certificates a rediss:// --redis is verified against, instead of the system's
+    /// roots.
+    #[arg(
+        long = "redis-ca",
+        env = "TENANTSCALE_REDIS_CA",
+        value_name = "FILE",
+        requires = "redis"
+    )]
+    file: Option<PathBuf>,
+}
+
 /// The store and embedder options shared by `serve` and `ingest`.
 #[derive(clap::Args)]
 struct StoreArgs {

@@ -59,15 +59,8 @@ pub struct ServeArgs {
     /// TLS).
     #[arg(long, env = "TENANTSCALE_REDIS")]
     pub redis: Option<String>,
-    /// PEM CA certificates a rediss:// --redis is verified against, instead of the system's
-    /// roots.
-    #[arg(
-        long,
-        env = "TENANTSCALE_REDIS_CA",
-        value_name = "FILE",
-        requires = "redis"
-    )]
-    pub redis_ca: Option<PathBuf>,
+    #[command(flatten)]
+    pub redis_ca: crate::RedisCa,
     /// The pod's name in that key; the seed uses the pod IP (Kubernetes: from the downward
     /// API). Default: the address the pod listens on.
     #[arg(long, env = "POD_IP")]
@@ -203,7 +196,7 @@ pub fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     let warming_flag = match &args.redis {
         None => None,
         Some(url) => Some(
-            WarmingFlag::new(url, args.redis_ca.as_deref(), args.pod_ip.clone())
+            WarmingFlag::new(url, args.redis_ca.file.as_deref(), args.pod_ip.clone())
                 .map_err(|e| BadInput(format!("--redis {url:?}: {e}")))?,
         ),
     };

@@ -1,13 +1,13 @@
 //! TLS through the real binaries, with certificates made at test time: the gateway's listener
 //! (ALPN, certificate reload), Redis (`rediss://`), Postgres (`sslmode`) and an HTTPS LLM.
 
+use super::gateway::{SECRET, Stack};
 use super::{Server, http, http_with, ingest, ingest_with, missing, spawn_tool, stderr, temp_file};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 use tenantscale_tls::testing::{Issued, TestCa};
 
-const SECRET: &str = "tls-test-secret-0123456789";
 const CATALOG: &str = "examples/gcc-platform.yaml";
 
 /// Certificate files as a Kubernetes Secret volume holds them: `tls.crt` and `tls.key` are
@@ -116,6 +116,22 @@ fn https_query(addr: &str, ca: &Path, alpn: &[&[u8]]) -> std::io::Result<Answer>
     })
 }
 
+/// Reads `server`'s log up to `needle`, for at most 30 s: then the server is killed, and the
+/// wait fails instead of hanging.
+fn wait_for_log(server: &mut Server, needle: &str) {
+    let pid = server.child.id().to_string();
+    let (found, timer) = std::sync::mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        let waited = timer.recv_timeout(Duration::from_secs(30));
+        if waited == Err(std::sync::mpsc::RecvTimeoutError::Timeout) {
+            let _ = Command::new("kill").args(["-KILL", &pid]).status();
+        }
+    });
+    server.wait_for(needle);
+    let _ = found.send(());
+    watchdog.join().unwrap();
+}
+
 fn pod(args: &[&str]) -> Server {
     let store = super::temp_store("tls");
     let mut all = vec!["--store", store.as_str(), "--secret", SECRET];
@@ -124,19 +140,7 @@ fn pod(args: &[&str]) -> Server {
 }
 
 fn gateway(pod: &Server, args: &[&str]) -> Server {
-    let mut all = vec![
-        "gateway",
-        "-c",
-        CATALOG,
-        "--listen",
-        "127.0.0.1:0",
-        "--secret",
-        SECRET,
-        "--pods",
-        &pod.addr,
-    ];
-    all.extend_from_slice(args);
-    Server::start(&all)
+    Stack::gateway(std::slice::from_ref(pod), args)
 }
 
 #[test]
@@ -173,10 +177,21 @@ fn gateway_serves_tls_by_alpn_and_follows_its_certificate_files() {
     // The Secret is updated: new connections get the new certificate.
     let second = ca.issue();
     mount.update(&second.cert_pem, &second.key_pem);
-    gateway.wait_for("TLS certificate reloaded");
-    let answer = https_query(&gateway.addr, &ca_file, &[b"h2"]).unwrap();
-    assert_eq!(answer.status, 200, "{answer:?}");
-    assert_eq!(answer.certificate, second.der.to_vec());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let answer = https_query(&gateway.addr, &ca_file, &[b"h2"]).unwrap();
+        assert_eq!(answer.status, 200, "{answer:?}");
+        if answer.certificate == second.der.to_vec() {
+            break;
+        }
+        assert_eq!(answer.certificate, first.der.to_vec());
+        assert!(
+            Instant::now() < deadline,
+            "the new certificate was never served"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    wait_for_log(&mut gateway, "TLS certificate reloaded");
 
     // Broken updates (not PEM; a key that is not the certificate's) are logged and the
     // certificate in use stays.
@@ -186,7 +201,7 @@ fn gateway_serves_tls_by_alpn_and_follows_its_certificate_files() {
         (third.cert_pem.as_str(), second.key_pem.as_str()),
     ] {
         mount.update(cert, key);
-        gateway.wait_for("keeping the certificate in use");
+        wait_for_log(&mut gateway, "keeping the certificate in use");
         let answer = https_query(&gateway.addr, &ca_file, &[b"http/1.1"]).unwrap();
         assert_eq!(answer.status, 200, "{answer:?}");
         assert_eq!(answer.certificate, second.der.to_vec());
