@@ -103,6 +103,8 @@ pub struct AutoscaleArgs {
     /// `autoscale` with the same --data-dir adopts them, as a restarted controller would.
     #[arg(long)]
     pub stop_pods: bool,
+    #[command(flatten)]
+    pub connections: crate::serve::ConnectionArgs,
 }
 
 #[derive(clap::Args)]
@@ -243,6 +245,7 @@ pub fn prepare(
 
 async fn serve_api(
     listen: SocketAddr,
+    limits: tenantscale_listener::Limits,
     status: Arc<Mutex<Status>>,
     members: tokio::sync::watch::Receiver<tenantscale_core::registry::Members>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
@@ -251,11 +254,11 @@ async fn serve_api(
         .with_context(|| format!("cannot listen on {listen}"))?;
     tracing::info!(listen = %listener.local_addr()?, "autoscaler API serving");
     let app = tenantscale_autoscaler::http::router(status, members);
-    Ok(tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!(error = %e, "autoscaler API failed");
-        }
-    }))
+    let service_for = move |_| hyper_util::service::TowerToHyperService::new(app.clone());
+    // Served until the task is aborted.
+    let serving =
+        tenantscale_listener::serve(listener, limits, None, service_for, std::future::pending());
+    Ok(tokio::spawn(serving))
 }
 
 pub fn run_autoscale(args: AutoscaleArgs) -> anyhow::Result<()> {
@@ -272,6 +275,7 @@ pub fn run_autoscale(args: AutoscaleArgs) -> anyhow::Result<()> {
             .into());
         }
     };
+    let limits = args.connections.limits(tenantscale_listener::MAX_HEADERS)?;
     let prepared = prepare(
         &args.catalog.config,
         args.pool,
@@ -285,7 +289,7 @@ pub fn run_autoscale(args: AutoscaleArgs) -> anyhow::Result<()> {
         .build()?
         .block_on(async move {
             let status = Arc::new(Mutex::new(Status::default()));
-            let api = serve_api(args.listen, Arc::clone(&status), prepared.members).await?;
+            let api = serve_api(args.listen, limits, Arc::clone(&status), prepared.members).await?;
             let actuator = control::run(
                 prepared.catalog,
                 prepared.control,
@@ -348,7 +352,12 @@ pub async fn run_stack(
     status: Arc<Mutex<Status>>,
     stop: impl Future<Output = ()>,
 ) -> anyhow::Result<Stopped> {
-    let api = serve_api(api, Arc::clone(&status), prepared.members).await?;
+    // `up`'s connection flags are the gateway's; the API takes them too.
+    let limits = tenantscale_listener::Limits {
+        max_headers: tenantscale_listener::MAX_HEADERS,
+        ..gateway.connections
+    };
+    let api = serve_api(api, limits, Arc::clone(&status), prepared.members).await?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let gateway = tokio::spawn(tenantscale_gateway::run(
         prepared.catalog.clone(),
@@ -408,6 +417,7 @@ fn run_on_kubernetes(args: &AutoscaleArgs, target: &str) -> anyhow::Result<()> {
         None => None,
     };
     let listen = args.listen;
+    let limits = args.connections.limits(tenantscale_listener::MAX_HEADERS)?;
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
@@ -423,7 +433,7 @@ fn run_on_kubernetes(args: &AutoscaleArgs, target: &str) -> anyhow::Result<()> {
                 None => EngineState::default(),
             };
             let status = Arc::new(Mutex::new(Status::default()));
-            let api = serve_api(listen, Arc::clone(&status), members).await?;
+            let api = serve_api(listen, limits, Arc::clone(&status), members).await?;
             tracing::info!(
                 namespace = %target.namespace,
                 deployment = %target.deployment,

@@ -1,9 +1,8 @@
 //! `tenantscale gateway`: flags → [`GatewayConfig`].
 
-use crate::serve::seconds;
+use crate::serve::{ConnectionArgs, seconds, time_limit};
 use crate::{BadInput, CatalogFile};
 use std::path::PathBuf;
-use std::time::Duration;
 use tenantscale_core::routing::RouterConfig;
 use tenantscale_gateway::{Discovery, GatewayConfig, TenantScope, Timeouts, TlsFiles};
 
@@ -92,18 +91,8 @@ pub struct GatewayOptions {
     /// the middle of a response body (then the body is cut short).
     #[arg(long, default_value_t = 60.0)]
     pub response_timeout: f64,
-}
-
-/// A time limit: a duration flag (see `serve::seconds`) that is not zero.
-fn time_limit(flag: &str, value: f64) -> anyhow::Result<Duration> {
-    let limit = seconds(flag, value)?;
-    if limit.is_zero() {
-        return Err(BadInput(format!(
-            "{flag} 0: a time limit must be more than 0 seconds"
-        ))
-        .into());
-    }
-    Ok(limit)
+    #[command(flatten)]
+    pub connections: ConnectionArgs,
 }
 
 pub fn run(args: GatewayArgs) -> anyhow::Result<()> {
@@ -256,6 +245,9 @@ impl GatewayOptions {
                 response: time_limit("--response-timeout", args.response_timeout)?,
                 ..Timeouts::default()
             },
+            connections: args
+                .connections
+                .limits(tenantscale_gateway::MAX_CLIENT_HEADERS)?,
             router: RouterConfig {
                 c: args.balance_factor,
                 warmup_seconds: slow_start.as_secs_f64(),

@@ -87,6 +87,42 @@ pub struct ServeArgs {
     /// Seconds an answer may take, retries included (then 504).
     #[arg(long, default_value_t = 30.0)]
     pub llm_timeout: f64,
+    #[command(flatten)]
+    pub connections: ConnectionArgs,
+}
+
+/// The limits of a listener's client connections (`serve`, `gateway`, `autoscale`, `up`).
+#[derive(clap::Args)]
+pub struct ConnectionArgs {
+    /// Seconds from a connection's accept to its first complete request head, whatever the
+    /// protocol (the h2c preface, SETTINGS and HEADERS too), and for each later HTTP/1.1 head
+    /// from the end of the previous exchange (so also an idle keep-alive connection's life).
+    #[arg(long, default_value_t = 10.0)]
+    pub header_timeout: f64,
+    /// Seconds an HTTP/2 connection may go without a new request (then GOAWAY and close).
+    #[arg(long, default_value_t = 60.0)]
+    pub idle_timeout: f64,
+    /// Client connections open at once; more wait in the listen backlog until one closes.
+    /// Default: half of the open-file limit (`ulimit -n`) less 64.
+    #[arg(long)]
+    pub max_connections: Option<usize>,
+}
+
+impl ConnectionArgs {
+    /// The listener's limits, each flag checked, for requests of up to `max_headers` fields.
+    pub fn limits(&self, max_headers: usize) -> anyhow::Result<tenantscale_listener::Limits> {
+        if self.max_connections == Some(0) {
+            return Err(BadInput("--max-connections 0: expected at least 1".into()).into());
+        }
+        let defaults = tenantscale_listener::Limits::default();
+        Ok(tenantscale_listener::Limits {
+            header_timeout: time_limit("--header-timeout", self.header_timeout)?,
+            idle_timeout: time_limit("--idle-timeout", self.idle_timeout)?,
+            max_connections: self.max_connections.unwrap_or(defaults.max_connections),
+            max_headers,
+            ..defaults
+        })
+    }
 }
 
 /// Options of `tenantscale llm-sim`.
@@ -143,6 +179,18 @@ fn open_store_at(url: &str) -> anyhow::Result<Store> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
     Store::open(path).with_context(|| format!("cannot open the store {}", path.display()))
+}
+
+/// A time limit: a duration flag (see [`seconds`]) that is not zero.
+pub fn time_limit(flag: &str, value: f64) -> anyhow::Result<Duration> {
+    let limit = seconds(flag, value)?;
+    if limit.is_zero() {
+        return Err(BadInput(format!(
+            "{flag} 0: a time limit must be more than 0 seconds"
+        ))
+        .into());
+    }
+    Ok(limit)
 }
 
 /// A duration flag: finite, 0 to one day.
@@ -224,6 +272,7 @@ pub fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         },
         drain_grace: seconds("--drain-grace", args.drain_grace)?,
         drain_timeout: seconds("--drain-timeout", args.drain_timeout)?,
+        connections: args.connections.limits(tenantscale_listener::MAX_HEADERS)?,
         warm_up: seconds("--warm-up", args.warm_up)?,
         preload: args.preload,
         warming_flag,

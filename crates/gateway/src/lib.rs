@@ -9,11 +9,9 @@
 //! limit never reaches a pod, and one whose pod refused the connection can be sent to another.
 //! Responses stream through.
 
-mod closing;
 mod connections;
 pub mod metrics;
 pub mod pods;
-mod preface;
 mod proxy;
 mod shared;
 mod signatures;
@@ -22,10 +20,8 @@ mod test_body;
 mod tls;
 
 use http_body_util::BodyExt;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use metrics::Metrics;
 use pods::{Observed, POLL_EVERY, Pool};
-use preface::Protocol;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -35,6 +31,12 @@ use tenantscale_core::fairness::admission::{Admission, TenantLimits};
 use tenantscale_core::registry::Members;
 use tenantscale_core::routing::{Router, RouterConfig, stable_hash};
 pub use tls::TlsFiles;
+
+/// Header fields a client's request may have: a pod's limit less the fields the gateway adds
+/// (`Host`, `Content-Length`, `X-Forwarded-For`, `X-Tenant-ID`, `X-Tenantscale-Tenant`,
+/// `-Timestamp` and `-Signature`, and one spare for the body digest), so that every request
+/// the gateway lets through fits in a pod's.
+pub const MAX_CLIENT_HEADERS: usize = tenantscale_listener::MAX_HEADERS - 8;
 
 /// How to run a gateway.
 #[derive(Debug, Clone)]
@@ -50,6 +52,8 @@ pub struct GatewayConfig {
     pub trust_tenant_header: bool,
     pub max_body: usize,
     pub timeouts: Timeouts,
+    /// The client listener's connection limits (its `max_headers` is [`MAX_CLIENT_HEADERS`]).
+    pub connections: tenantscale_listener::Limits,
     pub router: RouterConfig,
     /// Seconds a client waits after a share-cap refusal (about one service time).
     pub share_retry_after: f64,
@@ -97,8 +101,6 @@ pub enum Discovery {
 /// Time limits of each stage.
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {
-    /// A client's request headers.
-    pub header_read: Duration,
     /// A client's request body.
     pub body_read: Duration,
     /// Opening a connection to a pod.
@@ -106,18 +108,14 @@ pub struct Timeouts {
     /// A pod's response headers; also the longest a pod may go silent in the middle of a
     /// response body.
     pub response: Duration,
-    /// Open connections finishing after a shutdown signal.
-    pub shutdown: Duration,
 }
 
 impl Default for Timeouts {
     fn default() -> Self {
         Self {
-            header_read: Duration::from_secs(10),
             body_read: Duration::from_secs(30),
             connect: Duration::from_secs(2),
             response: Duration::from_secs(60),
-            shutdown: Duration::from_secs(30),
         }
     }
 }
@@ -279,89 +277,20 @@ pub async fn run(
     let reloader = tls.as_ref().map(tls::Tls::follow_files);
     let acceptor = tls.map(|t| t.acceptor);
 
-    let protocols = Arc::new(Protocols::new(gateway.config.timeouts.header_read));
-    let closing = Arc::new(closing::Closing::default());
-    let mut connections = tokio::task::JoinSet::new();
-    tokio::pin!(stop);
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        // Out of file descriptors and the like: pause instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                let gateway = Arc::clone(&gateway);
-                let client_ip = hyper::header::HeaderValue::try_from(peer.ip().to_string())
-                    .expect("an IP address is a header value");
-                let service = hyper::service::service_fn(move |req| {
-                    proxy::handle(Arc::clone(&gateway), req, client_ip.clone())
-                });
-                let protocols = Arc::clone(&protocols);
-                let closing = Arc::clone(&closing);
-                if let Some(acceptor) = acceptor.clone() {
-                    connections.spawn(async move {
-                        // The handshake counts against the header deadline.
-                        let handshake =
-                            tokio::time::timeout(protocols.header_read, acceptor.accept(stream));
-                        let Some(Ok(Ok(stream))) =
-                            Arc::clone(&closing).unless_asked(handshake).await
-                        else {
-                            return;
-                        };
-                        let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-                        let io = TokioIo::new(stream);
-                        if h2 {
-                            let conn = protocols.http2.serve_connection(io, service);
-                            let _ = closing.serve(conn, |c| c.graceful_shutdown()).await;
-                        } else {
-                            let conn = protocols.http1.serve_connection(io, service);
-                            let _ = closing.serve(conn, |c| c.graceful_shutdown()).await;
-                        }
-                    });
-                    while connections.try_join_next().is_some() {}
-                    continue;
-                }
-                connections.spawn(async move {
-                    let first_bytes =
-                        tokio::time::timeout(protocols.header_read, preface::sniff(&stream));
-                    // Nothing within the header timeout, closed, broken, or shutting down:
-                    // nothing to serve.
-                    let Some(Ok(Ok(Some(protocol)))) =
-                        Arc::clone(&closing).unless_asked(first_bytes).await
-                    else {
-                        return;
-                    };
-                    let io = TokioIo::new(stream);
-                    // Each connection finishes its exchange and closes once closing is asked;
-                    // an error ends the connection (hyper has answered what it could).
-                    match protocol {
-                        Protocol::Http1 => {
-                            let conn = protocols.http1.serve_connection(io, service);
-                            let _ = closing.serve(conn, |c| c.graceful_shutdown()).await;
-                        }
-                        Protocol::Http2 => {
-                            let conn = protocols.http2.serve_connection(io, service);
-                            let _ = closing.serve(conn, |c| c.graceful_shutdown()).await;
-                        }
-                        Protocol::Unsure => {
-                            let conn = protocols.auto.serve_connection(io, service);
-                            let _ = closing.serve(conn, |c| c.graceful_shutdown()).await;
-                        }
-                    }
-                });
-                // Forget the connections that have ended.
-                while connections.try_join_next().is_some() {}
-            }
-            () = &mut stop => break,
-        }
-    }
-    drop(listener);
+    let service_for = |peer: SocketAddr| {
+        let gateway = Arc::clone(&gateway);
+        let client_ip = hyper::header::HeaderValue::try_from(peer.ip().to_string())
+            .expect("an IP address is a header value");
+        hyper::service::service_fn(move |req| {
+            proxy::handle(Arc::clone(&gateway), req, client_ip.clone())
+        })
+    };
+    let limits = gateway.config.connections;
+    let stop = async {
+        stop.await;
+        tracing::info!("shutting down: no new connections; finishing open ones");
+    };
+    tenantscale_listener::serve(listener, limits, acceptor, service_for, stop).await;
     poller.abort();
     if let Some(r) = reloader {
         r.abort();
@@ -369,47 +298,8 @@ pub async fn run(
     if let Some(d) = discovery {
         d.abort();
     }
-    tracing::info!("shutting down: no new connections; finishing open ones");
-    closing.ask();
-    let all_ended = async { while connections.join_next().await.is_some() {} };
-    if tokio::time::timeout(gateway.config.timeouts.shutdown, all_ended)
-        .await
-        .is_err()
-    {
-        tracing::warn!("shutdown timeout: closing the connections left");
-    }
     tracing::info!("gateway stopped");
     Ok(())
-}
-
-/// How client connections are served, by protocol.
-struct Protocols {
-    http1: hyper::server::conn::http1::Builder,
-    http2: hyper::server::conn::http2::Builder<TokioExecutor>,
-    /// For a connection whose first bytes do not yet tell (see [`preface`]).
-    auto: hyper_util::server::conn::auto::Builder<TokioExecutor>,
-    header_read: Duration,
-}
-
-impl Protocols {
-    fn new(header_read: Duration) -> Self {
-        let mut http1 = hyper::server::conn::http1::Builder::new();
-        http1
-            .timer(TokioTimer::new())
-            .header_read_timeout(header_read)
-            .keep_alive(true);
-        let mut auto = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-        auto.http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(header_read)
-            .keep_alive(true);
-        Self {
-            http1,
-            http2: hyper::server::conn::http2::Builder::new(TokioExecutor::new()),
-            auto,
-            header_read,
-        }
-    }
 }
 
 /// Connects to Redis; if it is down, serves with local limits and keeps trying in the

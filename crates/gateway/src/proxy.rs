@@ -105,6 +105,14 @@ pub fn handle(
 
 /// The answer to a request the gateway serves itself (its endpoints, or no route), if it is one.
 fn own_answer(gateway: &Gateway, req: &Request<Incoming>) -> Option<Response<ResponseBody>> {
+    // hyper refuses an HTTP/1.1 head over the limit itself; HTTP/2 limits only its bytes.
+    if req.headers().len() > crate::MAX_CLIENT_HEADERS {
+        return Some(error(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "too_many_headers",
+            format!("more than {} header fields", crate::MAX_CLIENT_HEADERS),
+        ));
+    }
     let path = req.uri().path();
     if req.method() == Method::GET {
         match path {

@@ -119,6 +119,10 @@ async fn the_pod_gets_the_gateways_proof_and_no_connection_headers_cross() {
         trust_tenant_header: false,
         max_body: 1024,
         timeouts: Timeouts::default(),
+        connections: tenantscale_listener::Limits {
+            max_headers: tenantscale_gateway::MAX_CLIENT_HEADERS,
+            ..Default::default()
+        },
         router: RouterConfig::default(),
         share_retry_after: 1.0,
         redis: None,

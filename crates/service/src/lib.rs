@@ -13,7 +13,6 @@ pub mod store;
 pub mod warming_flag;
 
 use pod::{Pod, PodState};
-use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +26,8 @@ pub struct ServeConfig {
     pub drain_grace: Duration,
     /// Give up on queued and running queries after this long.
     pub drain_timeout: Duration,
+    /// The listener's connection limits (its shutdown is the drain timeout).
+    pub connections: tenantscale_listener::Limits,
     /// Report `warming` in `/ready` for this long after start (zero: ready at once).
     pub warm_up: Duration,
     /// Load this many of the busiest tenants' indexes (by recorded volume) at start.
@@ -68,8 +69,6 @@ pub async fn serve(
     tokio::spawn(flush_volume_every(Arc::clone(&pod), VOLUME_FLUSH));
     let app = http::router(Arc::clone(&pod), config.http.clone());
     let drain_pod = Arc::clone(&pod);
-    let stopping = Arc::new(tokio::sync::Notify::new());
-    let stopped_accepting = Arc::clone(&stopping);
     let shutdown = async move {
         stop.await;
         drain_pod.set_state(PodState::Draining);
@@ -79,19 +78,13 @@ pub async fn serve(
         }
         tokio::time::sleep(config.drain_grace).await;
         tracing::info!("draining: no new connections");
-        stopped_accepting.notify_one();
     };
-    let server = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .into_future();
-    let deadline = async {
-        stopping.notified().await;
-        tokio::time::sleep(config.drain_timeout).await;
+    let limits = tenantscale_listener::Limits {
+        shutdown: config.drain_timeout,
+        ..config.connections
     };
-    tokio::select! {
-        result = server => result?,
-        () = deadline => tracing::warn!("drain timeout: giving up on the queries left"),
-    }
+    let service_for = |_| hyper_util::service::TowerToHyperService::new(app.clone());
+    tenantscale_listener::serve(listener, limits, None, service_for, shutdown).await;
     let left = pod.outstanding() as u64;
     pod.metrics.dropped_by_drain(left);
     flush_volume(&pod).await;

@@ -152,7 +152,14 @@ fn gateway_serves_tls_by_alpn_and_follows_its_certificate_files() {
     let pod = pod(&[]);
     let mut gateway = gateway(
         &pod,
-        &["--tls-cert", &mount.cert(), "--tls-key", &mount.key()],
+        &[
+            "--tls-cert",
+            &mount.cert(),
+            "--tls-key",
+            &mount.key(),
+            "--header-timeout",
+            "1",
+        ],
     );
 
     for (alpn, version) in [
@@ -173,6 +180,21 @@ fn gateway_serves_tls_by_alpn_and_follows_its_certificate_files() {
     // Plain HTTP to the TLS port gets no HTTP answer.
     let plain = http_with(&gateway.addr, "GET", "/health", &[], "");
     assert!(matches!(plain, Err(_) | Ok((0, _))), "{plain:?}");
+    // A handshake that stops half-way (a TLS record header, then nothing) is closed at the
+    // header deadline.
+    {
+        use std::io::{Read, Write};
+        let mut stalled = std::net::TcpStream::connect(&gateway.addr).unwrap();
+        stalled.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00]).unwrap();
+        let limit = Some(Duration::from_secs(30));
+        stalled.set_read_timeout(limit).unwrap();
+        let read = stalled.read(&mut [0; 64]);
+        let closed = match &read {
+            Ok(n) => *n == 0,
+            Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+        };
+        assert!(closed, "still open: {read:?}");
+    }
 
     // The Secret is updated: new connections get the new certificate.
     let second = ca.issue();

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::future::poll_fn;
-use std::pin::{Pin, pin};
+use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
@@ -30,24 +30,6 @@ impl Closing {
         }
     }
 
-    /// Drives `connection` to its end, calling `shut_down` on it once closing is asked.
-    pub async fn serve<C: Future>(
-        self: Arc<Self>,
-        connection: C,
-        shut_down: impl FnOnce(Pin<&mut C>),
-    ) -> C::Output {
-        let mut connection = pin!(connection);
-        let mut shut_down = Some(shut_down);
-        let mut listener = self.listener();
-        poll_fn(|cx| {
-            if shut_down.is_some() && listener.asked(cx) {
-                (shut_down.take().expect("checked"))(connection.as_mut());
-            }
-            connection.as_mut().poll(cx)
-        })
-        .await
-    }
-
     /// `work`'s output, or `None` if closing is asked first (`work` is then dropped).
     pub async fn unless_asked<F: Future>(self: Arc<Self>, work: F) -> Option<F::Output> {
         let mut work = pin!(work);
@@ -61,7 +43,8 @@ impl Closing {
         .await
     }
 
-    fn listener(self: Arc<Self>) -> Listener {
+    /// A connection's place among those told to close.
+    pub fn listener(self: Arc<Self>) -> Listener {
         Listener {
             id: self.next.fetch_add(1, Ordering::Relaxed),
             closing: self,
@@ -75,7 +58,7 @@ impl Closing {
 }
 
 /// One connection's place in [`Closing`].
-struct Listener {
+pub struct Listener {
     closing: Arc<Closing>,
     id: u64,
     /// The waker `ask` will wake.
@@ -84,7 +67,7 @@ struct Listener {
 
 impl Listener {
     /// Whether closing was asked; if not, `cx`'s task will be woken when it is.
-    fn asked(&mut self, cx: &Context<'_>) -> bool {
+    pub fn asked(&mut self, cx: &Context<'_>) -> bool {
         if !self
             .registered
             .as_ref()
@@ -112,64 +95,6 @@ impl Drop for Listener {
 mod tests {
     use super::*;
     use std::time::Duration;
-
-    /// A connection stand-in: pending until shut down, then it ends with how many times it was
-    /// polled.
-    struct Connection {
-        shut: bool,
-        polls: usize,
-    }
-
-    impl Future for Connection {
-        type Output = usize;
-
-        fn poll(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<usize> {
-            self.polls += 1;
-            if self.shut {
-                Poll::Ready(self.polls)
-            } else {
-                Poll::Pending
-            }
-        }
-    }
-
-    fn serve(closing: &Arc<Closing>) -> tokio::task::JoinHandle<usize> {
-        tokio::spawn(Arc::clone(closing).serve(
-            Connection {
-                shut: false,
-                polls: 0,
-            },
-            |c| c.get_mut().shut = true,
-        ))
-    }
-
-    #[tokio::test]
-    async fn asking_ends_open_connections_and_ones_served_after() {
-        let closing = Arc::new(Closing::default());
-        let open: Vec<_> = (0..3).map(|_| serve(&closing)).collect();
-        tokio::task::yield_now().await;
-        assert!(open.iter().all(|c| !c.is_finished()));
-        assert_eq!(closing.lock().len(), 3, "each open connection waits once");
-
-        closing.ask();
-        for c in open {
-            // Bounded only so a regression fails instead of hanging: `ask` wakes them at once.
-            let polls = tokio::time::timeout(Duration::from_secs(10), c)
-                .await
-                .expect("woken by ask")
-                .unwrap();
-            assert_eq!(polls, 2, "polled once before and once after the ask");
-        }
-        let late = tokio::time::timeout(Duration::from_secs(10), serve(&closing))
-            .await
-            .expect("a connection served after the ask is shut down at once")
-            .unwrap();
-        assert_eq!(late, 1);
-        assert!(
-            closing.lock().is_empty(),
-            "ended connections leave no waker"
-        );
-    }
 
     #[tokio::test]
     async fn work_unless_asked_ends_when_asked() {
