@@ -592,3 +592,36 @@ fn the_pod_asks_an_https_llm_trusting_the_given_ca() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("not https://"), "{}", stderr(&o));
 }
+
+#[test]
+fn the_autoscaler_keeps_its_state_in_redis_over_tls() {
+    use super::local::{autoscale, ready_pods, stop, temp_dir, wait_status};
+    let ca = TestCa::new("tenantscale test CA");
+    let Some(redis) = TlsRedis::start(&ca) else {
+        return;
+    };
+    let ca_file = temp_file("ca.pem", &ca.pem());
+    let data = temp_dir("tls-state");
+    let catalog = super::root().join(CATALOG);
+    let flags = [
+        "--redis",
+        redis.url.as_str(),
+        "--redis-ca",
+        ca_file.to_str().unwrap(),
+        "--state-key",
+        "test:tls",
+        "--stop-pods",
+    ];
+    let autoscaler = autoscale(&catalog, "127.0.0.1:0", &data, &flags);
+    wait_status(&autoscaler.addr, Duration::from_secs(30), |s| {
+        ready_pods(s) == 3
+    });
+    stop(autoscaler);
+    let mut conn = tenantscale_tls::redis_client(&redis.url, Some(&ca_file))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let stored: String = redis::cmd("GET").arg("test:tls").query(&mut conn).unwrap();
+    assert!(stored.contains(r#""policy": "tenant-aware""#), "{stored}");
+    let _ = std::fs::remove_dir_all(data);
+}
