@@ -160,7 +160,7 @@ async fn observe(
     if let Some(prometheus) = &config.prometheus {
         let addrs: Vec<String> = pods.iter().map(|p| p.addr.clone()).collect();
         let mut seen = prometheus
-            .observe(client, catalog, &addrs, config.scrape_timeout)
+            .observe(catalog, &addrs, config.scrape_timeout)
             .await?;
         let per_pod = addrs
             .iter()

@@ -13,12 +13,13 @@ use crate::signals::{PodSeen, PoolSignals, idle_demands, tenant_index};
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use serde::Deserialize;
 use std::collections::HashMap;
+use std::path::Path;
 use std::time::Duration;
 use tenantscale_core::catalog::Catalog;
 use tenantscale_core::scaling::tenant_aware::queue_depth_promql;
+use tenantscale_tls::HttpsConnector;
 
 /// Largest answer read from Prometheus.
 const MAX_ANSWER: usize = 8 << 20;
@@ -26,8 +27,9 @@ const MAX_ANSWER: usize = 8 << 20;
 /// Where and how to ask.
 #[derive(Debug, Clone)]
 pub struct PrometheusSource {
-    /// `http://host:port`, no trailing slash.
+    /// `http[s]://host:port`, no trailing slash.
     base: String,
+    client: Client<HttpsConnector, Empty<Bytes>>,
     /// The range of `rate(...)`: at least two scrapes of Prometheus must fit in it.
     window: Duration,
 }
@@ -76,17 +78,18 @@ impl Series {
 }
 
 impl PrometheusSource {
-    /// `url` is the server's root, e.g. `http://127.0.0.1:9091`.
-    pub fn new(url: &str, window: Duration) -> Result<Self, String> {
+    /// `url` is the server's root, e.g. `http://127.0.0.1:9091`; an `https://` one is
+    /// verified against the PEM CAs in `ca`, or the system's roots.
+    pub fn new(url: &str, ca: Option<&Path>, window: Duration) -> Result<Self, String> {
         let base = url.trim_end_matches('/');
         let uri: hyper::Uri = base
             .parse()
             .map_err(|e| format!("--prometheus {url}: not a URL ({e})"))?;
-        if uri.scheme_str() != Some("http") || uri.host().is_none() {
-            return Err(format!(
-                "--prometheus {url}: expected http://HOST:PORT (https is not supported; put a local proxy in front)"
-            ));
+        if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+            return Err(format!("--prometheus {url}: expected http[s]://HOST:PORT"));
         }
+        let connector = tenantscale_tls::http_connector(&uri, ca)
+            .map_err(|e| format!("--prometheus {url} (--prometheus-ca): {e}"))?;
         if window < Duration::from_secs(2) {
             return Err(format!(
                 "--prometheus-window {}: at least 2 s (two scrapes must fit)",
@@ -95,6 +98,7 @@ impl PrometheusSource {
         }
         Ok(Self {
             base: base.to_string(),
+            client: Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector),
             window,
         })
     }
@@ -143,7 +147,6 @@ impl PrometheusSource {
     /// Asks about the pods at `addrs` (Prometheus' `instance` labels).
     pub async fn observe(
         &self,
-        client: &Client<HttpConnector, Empty<Bytes>>,
         catalog: &Catalog,
         addrs: &[String],
         timeout: Duration,
@@ -153,7 +156,7 @@ impl PrometheusSource {
         let answers = futures_util::future::join_all(
             queries
                 .iter()
-                .map(|(_, promql)| self.query(client, promql, timeout)),
+                .map(|(_, promql)| self.query(promql, timeout)),
         )
         .await;
         let index = tenant_index(catalog);
@@ -200,12 +203,7 @@ impl PrometheusSource {
         })
     }
 
-    async fn query(
-        &self,
-        client: &Client<HttpConnector, Empty<Bytes>>,
-        promql: &str,
-        timeout: Duration,
-    ) -> Result<Vec<Series>, String> {
+    async fn query(&self, promql: &str, timeout: Duration) -> Result<Vec<Series>, String> {
         let query: String = form_urlencoded::Serializer::new(String::new())
             .append_pair("query", promql)
             .append_pair("timeout", &format!("{}ms", timeout.as_millis()))
@@ -213,7 +211,11 @@ impl PrometheusSource {
         let url = format!("{}/api/v1/query?{query}", self.base);
         let exchange = async {
             let uri: hyper::Uri = url.parse().map_err(|e| format!("{e}"))?;
-            let res = client.get(uri).await.map_err(|e| e.to_string())?;
+            let res = self
+                .client
+                .get(uri)
+                .await
+                .map_err(|e| tenantscale_tls::describe(&e))?;
             let status = res.status();
             let body = Limited::new(res.into_body(), MAX_ANSWER)
                 .collect()
@@ -285,12 +287,16 @@ mod tests {
     #[test]
     fn bad_urls_and_windows_are_refused_with_the_flag_named() {
         let w = Duration::from_secs(10);
-        assert!(PrometheusSource::new("http://127.0.0.1:9091/", w).is_ok());
-        for bad in ["https://prom:9090", "127.0.0.1:9091", "http://"] {
-            let e = PrometheusSource::new(bad, w).unwrap_err();
+        assert!(PrometheusSource::new("http://127.0.0.1:9091/", None, w).is_ok());
+        for bad in ["ftp://prom:9090", "127.0.0.1:9091", "http://"] {
+            let e = PrometheusSource::new(bad, None, w).unwrap_err();
             assert!(e.starts_with("--prometheus "), "{e}");
         }
-        let e = PrometheusSource::new("http://p:1", Duration::from_secs(1)).unwrap_err();
+        // A CA for a plain URL: a forgotten `s` would send in the clear.
+        let ca = Path::new("/etc/hostname");
+        let e = PrometheusSource::new("http://p:1", Some(ca), w).unwrap_err();
+        assert!(e.contains("not https://"), "{e}");
+        let e = PrometheusSource::new("http://p:1", None, Duration::from_secs(1)).unwrap_err();
         assert!(e.contains("--prometheus-window"), "{e}");
     }
 
@@ -310,5 +316,36 @@ mod tests {
         )
         .unwrap();
         assert_eq!(e.error.as_deref(), Some("parse error at char 4"));
+    }
+
+    #[tokio::test]
+    async fn an_https_prometheus_is_asked_through_tls_trusting_the_given_ca() {
+        use tenantscale_tls::testing::{TestCa, https_double};
+        let ca = TestCa::new("test CA");
+        let answer = r#"{"status":"success","data":{"resultType":"vector","result":[
+            {"metric":{"instance":"127.0.0.1:4001"},"value":[1,"2"]}]}}"#;
+        let prometheus = https_double(&ca.issue(), answer).await;
+        let url = format!("https://127.0.0.1:{}", prometheus.port());
+        let ca_file =
+            std::env::temp_dir().join(format!("tenantscale-prom-ca-{}", std::process::id()));
+        std::fs::write(&ca_file, ca.pem()).unwrap();
+        let catalog = Catalog::parse(
+            "cluster: {cores: 8, memory: 16Gi}\ntiers:\n  gold: {weight: 3, share: 1, maxShare: 0.3}\n\
+             tenants:\n  - {id: media-1, tier: gold}\npool: {minReplicas: 1, maxReplicas: 10}\n",
+        )
+        .unwrap()
+        .catalog;
+        let (w, timeout) = (Duration::from_secs(10), Duration::from_secs(10));
+        let pods = ["127.0.0.1:4001".to_string()];
+
+        let source = PrometheusSource::new(&url, Some(&ca_file), w).unwrap();
+        let seen = source.observe(&catalog, &pods, timeout).await.unwrap();
+        assert!(seen.pods.contains_key("127.0.0.1:4001"), "{seen:?}");
+
+        // Trusting the system's roots only: the test CA's certificate is refused.
+        let source = PrometheusSource::new(&url, None, w).unwrap();
+        let e = source.observe(&catalog, &pods, timeout).await.unwrap_err();
+        assert!(e.contains("UnknownIssuer"), "{e}");
+        let _ = std::fs::remove_file(ca_file);
     }
 }

@@ -25,7 +25,8 @@ const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 pub enum StateStore {
     File(PathBuf),
     Redis {
-        client: redis::Client,
+        /// Boxed: with TLS settings a client is large.
+        client: Box<redis::Client>,
         key: String,
     },
     /// A ConfigMap next to the Deployment (the Kubernetes actuator).
@@ -34,14 +35,16 @@ pub enum StateStore {
 }
 
 impl StateStore {
-    /// The Redis at `url` (`redis://HOST:PORT[/DB]`), under `key`.
-    pub fn redis(url: &str, key: &str) -> Result<Self, String> {
-        let client = redis::Client::open(url).map_err(|e| format!("--redis {url:?}: {e}"))?;
+    /// The Redis at `url` (`redis://HOST:PORT[/DB]`, or `rediss://` for TLS trusting the PEM
+    /// CAs in `ca` or the system's roots), under `key`.
+    pub fn redis(url: &str, ca: Option<&Path>, key: &str) -> Result<Self, String> {
+        let client = tenantscale_tls::redis_client(url, ca)
+            .map_err(|e| format!("--redis {url:?} (--redis-ca): {e}"))?;
         if key.is_empty() {
             return Err("--state-key: empty".into());
         }
         Ok(Self::Redis {
-            client,
+            client: Box::new(client),
             key: key.to_string(),
         })
     }
@@ -221,7 +224,7 @@ mod tests {
 
     #[test]
     fn a_bad_redis_url_names_the_flag() {
-        let e = StateStore::redis("http://nope", "k").unwrap_err();
+        let e = StateStore::redis("http://nope", None, "k").unwrap_err();
         assert!(e.starts_with("--redis \"http://nope\""), "{e}");
     }
 }

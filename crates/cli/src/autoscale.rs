@@ -33,6 +33,14 @@ pub struct PoolArgs {
     /// OpenAI-compatible chat completions URL for the pods (see `serve --llm-url`).
     #[arg(long = "llm", env = "TENANTSCALE_LLM_URL")]
     pub llm_url: Option<String>,
+    /// PEM CA certificates for an https:// --llm (see `serve --llm-ca`).
+    #[arg(
+        long,
+        env = "TENANTSCALE_LLM_CA",
+        value_name = "FILE",
+        requires = "llm_url"
+    )]
+    pub llm_ca: Option<PathBuf>,
     /// Seconds a new pod reports `warming` (the gateway ramps its share over this window).
     #[arg(long, default_value_t = 30.0)]
     pub warm_up: f64,
@@ -42,11 +50,15 @@ pub struct PoolArgs {
     /// Seconds between decisions (each one scrapes every pod first).
     #[arg(long, default_value_t = 1.0)]
     pub interval: f64,
-    /// Read the signals from this Prometheus server (http://HOST:PORT) instead of scraping
+    /// Read the signals from this Prometheus server (http[s]://HOST:PORT) instead of scraping
     /// the pods; it must scrape them, e.g. with `http_sd_configs` on the autoscaler's
     /// /v1/prometheus-targets, as examples/prometheus-local.yml does.
     #[arg(long, value_name = "URL")]
     pub prometheus: Option<String>,
+    /// PEM CA certificates an https:// --prometheus is verified against, instead of the
+    /// system's roots.
+    #[arg(long, value_name = "FILE", requires = "prometheus")]
+    pub prometheus_ca: Option<PathBuf>,
     /// Seconds of `rate(...)` in the Prometheus queries: at least two of its scrape intervals.
     #[arg(long, default_value_t = 30.0, requires = "prometheus")]
     pub prometheus_window: f64,
@@ -72,9 +84,12 @@ pub struct AutoscaleArgs {
     /// Shared secret of the gateway and the pods (at least 16 bytes); given to the pods.
     #[arg(long, env = "TENANTSCALE_SECRET", hide_env_values = true)]
     pub secret: Option<String>,
-    /// Keep the autoscaler's state (windows, pods) in this Redis, e.g. redis://127.0.0.1:6379.
+    /// Keep the autoscaler's state (windows, pods) in this Redis, e.g. redis://127.0.0.1:6379
+    /// (rediss:// for TLS).
     #[arg(long, value_name = "URL")]
     pub redis: Option<String>,
+    #[command(flatten)]
+    pub redis_ca: crate::RedisCa,
     #[command(flatten)]
     pub pool: PoolArgs,
     /// Scale this Deployment on Kubernetes (NAMESPACE/NAME) instead of local pods: the
@@ -139,7 +154,7 @@ pub struct Prepared {
 pub fn prepare(
     catalog_path: &Path,
     pool: PoolArgs,
-    redis: Option<&str>,
+    redis: Option<(&str, Option<&Path>)>,
     secret: &str,
 ) -> anyhow::Result<Prepared> {
     let catalog = crate::serve::catalog(catalog_path)?;
@@ -151,6 +166,7 @@ pub fn prepare(
         Some(url) => Some(
             PrometheusSource::new(
                 url,
+                pool.prometheus_ca.as_deref(),
                 crate::serve::seconds("--prometheus-window", pool.prometheus_window)?,
             )
             .map_err(BadInput)?,
@@ -183,9 +199,12 @@ pub fn prepare(
     if let Some(url) = pool.llm_url {
         args.extend(["--llm-url".into(), url]);
     }
+    if let Some(ca) = pool.llm_ca {
+        args.extend(["--llm-ca".into(), ca.display().to_string()]);
+    }
     args.extend(pool.pod_args);
     let store = match redis {
-        Some(url) => StateStore::redis(url, &pool.state_key).map_err(BadInput)?,
+        Some((url, ca)) => StateStore::redis(url, ca, &pool.state_key).map_err(BadInput)?,
         None => StateStore::File(data_dir.join("autoscaler-state.json")),
     };
     let persisted = tokio::runtime::Builder::new_current_thread()
@@ -241,7 +260,7 @@ async fn serve_api(
     let service_for = move |_| hyper_util::service::TowerToHyperService::new(app.clone());
     // Served until the task is aborted.
     let serving =
-        tenantscale_listener::serve(listener, limits, service_for, std::future::pending());
+        tenantscale_listener::serve(listener, limits, None, service_for, std::future::pending());
     Ok(tokio::spawn(serving))
 }
 
@@ -263,7 +282,9 @@ pub fn run_autoscale(args: AutoscaleArgs) -> anyhow::Result<()> {
     let prepared = prepare(
         &args.catalog.config,
         args.pool,
-        args.redis.as_deref(),
+        args.redis
+            .as_deref()
+            .map(|url| (url, args.redis_ca.file.as_deref())),
         &secret,
     )?;
     tokio::runtime::Builder::new_multi_thread()
@@ -298,7 +319,10 @@ pub fn run_up(args: UpArgs) -> anyhow::Result<()> {
     let prepared = prepare(
         &args.catalog.config,
         args.pool,
-        args.gateway.redis.as_deref(),
+        args.gateway
+            .redis
+            .as_deref()
+            .map(|url| (url, args.gateway.redis_ca.file.as_deref())),
         &secret,
     )?;
     let gateway = args.gateway.config(
@@ -388,6 +412,7 @@ fn run_on_kubernetes(args: &AutoscaleArgs, target: &str) -> anyhow::Result<()> {
         Some(url) => Some(
             PrometheusSource::new(
                 url,
+                args.pool.prometheus_ca.as_deref(),
                 crate::serve::seconds("--prometheus-window", args.pool.prometheus_window)?,
             )
             .map_err(BadInput)?,

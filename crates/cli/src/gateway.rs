@@ -2,8 +2,9 @@
 
 use crate::serve::{ConnectionArgs, seconds, time_limit};
 use crate::{BadInput, CatalogFile};
+use std::path::PathBuf;
 use tenantscale_core::routing::RouterConfig;
-use tenantscale_gateway::{Discovery, GatewayConfig, TenantScope, Timeouts};
+use tenantscale_gateway::{Discovery, GatewayConfig, TenantScope, Timeouts, TlsFiles};
 
 #[derive(clap::Args)]
 pub struct GatewayArgs {
@@ -53,10 +54,19 @@ pub struct GatewayOptions {
     #[arg(long)]
     pub trust_tenant_header: bool,
     /// Redis shared by the gateway replicas for rate limits and in-flight counts, e.g.
-    /// redis://127.0.0.1:6379. Without it each replica enforces its part alone. (`up` keeps
-    /// the autoscaler's state there too.)
+    /// redis://127.0.0.1:6379 (rediss:// for TLS). Without it each replica enforces its part
+    /// alone. (`up` keeps the autoscaler's state there too.)
     #[arg(long, env = "TENANTSCALE_REDIS")]
     pub redis: Option<String>,
+    #[command(flatten)]
+    pub redis_ca: crate::RedisCa,
+    /// Serve clients over TLS with this PEM certificate chain (HTTP/2 by ALPN, else
+    /// HTTP/1.1); reloaded, with --tls-key, when the files change.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Gateway replicas: while Redis is unreachable each enforces 1/N of every limit.
     #[arg(long, default_value_t = 1)]
     pub replicas: u32,
@@ -227,9 +237,20 @@ impl GatewayOptions {
             ))
             .into());
         }
+        let redis = match &args.redis {
+            Some(url) => Some(
+                tenantscale_tls::redis_client(url, args.redis_ca.file.as_deref())
+                    .map_err(|e| BadInput(format!("--redis {url:?} (--redis-ca): {e}")))?,
+            ),
+            None => None,
+        };
         Ok(GatewayConfig {
             listen,
             admin_listen: args.admin_listen,
+            tls: args
+                .tls_cert
+                .zip(args.tls_key)
+                .map(|(cert, key)| TlsFiles { cert, key }),
             discovery,
             secret,
             trust_tenant_header: args.trust_tenant_header,
@@ -248,7 +269,7 @@ impl GatewayOptions {
                 min_weight: args.slow_start_floor,
             },
             share_retry_after: 1.0,
-            redis: args.redis,
+            redis,
             replicas: args.replicas,
             scope: match (args.only_tenant, args.except_silos) {
                 (Some(id), _) => TenantScope::Only(id),

@@ -161,10 +161,26 @@ struct CatalogFile {
     config: PathBuf,
 }
 
+/// `--redis-ca`, beside a command's `--redis`.
+#[derive(clap::Args)]
+struct RedisCa {
+    /// PEM CA certificates a rediss:// --redis is verified against, instead of the system's
+    /// roots.
+    #[arg(
+        long = "redis-ca",
+        env = "TENANTSCALE_REDIS_CA",
+        value_name = "FILE",
+        requires = "redis"
+    )]
+    file: Option<PathBuf>,
+}
+
 /// The store and embedder options shared by `serve` and `ingest`.
 #[derive(clap::Args)]
 struct StoreArgs {
-    /// sqlite://PATH, or postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE (no TLS)
+    /// sqlite://PATH, or postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?sslmode=MODE]
+    /// (require or verify-full: TLS, the server's certificate verified against the system's
+    /// roots or the PEM file in &sslrootcert=FILE; without sslmode, plain text)
     #[arg(
         long,
         env = "TENANTSCALE_STORE",

@@ -65,17 +65,29 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 5)]
     pub preload: usize,
     /// Redis for the seed's warm-up flag `pod:{POD}:warming_up` (set for the warm-up window,
-    /// deleted when it ends or the pod drains), e.g. redis://127.0.0.1:6379.
+    /// deleted when it ends or the pod drains), e.g. redis://127.0.0.1:6379 (rediss:// for
+    /// TLS).
     #[arg(long, env = "TENANTSCALE_REDIS")]
     pub redis: Option<String>,
+    #[command(flatten)]
+    pub redis_ca: crate::RedisCa,
     /// The pod's name in that key; the seed uses the pod IP (Kubernetes: from the downward
     /// API). Default: the address the pod listens on.
     #[arg(long, env = "POD_IP")]
     pub pod_ip: Option<String>,
-    /// OpenAI-compatible chat completions URL (plain HTTP) for `generate: true` queries,
-    /// e.g. http://127.0.0.1:9000/v1/chat/completions; without it answers are null.
+    /// OpenAI-compatible chat completions URL (http:// or https://) for `generate: true`
+    /// queries, e.g. http://127.0.0.1:9000/v1/chat/completions; without it answers are null.
     #[arg(long, env = "TENANTSCALE_LLM_URL")]
     pub llm_url: Option<String>,
+    /// PEM CA certificates an https:// --llm-url is verified against, instead of the
+    /// system's roots.
+    #[arg(
+        long,
+        env = "TENANTSCALE_LLM_CA",
+        value_name = "FILE",
+        requires = "llm_url"
+    )]
+    pub llm_ca: Option<PathBuf>,
     /// Model name sent to the LLM.
     #[arg(long, default_value = "llm-sim")]
     pub llm_model: String,
@@ -232,26 +244,31 @@ pub fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
             let uri: axum::http::Uri = url
                 .parse()
                 .ok()
-                .filter(|u: &axum::http::Uri| u.scheme_str() == Some("http") && u.host().is_some())
+                .filter(|u: &axum::http::Uri| {
+                    matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some()
+                })
                 .ok_or_else(|| {
                     BadInput(format!(
-                        "--llm-url {url:?}: expected http://HOST[:PORT]/v1/chat/completions (plain HTTP)"
+                        "--llm-url {url:?}: expected http[s]://HOST[:PORT]/v1/chat/completions"
                     ))
                 })?;
-            Some(Arc::new(Llm::new(LlmConfig {
+            let llm = Llm::new(LlmConfig {
                 url: uri,
+                ca: args.llm_ca.clone(),
                 model: args.llm_model.clone(),
                 api_key: args.llm_api_key.clone(),
                 timeout: seconds("--llm-timeout", args.llm_timeout)?,
                 retries: 2,
                 max_tokens: 256,
-            })))
+            })
+            .map_err(|e| BadInput(format!("--llm-url {url:?} (--llm-ca): {e}")))?;
+            Some(Arc::new(llm))
         }
     };
     let warming_flag = match &args.redis {
         None => None,
         Some(url) => Some(
-            WarmingFlag::new(url, args.pod_ip.clone())
+            WarmingFlag::new(url, args.redis_ca.file.as_deref(), args.pod_ip.clone())
                 .map_err(|e| BadInput(format!("--redis {url:?}: {e}")))?,
         ),
     };

@@ -19,6 +19,7 @@ mod shared;
 mod signatures;
 #[cfg(test)]
 mod test_body;
+mod tls;
 
 use http_body_util::BodyExt;
 use metrics::Metrics;
@@ -31,6 +32,7 @@ use tenantscale_core::catalog::Catalog;
 use tenantscale_core::fairness::admission::{Admission, TenantLimits};
 use tenantscale_core::registry::Members;
 use tenantscale_core::routing::{Router, RouterConfig, stable_hash};
+pub use tls::TlsFiles;
 
 /// Header fields a client's request may have: a pod's limit less the nine fields the gateway
 /// adds (`Host`, `Content-Length`, `X-Forwarded-For`, `X-Tenant-ID`, `X-Request-Id`,
@@ -49,6 +51,8 @@ pub struct GatewayConfig {
     /// The operator endpoints' own listener (`/metrics`, and the probes). Without it they are
     /// answered on `listen` to loopback clients only.
     pub admin_listen: Option<SocketAddr>,
+    /// Serve the tenant listener over TLS with this certificate (reloaded when it changes).
+    pub tls: Option<TlsFiles>,
     /// Where the pods come from.
     pub discovery: Discovery,
     /// Shared secret with the pods, for `X-Tenantscale-Signature`.
@@ -62,8 +66,8 @@ pub struct GatewayConfig {
     pub router: RouterConfig,
     /// Seconds a client waits after a share-cap refusal (about one service time).
     pub share_retry_after: f64,
-    /// Redis shared by the gateway replicas for rate and in-flight state.
-    pub redis: Option<String>,
+    /// Redis shared by the gateway replicas for rate and in-flight state (`rediss://`: TLS).
+    pub redis: Option<redis::Client>,
     /// Gateway replicas sharing the limits: without Redis each enforces 1/replicas of them.
     pub replicas: u32,
     /// The tenants this gateway serves.
@@ -234,6 +238,10 @@ pub async fn run(
     config: GatewayConfig,
     stop: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    let tls = match config.tls.clone() {
+        Some(files) => Some(tls::Tls::load(files).map_err(std::io::Error::other)?),
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let admin_listener =
         match config.admin_listen {
@@ -243,8 +251,8 @@ pub async fn run(
             None => None,
         };
     let gateway = Arc::new(Gateway::new(catalog, config));
-    if let Some(url) = gateway.config.redis.clone() {
-        connect_redis(Arc::clone(&gateway), url).await;
+    if let Some(client) = gateway.config.redis.clone() {
+        connect_redis(Arc::clone(&gateway), client).await;
     }
     let discovery = match gateway.config.discovery.clone() {
         Discovery::Static(_) => None,
@@ -276,6 +284,7 @@ pub async fn run(
     };
     tracing::info!(
         listen = %listener.local_addr()?,
+        tls = tls.is_some(),
         pods,
         ready,
         "gateway serving"
@@ -284,6 +293,8 @@ pub async fn run(
         tracing::info!(admin = %admin.local_addr()?, "gateway operator endpoints serving");
     }
     let poller = tokio::spawn(poll_pods_forever(Arc::clone(&gateway)));
+    let reloader = tls.as_ref().map(tls::Tls::follow_files);
+    let acceptor = tls.map(|t| t.acceptor);
 
     // One service per connection; what it may ask is decided from its listener and address.
     let service = |peer: SocketAddr, access: proxy::Access| {
@@ -315,14 +326,17 @@ pub async fn run(
                 let _ = stopped.wait_for(|s| *s).await;
             };
             let admin_service = |peer: SocketAddr| service(peer, proxy::Access::Admin);
-            tenantscale_listener::serve(listener, limits, admin_service, stop).await;
+            tenantscale_listener::serve(listener, limits, None, admin_service, stop).await;
         }
     };
     tokio::join!(
-        tenantscale_listener::serve(listener, limits, tenant_service, stop),
+        tenantscale_listener::serve(listener, limits, acceptor, tenant_service, stop),
         admin
     );
     poller.abort();
+    if let Some(r) = reloader {
+        r.abort();
+    }
     if let Some(d) = discovery {
         d.abort();
     }
@@ -332,11 +346,11 @@ pub async fn run(
 
 /// Connects to Redis; if it is down, serves with local limits and keeps trying in the
 /// background.
-async fn connect_redis(gateway: Arc<Gateway>, url: String) {
+async fn connect_redis(gateway: Arc<Gateway>, client: redis::Client) {
     // Longer than any admitted request can last: the lease outlives a slow answer.
     let t = gateway.config.timeouts;
     let lease_ttl = t.body_read + t.response + Duration::from_secs(30);
-    match shared::SharedLimits::connect(&url, lease_ttl).await {
+    match shared::SharedLimits::connect(client.clone(), lease_ttl).await {
         Ok(limits) => {
             let _ = gateway.shared.set(limits);
             tracing::info!("limits shared through Redis");
@@ -346,7 +360,9 @@ async fn connect_redis(gateway: Arc<Gateway>, url: String) {
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(Duration::from_secs(2)).await;
-                    if let Ok(limits) = shared::SharedLimits::connect(&url, lease_ttl).await {
+                    if let Ok(limits) =
+                        shared::SharedLimits::connect(client.clone(), lease_ttl).await
+                    {
                         let _ = gateway.shared.set(limits);
                         tracing::info!("Redis connected: limits shared through Redis");
                         return;

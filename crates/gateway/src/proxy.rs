@@ -811,6 +811,7 @@ mod tests {
         let config = crate::GatewayConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
             admin_listen: None,
+            tls: None,
             discovery: crate::Discovery::Static(Vec::new()),
             secret: b"0123456789abcdef".to_vec(),
             trust_tenant_header: false,

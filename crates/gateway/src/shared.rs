@@ -72,9 +72,9 @@ pub enum Decision {
 }
 
 impl SharedLimits {
-    /// Connects to `url`; leases live `lease_ttl` (longer than any request may take).
-    pub async fn connect(url: &str, lease_ttl: Duration) -> redis::RedisResult<Self> {
-        let client = redis::Client::open(url)?;
+    /// Connects through `client` (`rediss://`: TLS); leases live `lease_ttl` (longer than any
+    /// request may take).
+    pub async fn connect(client: redis::Client, lease_ttl: Duration) -> redis::RedisResult<Self> {
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_millis(500)))
             .set_response_timeout(Some(DECISION_TIMEOUT))
@@ -229,7 +229,8 @@ mod tests {
         let Some(server) = RedisServer::start() else {
             return;
         };
-        let limits = SharedLimits::connect(&server.url, Duration::from_secs(120))
+        let client = redis::Client::open(server.url.as_str()).unwrap();
+        let limits = SharedLimits::connect(client, Duration::from_secs(120))
             .await
             .unwrap();
         let tenant = TenantLimits {

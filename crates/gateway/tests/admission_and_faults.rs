@@ -196,6 +196,7 @@ async fn gateway_with(
     let config = GatewayConfig {
         listen,
         admin_listen: None,
+        tls: None,
         discovery,
         secret: b"admission-test-secret-0123456789".to_vec(),
         trust_tenant_header: false,
@@ -207,7 +208,7 @@ async fn gateway_with(
         },
         router: RouterConfig::default(),
         share_retry_after: 1.0,
-        redis,
+        redis: redis.map(|url| redis::Client::open(url).expect("a Redis URL")),
         replicas: 1,
         scope: TenantScope::All,
     };

@@ -114,6 +114,7 @@ async fn the_pod_gets_the_gateways_proof_and_no_connection_headers_cross() {
     let config = GatewayConfig {
         listen,
         admin_listen: None,
+        tls: None,
         discovery: Discovery::Static(vec![pod_addr.clone()]),
         secret: SECRET.to_vec(),
         trust_tenant_header: false,

@@ -19,6 +19,9 @@
 //!   later.
 //! - **Graceful shutdown**: once `stop` completes, no new connection is accepted and each open
 //!   one finishes the exchange it is in, for up to `shutdown`.
+//! - **TLS** when given an acceptor: the handshake counts against the first-head deadline, and
+//!   the protocol comes from ALPN (`h2`: HTTP/2, anything else or none: HTTP/1.1) instead of
+//!   the first bytes.
 
 mod closing;
 mod preface;
@@ -40,6 +43,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
 
 /// Header fields a request may have (HTTP/1.1; hyper's default, which keeps its parser's field
 /// array on the stack).
@@ -111,12 +115,13 @@ pub fn default_max_connections() -> usize {
     (files.saturating_sub(RESERVED_FILES) / 2).max(1) as usize
 }
 
-/// Serves `listener`'s connections with the service `service_for` makes for each client's
-/// address, within `limits`, until `stop` completes; then stops accepting and lets open
-/// connections finish (up to `limits.shutdown`).
+/// Serves `listener`'s connections (through `tls` when given) with the service `service_for`
+/// makes for each client's address, within `limits`, until `stop` completes; then stops
+/// accepting and lets open connections finish (up to `limits.shutdown`).
 pub async fn serve<M, S, B>(
     listener: TcpListener,
     limits: Limits,
+    tls: Option<TlsAcceptor>,
     mut service_for: M,
     stop: impl Future<Output = ()>,
 ) where
@@ -131,6 +136,7 @@ pub async fn serve<M, S, B>(
     let shared = Arc::new(Shared {
         protocols: Protocols::new(&limits),
         limits,
+        tls,
         closing: Arc::new(Closing::default()),
     });
     let slots = Arc::new(Semaphore::new(limits.max_connections));
@@ -187,6 +193,7 @@ pub async fn serve<M, S, B>(
 
 struct Shared {
     limits: Limits,
+    tls: Option<TlsAcceptor>,
     protocols: Protocols,
     closing: Arc<Closing>,
 }
@@ -207,12 +214,43 @@ async fn connection<S, B>(
 {
     let head_deadline = Instant::now() + shared.limits.header_timeout;
     let _ = stream.set_nodelay(true);
-    let first_bytes = tokio::time::timeout_at(head_deadline, preface::sniff(&stream));
-    // Nothing by the deadline, closed, broken, or shutting down: nothing to serve.
-    let Some(Ok(Ok(Some(protocol)))) = Arc::clone(&shared.closing).unless_asked(first_bytes).await
-    else {
+    let Some(tls) = &shared.tls else {
+        let first_bytes = tokio::time::timeout_at(head_deadline, preface::sniff(&stream));
+        // Nothing by the deadline, closed, broken, or shutting down: nothing to serve.
+        let Some(Ok(Ok(Some(protocol)))) =
+            Arc::clone(&shared.closing).unless_asked(first_bytes).await
+        else {
+            return;
+        };
+        return serve_connection(stream, protocol, service, &shared, head_deadline).await;
+    };
+    let handshake = tokio::time::timeout_at(head_deadline, tls.accept(stream));
+    let Some(Ok(Ok(stream))) = Arc::clone(&shared.closing).unless_asked(handshake).await else {
         return;
     };
+    let protocol = match stream.get_ref().1.alpn_protocol() {
+        Some(b"h2") => Protocol::Http2,
+        _ => Protocol::Http1,
+    };
+    serve_connection(stream, protocol, service, &shared, head_deadline).await;
+}
+
+/// Serves one connection in `protocol` once it is chosen.
+async fn serve_connection<I, S, B>(
+    stream: I,
+    protocol: Protocol,
+    service: S,
+    shared: &Shared,
+    head_deadline: Instant,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn StdError + Send + Sync>>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
     let begun = Arc::new(AtomicU64::new(0));
     let service = Counted {
         service,

@@ -84,7 +84,7 @@ pub async fn serve(
         ..config.connections
     };
     let service_for = |_| hyper_util::service::TowerToHyperService::new(app.clone());
-    tenantscale_listener::serve(listener, limits, service_for, shutdown).await;
+    tenantscale_listener::serve(listener, limits, None, service_for, shutdown).await;
     let left = pod.outstanding() as u64;
     pod.metrics.dropped_by_drain(left);
     flush_volume(&pod).await;

@@ -1,20 +1,25 @@
-//! Generation through an OpenAI-compatible `/v1/chat/completions` endpoint (plain HTTP/1.1:
-//! a local model server, a sidecar, or `tenantscale llm-sim`). One overall timeout per answer;
-//! connection failures, 429 and 5xx are retried with exponential backoff inside it.
+//! Generation through an OpenAI-compatible `/v1/chat/completions` endpoint over HTTP/1.1:
+//! `http://` (a local model server, a sidecar, or `tenantscale llm-sim`) or `https://` (rustls,
+//! trusting the system's roots or `--llm-ca`). One overall timeout per answer; connection
+//! failures, 429 and 5xx are retried with exponential backoff inside it.
 
 use axum::body::Bytes;
 use axum::http::{Request, StatusCode, Uri, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use std::path::PathBuf;
 use std::time::Duration;
+use tenantscale_tls::{HttpsConnector, TlsError};
 
 /// Where and how to ask for answers.
 #[derive(Debug, Clone)]
 pub struct LlmConfig {
     /// The full endpoint URL, e.g. `http://127.0.0.1:9000/v1/chat/completions`.
     pub url: Uri,
+    /// PEM CA certificates an `https://` URL's server is verified against, instead of the
+    /// system's roots.
+    pub ca: Option<PathBuf>,
     pub model: String,
     /// Sent as a bearer token when set.
     pub api_key: Option<String>,
@@ -41,7 +46,7 @@ const MAX_RESPONSE: usize = 4 << 20;
 #[derive(Debug)]
 pub struct Llm {
     config: LlmConfig,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<HttpsConnector, Full<Bytes>>,
 }
 
 /// Whether a failed attempt is worth repeating.
@@ -51,9 +56,11 @@ enum Attempt {
 }
 
 impl Llm {
-    pub fn new(config: LlmConfig) -> Self {
-        let client = Client::builder(TokioExecutor::new()).build_http();
-        Self { config, client }
+    /// Fails only on TLS settings that cannot work (an unreadable CA file, no roots).
+    pub fn new(config: LlmConfig) -> Result<Self, TlsError> {
+        let connector = tenantscale_tls::http_connector(&config.url, config.ca.as_deref())?;
+        let client = Client::builder(TokioExecutor::new()).build(connector);
+        Ok(Self { config, client })
     }
 
     /// An answer to `question` from `passages` alone.
@@ -104,11 +111,10 @@ impl Llm {
         let request = request
             .body(Full::new(body))
             .map_err(|e| Attempt::Fatal(e.to_string()))?;
-        let response = self
-            .client
-            .request(request)
-            .await
-            .map_err(|e| Attempt::Retry(format!("request: {e}")))?;
+        let response =
+            self.client.request(request).await.map_err(|e| {
+                Attempt::Retry(format!("request: {}", tenantscale_tls::describe(&e)))
+            })?;
         let status = response.status();
         let bytes = Limited::new(response.into_body(), MAX_RESPONSE)
             .collect()

@@ -41,6 +41,8 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("store: {0}")]
     Postgres(#[from] postgres::Error),
+    #[error("store: {0}")]
+    Tls(#[from] tenantscale_tls::TlsError),
     #[error(transparent)]
     Embedder(#[from] EmbedderError),
     #[error(
@@ -310,6 +312,15 @@ fn usage_after(before: Usage, replaced: &[(Option<u64>, u64)]) -> Usage {
 /// A document ready to write: itself, its metadata as stored, its chunks.
 type Prepared<'a> = (&'a NewDocument, String, Vec<EmbeddedChunk>);
 
+/// One connection to the Postgres at `url`, in TLS when its `sslmode` asks.
+fn postgres_client(url: &str) -> Result<postgres::Client, StoreError> {
+    use tenantscale_tls::postgres::{ConnectError, connect};
+    connect(url).map_err(|e| match e {
+        ConnectError::Tls(e) => e.into(),
+        ConnectError::Postgres(e) => e.into(),
+    })
+}
+
 /// A chunk ready to write: its text and its vector as little-endian f32 bytes.
 type EmbeddedChunk = (String, Vec<u8>);
 
@@ -395,10 +406,11 @@ impl Store {
         Ok(db)
     }
 
-    /// Connects to Postgres at `url` (`postgres://user[:password]@host[:port]/db`, no TLS) and
-    /// applies migrations; pods starting together serialize on an advisory lock.
+    /// Connects to Postgres at `url` (`postgres://user[:password]@host[:port]/db[?sslmode=…]`,
+    /// TLS as [`tenantscale_tls::postgres`] reads `sslmode`) and applies migrations; pods
+    /// starting together serialize on an advisory lock.
     pub fn connect_postgres(url: &str) -> Result<Self, StoreError> {
-        let mut client = postgres::Client::connect(url, postgres::NoTls)?;
+        let mut client = postgres_client(url)?;
         let mut tx = client.transaction()?;
         // Concurrent CREATE TABLE IF NOT EXISTS can still collide in Postgres's catalog.
         tx.execute("SELECT pg_advisory_xact_lock(7400311)", &[])?;
@@ -406,7 +418,7 @@ impl Store {
         tx.commit()?;
         let url = url.to_string();
         let clients =
-            Connections::new(move || Ok(postgres::Client::connect(&url, postgres::NoTls)?));
+            Connections::new(move || postgres_client(&url));
         lock(&clients.idle).push(client);
         Ok(Self {
             backend: Backend::Postgres(clients),

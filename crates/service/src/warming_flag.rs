@@ -17,10 +17,15 @@ pub struct WarmingFlag {
 
 impl WarmingFlag {
     /// The flag of `pod` (the seed uses the pod's IP; `None`: the address the pod listens on)
-    /// in the Redis at `url` (`redis://HOST:PORT[/DB]`); fails only on a malformed URL.
-    pub fn new(url: &str, pod: Option<String>) -> Result<Self, redis::RedisError> {
+    /// in the Redis at `url` (`redis://HOST:PORT[/DB]`, or `rediss://` for TLS trusting the
+    /// PEM CAs in `ca` or the system's roots); fails only on a malformed URL or CA file.
+    pub fn new(
+        url: &str,
+        ca: Option<&std::path::Path>,
+        pod: Option<String>,
+    ) -> Result<Self, tenantscale_tls::TlsError> {
         Ok(Self {
-            client: redis::Client::open(url)?,
+            client: tenantscale_tls::redis_client(url, ca)?,
             pod,
         })
     }

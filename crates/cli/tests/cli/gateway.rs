@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-const SECRET: &str = "gateway-test-secret-0123";
+pub(super) const SECRET: &str = "gateway-test-secret-0123";
 const CATALOG: &str = "examples/gcc-platform.yaml";
 
 /// llm-sim, pods and a gateway over them (each killed on drop if still running).
-struct Stack {
+pub(super) struct Stack {
     _llm: Server,
     pods: Vec<Server>,
     gateway: Server,
@@ -43,7 +43,7 @@ impl Stack {
     }
 
     /// A gateway over `pods` with `args`.
-    fn gateway(pods: &[Server], args: &[&str]) -> Server {
+    pub(super) fn gateway(pods: &[Server], args: &[&str]) -> Server {
         let list: Vec<&str> = pods.iter().map(|p| p.addr.as_str()).collect();
         let list = list.join(",");
         let mut all = vec![

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 const SECRET: &str = "local-loop-test-secret-0123";
 
 /// A fresh directory for one test.
-fn temp_dir(name: &str) -> std::path::PathBuf {
+pub(super) fn temp_dir(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("tenantscale-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -26,7 +26,7 @@ fn get_json(addr: &str, path: &str) -> Value {
 }
 
 /// Polls `GET /status` until `done` holds (or panics after `limit`); returns that status.
-fn wait_status(api: &str, limit: Duration, done: impl Fn(&Value) -> bool) -> Value {
+pub(super) fn wait_status(api: &str, limit: Duration, done: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + limit;
     loop {
         let s = get_json(api, "/status");
@@ -53,7 +53,7 @@ fn pod_addrs(status: &Value) -> Vec<String> {
     pods
 }
 
-fn ready_pods(status: &Value) -> usize {
+pub(super) fn ready_pods(status: &Value) -> usize {
     status["pods"]
         .as_array()
         .unwrap()

@@ -12,6 +12,7 @@ mod k8s;
 #[cfg(feature = "kubernetes-fake-api")]
 mod kubernetes;
 mod local;
+mod tls;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")

@@ -798,16 +798,18 @@ async fn start_llm_sim(latency: Duration) -> String {
 }
 
 fn llm(url: &str, timeout: Duration) -> Option<Arc<tenantscale_service::llm::Llm>> {
-    Some(Arc::new(tenantscale_service::llm::Llm::new(
-        tenantscale_service::llm::LlmConfig {
+    Some(Arc::new(
+        tenantscale_service::llm::Llm::new(tenantscale_service::llm::LlmConfig {
             url: url.parse().unwrap(),
+            ca: None,
             model: "llm-sim".into(),
             api_key: None,
             timeout,
             retries: 1,
             max_tokens: 8,
-        },
-    )))
+        })
+        .unwrap(),
+    ))
 }
 
 #[tokio::test(flavor = "multi_thread")]
