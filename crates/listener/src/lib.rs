@@ -114,19 +114,14 @@ pub fn default_max_connections() -> usize {
 /// Serves `listener`'s connections with the service `service_for` makes for each client's
 /// address, within `limits`, until `stop` completes; then stops accepting and lets open
 /// connections finish (up to `limits.shutdown`).
-pub async fn serve<M, S, B>(
+pub async fn serve<M, S>(
     listener: TcpListener,
     limits: Limits,
     mut service_for: M,
     stop: impl Future<Output = ()>,
 ) where
     M: FnMut(SocketAddr) -> S,
-    S: Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<Box<dyn StdError + Send + Sync>>,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+    S: HttpService,
 {
     let shared = Arc::new(Shared {
         protocols: Protocols::new(&limits),
@@ -189,19 +184,21 @@ pub async fn serve<M, S, B>(
     }
 }
 
-struct Shared {
-    limits: Limits,
-    protocols: Protocols,
-    closing: Arc<Closing>,
+/// A service a listener can serve: its futures and bodies may move between threads.
+pub trait HttpService:
+    Service<
+        Request<Incoming>,
+        Response = Response<Self::Body>,
+        Future: Send + 'static,
+        Error: Into<Box<dyn StdError + Send + Sync>>,
+    > + Send
+    + 'static
+{
+    type Body: Body<Data: Send, Error: Into<Box<dyn StdError + Send + Sync>>> + Send + 'static;
 }
 
-/// Serves one connection; `_slot` is its place under the connection cap.
-async fn connection<S, B>(
-    stream: TcpStream,
-    service: S,
-    shared: Arc<Shared>,
-    _slot: OwnedSemaphorePermit,
-) where
+impl<S, B> HttpService for S
+where
     S: Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<Box<dyn StdError + Send + Sync>>,
@@ -209,6 +206,22 @@ async fn connection<S, B>(
     B::Data: Send,
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
+    type Body = B;
+}
+
+struct Shared {
+    limits: Limits,
+    protocols: Protocols,
+    closing: Arc<Closing>,
+}
+
+/// Serves one connection; `_slot` is its place under the connection cap.
+async fn connection<S: HttpService>(
+    stream: TcpStream,
+    service: S,
+    shared: Arc<Shared>,
+    _slot: OwnedSemaphorePermit,
+) {
     let head_deadline = Instant::now() + shared.limits.header_timeout;
     let _ = stream.set_nodelay(true);
     let first_bytes = tokio::time::timeout_at(head_deadline, preface::sniff(&stream));

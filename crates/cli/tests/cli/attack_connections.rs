@@ -29,21 +29,25 @@ fn pod(extra: &[&str]) -> Server {
     Server::serve(&args)
 }
 
-/// A gateway over `pod` with `extra` flags.
-fn gateway(pod: &Server, extra: &[&str]) -> Server {
+/// `tenantscale COMMAND` on the demo catalog and a free port, with the tests' secret and
+/// `extra` flags.
+fn start(command: &str, extra: &[&str]) -> Server {
     let mut args = vec![
-        "gateway",
+        command,
         "-c",
         CATALOG,
         "--listen",
         "127.0.0.1:0",
         "--secret",
         SECRET,
-        "--pods",
-        &pod.addr,
     ];
     args.extend_from_slice(extra);
     Server::start(&args)
+}
+
+/// A gateway over `pod` with `extra` flags.
+fn gateway(pod: &Server, extra: &[&str]) -> Server {
+    start("gateway", &[&["--pods", pod.addr.as_str()], extra].concat())
 }
 
 /// A tenant's query through the gateway at `addr`; its status.
@@ -154,22 +158,18 @@ fn a_pod_closes_connections_that_hold_back_their_first_request() {
 fn the_autoscaler_api_closes_connections_that_hold_back_their_first_request() {
     let data = temp_file("attack-autoscaler", "");
     std::fs::remove_file(&data).unwrap();
-    let autoscaler = Server::start(&[
+    let autoscaler = start(
         "autoscale",
-        "-c",
-        CATALOG,
-        "--listen",
-        "127.0.0.1:0",
-        "--secret",
-        SECRET,
-        "--warm-up",
-        "0",
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--stop-pods",
-        "--header-timeout",
-        HEADER_TIMEOUT,
-    ]);
+        &[
+            "--warm-up",
+            "0",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--stop-pods",
+            "--header-timeout",
+            HEADER_TIMEOUT,
+        ],
+    );
     let addr = autoscaler.addr.clone();
     hostile_connections_are_closed_while_others_are_served(&autoscaler.addr, move || {
         http_with(&addr, "GET", "/status", &[], "").is_ok_and(|r| r.0 == 200)
@@ -213,6 +213,30 @@ fn the_gateway_holds_connections_over_the_cap_back_until_one_closes() {
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
 }
 
+/// Runs `client` (given an HTTP/2 connection to `addr` and the task driving it) to its end.
+fn with_h2c<T, F: Future<Output = T>>(
+    addr: &str,
+    client: impl FnOnce(
+        hyper::client::conn::http2::SendRequest<http_body_util::Full<hyper::body::Bytes>>,
+        tokio::task::JoinHandle<hyper::Result<()>>,
+    ) -> F,
+) -> T {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async move {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (send, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(stream),
+        )
+        .await
+        .unwrap();
+        client(send, tokio::spawn(conn)).await
+    })
+}
+
 /// An HTTP/2 client of the gateway, served one request and then idle past `--idle-timeout`:
 /// the gateway closes the connection gracefully (GOAWAY, then close).
 #[test]
@@ -220,21 +244,9 @@ fn the_gateway_closes_an_idle_http2_connection() {
     let pod = pod(&[]);
     let gateway = gateway(&pod, &["--idle-timeout", "1"]);
     let addr = gateway.addr.clone();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async move {
-        let stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
-        let (mut send, conn) = hyper::client::conn::http2::handshake(
-            hyper_util::rt::TokioExecutor::new(),
-            hyper_util::rt::TokioIo::new(stream),
-        )
-        .await
-        .unwrap();
-        let conn = tokio::spawn(conn);
+    with_h2c(&gateway.addr, |mut send, conn| async move {
         let req = hyper::Request::get(format!("http://{addr}/health"))
-            .body(http_body_util::Empty::<hyper::body::Bytes>::new())
+            .body(http_body_util::Full::default())
             .unwrap();
         let res = send.send_request(req).await.unwrap();
         assert_eq!(res.status(), 200);
@@ -281,23 +293,10 @@ fn the_gateway_admits_only_as_many_header_fields_as_the_pod_takes_with_its_own()
 
     // HTTP/2 has no Host or Connection field: every field but Content-Length (which hyper's
     // client adds, and the gateway writes anew) goes to the pod.
-    let addr = gateway.addr.clone();
-    let h2 = move |n: usize| {
-        let addr = addr.clone();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async move {
+    let addr = gateway.addr.as_str();
+    let h2 = |n: usize| {
+        with_h2c(&gateway.addr, |mut send, _conn| async move {
             use http_body_util::BodyExt;
-            let stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
-            let (mut send, conn) = hyper::client::conn::http2::handshake(
-                hyper_util::rt::TokioExecutor::new(),
-                hyper_util::rt::TokioIo::new(stream),
-            )
-            .await
-            .unwrap();
-            tokio::spawn(conn);
             let mut req = hyper::Request::post(format!("http://{addr}/v1/query"))
                 .header("authorization", "Bearer demo-key-media-1")
                 .header("content-type", "application/json");
