@@ -118,7 +118,7 @@ pub fn default_max_connections() -> usize {
 /// Serves `listener`'s connections (through `tls` when given) with the service `service_for`
 /// makes for each client's address, within `limits`, until `stop` completes; then stops
 /// accepting and lets open connections finish (up to `limits.shutdown`).
-pub async fn serve<M, S, B>(
+pub async fn serve<M, S>(
     listener: TcpListener,
     limits: Limits,
     tls: Option<TlsAcceptor>,
@@ -126,12 +126,7 @@ pub async fn serve<M, S, B>(
     stop: impl Future<Output = ()>,
 ) where
     M: FnMut(SocketAddr) -> S,
-    S: Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<Box<dyn StdError + Send + Sync>>,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+    S: HttpService,
 {
     let shared = Arc::new(Shared {
         protocols: Protocols::new(&limits),
@@ -141,6 +136,10 @@ pub async fn serve<M, S, B>(
     });
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let mut connections = tokio::task::JoinSet::new();
+    let listen = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
     let mut warned: Option<Instant> = None;
     let mut stop = pin!(stop);
     loop {
@@ -150,7 +149,7 @@ pub async fn serve<M, S, B>(
                 if warned.is_none_or(|at| at.elapsed() >= CAP_WARNING_EVERY) {
                     tracing::warn!(
                         max_connections = limits.max_connections,
-                        listen = ?listener.local_addr().ok(),
+                        %listen,
                         "connection cap reached: new connections wait in the listen backlog until open ones close (--max-connections)"
                     );
                     warned = Some(Instant::now());
@@ -191,6 +190,31 @@ pub async fn serve<M, S, B>(
     }
 }
 
+/// A service a listener can serve: its futures and bodies may move between threads.
+pub trait HttpService:
+    Service<
+        Request<Incoming>,
+        Response = Response<Self::Body>,
+        Future: Send + 'static,
+        Error: Into<Box<dyn StdError + Send + Sync>>,
+    > + Send
+    + 'static
+{
+    type Body: Body<Data: Send, Error: Into<Box<dyn StdError + Send + Sync>>> + Send + 'static;
+}
+
+impl<S, B> HttpService for S
+where
+    S: Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn StdError + Send + Sync>>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
+    type Body = B;
+}
+
 struct Shared {
     limits: Limits,
     tls: Option<TlsAcceptor>,
@@ -199,19 +223,12 @@ struct Shared {
 }
 
 /// Serves one connection; `_slot` is its place under the connection cap.
-async fn connection<S, B>(
+async fn connection<S: HttpService>(
     stream: TcpStream,
     service: S,
     shared: Arc<Shared>,
     _slot: OwnedSemaphorePermit,
-) where
-    S: Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<Box<dyn StdError + Send + Sync>>,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn StdError + Send + Sync>>,
-{
+) {
     let head_deadline = Instant::now() + shared.limits.header_timeout;
     let _ = stream.set_nodelay(true);
     let Some(tls) = &shared.tls else {
@@ -236,7 +253,7 @@ async fn connection<S, B>(
 }
 
 /// Serves one connection in `protocol` once it is chosen.
-async fn serve_connection<I, S, B>(
+async fn serve_connection<I, S: HttpService>(
     stream: I,
     protocol: Protocol,
     service: S,
@@ -244,12 +261,6 @@ async fn serve_connection<I, S, B>(
     head_deadline: Instant,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    S: Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<Box<dyn StdError + Send + Sync>>,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
     let begun = Arc::new(AtomicU64::new(0));
     let service = Counted {
@@ -318,6 +329,9 @@ impl Watch {
         let mut connection = pin!(connection);
         let mut listener = Arc::clone(&self.closing).listener();
         let mut timer = pin!(tokio::time::sleep_until(self.head_deadline));
+        // Whether the timer is registered to wake this task: then it is only polled once it
+        // has fired (one atomic load per wake of a busy connection, instead of a poll).
+        let mut armed = false;
         let mut shut = false;
         let mut seen = 0;
         poll_fn(|cx| {
@@ -328,7 +342,11 @@ impl Watch {
             if connection.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(());
             }
-            while timer.as_mut().poll(cx).is_ready() {
+            while !armed || timer.is_elapsed() {
+                if timer.as_mut().poll(cx).is_pending() {
+                    armed = true;
+                    break;
+                }
                 let begun = self.begun.load(Ordering::Relaxed);
                 if begun == 0 {
                     return Poll::Ready(());
@@ -341,6 +359,7 @@ impl Watch {
                 }
                 seen = begun;
                 timer.as_mut().reset(Instant::now() + self.idle);
+                armed = false;
             }
             Poll::Pending
         })

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+mod attack_connections;
 mod attack_listen;
 mod attack_store;
 mod gateway;
