@@ -319,8 +319,15 @@ async fn forward(
     let mut retried = false;
     loop {
         let connections = Arc::clone(&gateway.state().pool.upstream(admitted.route).connections);
-        let upstream =
-            upstream_request(&gateway, &connections, &parts, &body, tenant, &client_ip, &id);
+        let upstream = upstream_request(
+            &gateway,
+            &connections,
+            &parts,
+            &body,
+            tenant,
+            &client_ip,
+            &id,
+        );
         let sent = tokio::time::timeout(
             gateway.config.timeouts.response,
             connections.send(upstream, body.clone(), retry_safe),

@@ -417,8 +417,7 @@ impl Store {
         tx.batch_execute(&schema("BIGINT", "BYTEA"))?;
         tx.commit()?;
         let url = url.to_string();
-        let clients =
-            Connections::new(move || postgres_client(&url));
+        let clients = Connections::new(move || postgres_client(&url));
         lock(&clients.idle).push(client);
         Ok(Self {
             backend: Backend::Postgres(clients),

@@ -264,7 +264,7 @@ fn the_gateway_closes_an_idle_http2_connection() {
 /// gateway itself, over HTTP/1.1 and HTTP/2.
 #[test]
 fn the_gateway_admits_only_as_many_header_fields_as_the_pod_takes_with_its_own() {
-    const MAX: usize = 92;
+    const MAX: usize = 91;
     let pod = pod(&[]);
     let gateway = gateway(&pod, &[]);
     let fillers = |n: usize| -> Vec<(String, String)> {

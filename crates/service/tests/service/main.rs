@@ -1299,10 +1299,7 @@ async fn metrics_text(app: &axum::Router) -> String {
 #[tokio::test]
 async fn an_ingest_over_the_storage_quota_is_403_and_stores_nothing() {
     let pod = pod_with_quota("{documents: 2}", 64 << 20);
-    let app = router(
-        Arc::clone(&pod),
-        config(keys()),
-    );
+    let app = router(Arc::clone(&pod), config(keys()));
     ingest(&app, "media-1", json!([{"id": "a", "text": "alpha"}])).await;
     let (status, body, _) = call(
         &app,
@@ -1354,10 +1351,7 @@ async fn an_ingest_over_the_storage_quota_is_403_and_stores_nothing() {
 #[tokio::test]
 async fn ingests_wait_their_turn_in_the_tenants_fair_queue() {
     let pod = pod(2, 1);
-    let app = router(
-        Arc::clone(&pod),
-        config(keys()),
-    );
+    let app = router(Arc::clone(&pod), config(keys()));
     // Another tenant holds the only worker slot.
     let held = pod.acquire(1, Duration::from_secs(5)).await.unwrap();
     let put = |id: &'static str| {
@@ -1392,10 +1386,7 @@ async fn ingests_wait_their_turn_in_the_tenants_fair_queue() {
 async fn an_index_larger_than_the_cache_is_refused_without_loading_it_again() {
     // One chunk takes 1,536 bytes of vector alone: more than the whole cache.
     let pod = pod_with_quota("{documents: 10}", 1_000);
-    let app = router(
-        Arc::clone(&pod),
-        config(keys()),
-    );
+    let app = router(Arc::clone(&pod), config(keys()));
     ingest(&app, "media-1", json!([{"id": "a", "text": "alpha"}])).await;
     for _ in 0..3 {
         let (status, body, _) = call(
