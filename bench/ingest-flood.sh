@@ -95,14 +95,21 @@ request = function()
 end
 EOF
 
-# p99 in milliseconds from `wrk --latency`'s distribution.
+# p99 in milliseconds from `wrk --latency`'s distribution; a run with any failed calm query
+# (non-2xx, socket error or timeout) stops the script: a fast failure is no latency.
 p99() {
-  wrk -t2 -c"$connections" -d"${seconds}s" --latency -s "$data/calm.lua" "http://$addr" |
-    awk '$1 == "99%" {
+  local out
+  out="$(wrk -t2 -c"$connections" -d"${seconds}s" --latency -s "$data/calm.lua" "http://$addr")"
+  if grep -qE 'Non-2xx|Socket errors' <<<"$out"; then
+    echo "calm queries failed:" >&2
+    grep -E 'Non-2xx|Socket errors' <<<"$out" >&2
+    exit 1
+  fi
+  awk '$1 == "99%" {
       v = $2; unit = v; sub(/^[0-9.]+/, "", unit); sub(/[a-z]+$/, "", v)
       if (unit == "us") v /= 1000; else if (unit == "s") v *= 1000
       printf "%.2f\n", v
-    }'
+    }' <<<"$out"
 }
 
 median() { sort -n | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
