@@ -29,9 +29,10 @@ pub enum StateStore {
         client: Box<redis::Client>,
         key: String,
     },
-    /// A ConfigMap next to the Deployment (the Kubernetes actuator).
+    /// A ConfigMap next to the Deployment (the Kubernetes actuator). Boxed: its client is
+    /// large, and the other variants are not.
     #[cfg(feature = "kubernetes")]
-    ConfigMap(tenantscale_k8s::cluster::ConfigMapState),
+    ConfigMap(Box<tenantscale_k8s::cluster::ConfigMapState>),
 }
 
 impl StateStore {

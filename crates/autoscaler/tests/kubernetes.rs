@@ -63,7 +63,7 @@ fn replica(api: &FakeApiServer, identity: &str, port: u16) -> Replica {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let config = ControlConfig {
         interval: Duration::from_millis(200),
-        state: Some(StateStore::ConfigMap(state)),
+        state: Some(StateStore::ConfigMap(Box::new(state))),
         ..ControlConfig::default()
     };
     let run = tokio::spawn(control::run(

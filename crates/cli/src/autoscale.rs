@@ -427,7 +427,7 @@ fn run_on_kubernetes(args: &AutoscaleArgs, target: &str) -> anyhow::Result<()> {
         .block_on(async move {
             let client = tenantscale_k8s::cluster::client().await?;
             let (actuator, members, state) = KubeActuator::new(client, &target);
-            let store = StateStore::ConfigMap(state);
+            let store = StateStore::ConfigMap(Box::new(state));
             let engine = match store.load().await.map_err(BadInput)? {
                 Some(saved) => {
                     tracing::info!(from = %store.describe(), "restored the autoscaler's state");
