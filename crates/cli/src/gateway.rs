@@ -6,6 +6,15 @@ use std::path::PathBuf;
 use tenantscale_core::routing::RouterConfig;
 use tenantscale_gateway::{Discovery, GatewayConfig, TenantScope, Timeouts, TlsFiles};
 
+/// The gateway's default wait for a pod's answer: above a pod's slowest answer with its own
+/// defaults (its queue wait, 30 s, plus its LLM timeout, 30 s, plus retrieval), so that a
+/// tenant's own slow requests end as the pod's 504, not as timeouts that eject the pod.
+pub const DEFAULT_RESPONSE_TIMEOUT: f64 = 75.0;
+const _: () = assert!(
+    DEFAULT_RESPONSE_TIMEOUT
+        >= crate::serve::QUEUE_TIMEOUT.as_secs_f64() + crate::serve::DEFAULT_LLM_TIMEOUT + 10.0,
+    "the gateway must outwait a pod's slowest default answer"
+);
 #[derive(clap::Args)]
 pub struct GatewayArgs {
     #[command(flatten)]
@@ -93,8 +102,9 @@ pub struct GatewayOptions {
     #[arg(long, default_value_t = 2.0)]
     pub connect_timeout: f64,
     /// Seconds for a pod's response headers (then 504), and the longest a pod may go silent in
-    /// the middle of a response body (then the body is cut short).
-    #[arg(long, default_value_t = 60.0)]
+    /// the middle of a response body (then the body is cut short). Keep it above the pods'
+    /// queue wait plus --llm-timeout: a timeout counts against the pod.
+    #[arg(long, default_value_t = DEFAULT_RESPONSE_TIMEOUT)]
     pub response_timeout: f64,
     #[command(flatten)]
     pub connections: ConnectionArgs,

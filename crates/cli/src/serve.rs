@@ -16,6 +16,11 @@ use tenantscale_service::store::{NewDocument, Store, StoreError};
 use tenantscale_service::warming_flag::WarmingFlag;
 use tenantscale_service::{ServeConfig, serve};
 
+/// The longest a query or write waits for a worker slot (then 503 `queue_timeout`).
+pub const QUEUE_TIMEOUT: Duration = Duration::from_secs(30);
+/// `--llm-timeout`'s default.
+pub const DEFAULT_LLM_TIMEOUT: f64 = 30.0;
+
 /// Options of `tenantscale serve`.
 #[derive(clap::Args)]
 pub struct ServeArgs {
@@ -95,7 +100,7 @@ pub struct ServeArgs {
     #[arg(long, env = "TENANTSCALE_LLM_API_KEY", hide_env_values = true)]
     pub llm_api_key: Option<String>,
     /// Seconds an answer may take, retries included (then 504).
-    #[arg(long, default_value_t = 30.0)]
+    #[arg(long, default_value_t = DEFAULT_LLM_TIMEOUT)]
     pub llm_timeout: f64,
     #[command(flatten)]
     pub connections: ConnectionArgs,
@@ -291,7 +296,7 @@ pub fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
             auth,
             max_body: args.max_body,
             max_query_chars: 2000,
-            queue_timeout: Duration::from_secs(30),
+            queue_timeout: QUEUE_TIMEOUT,
             llm,
         },
         drain_grace: seconds("--drain-grace", args.drain_grace)?,

@@ -124,7 +124,7 @@ impl Default for Timeouts {
         Self {
             body_read: Duration::from_secs(30),
             connect: Duration::from_secs(2),
-            response: Duration::from_secs(60),
+            response: Duration::from_secs(75),
         }
     }
 }
