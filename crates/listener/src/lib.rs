@@ -10,15 +10,19 @@
 //!   connection begins waiting for the next head: a keep-alive connection idle between
 //!   requests for `header_timeout` is closed by it too.
 //! - **HTTP/2**: keep-alive pings (a peer that does not answer one within 20 s is dropped), an
-//!   idle timeout (a connection on which no request began for `idle_timeout` gets GOAWAY and
-//!   closes once its open streams end), and the stream and reset limits below.
+//!   idle timeout (a connection on which no request began for `idle_timeout` gets GOAWAY; its
+//!   open streams may finish for up to `shutdown`, then it is closed), and the stream and
+//!   reset limits below.
 //! - **A connection cap**: at `max_connections` the listener stops accepting, and new
 //!   connections wait in the kernel's listen backlog until one closes (as nginx's
 //!   `worker_connections` does). Closing them at once instead would cost an accept and a close
 //!   per attempt of a flood and turn away the clients that would have been served a moment
 //!   later.
 //! - **Graceful shutdown**: once `stop` completes, no new connection is accepted and each open
-//!   one finishes the exchange it is in, for up to `shutdown`.
+//!   one finishes the exchange it is in, for up to `shutdown`. A connection told to close, by
+//!   `stop` or its idle timeout, is closed when `shutdown` is over even if a response is still
+//!   unsent: a client that never reads (HTTP/1.1) or never opens its flow-control window
+//!   (HTTP/2) cannot hold it open.
 //! - **TLS** when given an acceptor: the handshake counts against the first-head deadline, and
 //!   the protocol comes from ALPN (`h2`: HTTP/2, anything else or none: HTTP/1.1) instead of
 //!   the first bytes.
@@ -80,14 +84,16 @@ pub struct Limits {
     /// counted from the end of the previous exchange.
     pub header_timeout: Duration,
     /// An HTTP/2 connection on which no request began for this long is closed (GOAWAY, then
-    /// close once its open streams end): it is noticed between one and two of these after the
-    /// last request began.
+    /// close once its open streams end, within `shutdown`): it is noticed between one and two
+    /// of these after the last request began. An HTTP/1.1 exchange (one request) gets the same
+    /// bound.
     pub idle_timeout: Duration,
     /// Connections open at once; more wait in the listen backlog.
     pub max_connections: usize,
     /// Header fields an HTTP/1.1 request may have (more: 431).
     pub max_headers: usize,
-    /// After the stop signal, open connections may finish for this long.
+    /// Once told to close (the stop signal, or the idle timeout), a connection may finish its
+    /// exchanges for this long; then it is closed.
     pub shutdown: Duration,
 }
 
@@ -272,6 +278,7 @@ async fn serve_connection<I, S: HttpService>(
         begun,
         head_deadline,
         idle: shared.limits.idle_timeout,
+        grace: shared.limits.shutdown,
     };
     let io = TokioIo::new(stream);
     let protocols = &shared.protocols;
@@ -319,12 +326,16 @@ struct Watch {
     begun: Arc<AtomicU64>,
     head_deadline: Instant,
     idle: Duration,
+    /// How long a shut-down connection may take to finish.
+    grace: Duration,
 }
 
 impl Watch {
     /// Drives `connection` to its end. It is dropped (closed) if no request has begun by the
     /// head deadline, and `shut_down` (finish the exchanges in progress, then close) once
-    /// closing is asked or once no request began for an idle period.
+    /// closing is asked or once no request began for an idle period; dropped if still open
+    /// `grace` after that (a response its client never takes, by not reading or with a zero
+    /// HTTP/2 window, would hold it forever).
     async fn drive<C: Future>(self, connection: C, shut_down: impl Fn(Pin<&mut C>)) {
         let mut connection = pin!(connection);
         let mut listener = Arc::clone(&self.closing).listener();
@@ -338,6 +349,8 @@ impl Watch {
             if !shut && listener.asked(cx) {
                 shut = true;
                 shut_down(connection.as_mut());
+                timer.as_mut().reset(Instant::now() + self.grace);
+                armed = false;
             }
             if connection.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(());
@@ -347,19 +360,22 @@ impl Watch {
                     armed = true;
                     break;
                 }
+                armed = false;
                 let begun = self.begun.load(Ordering::Relaxed);
-                if begun == 0 {
+                // No request by the head deadline, or the grace after shutting down is over.
+                if begun == 0 || shut {
                     return Poll::Ready(());
                 }
-                if begun == seen && !shut {
+                if begun == seen {
                     shut = true;
                     shut_down(connection.as_mut());
                     // The connection has to be polled again to say goodbye.
                     cx.waker().wake_by_ref();
+                    timer.as_mut().reset(Instant::now() + self.grace);
+                } else {
+                    seen = begun;
+                    timer.as_mut().reset(Instant::now() + self.idle);
                 }
-                seen = begun;
-                timer.as_mut().reset(Instant::now() + self.idle);
-                armed = false;
             }
             Poll::Pending
         })
@@ -419,9 +435,10 @@ mod tests {
     use std::task::Context;
 
     /// A connection stand-in: pending until shut down, then it ends with how many times it was
-    /// polled.
+    /// polled; a `stuck` one never ends (a response its client never takes).
     struct Connection {
         shut: bool,
+        stuck: bool,
         polls: usize,
     }
 
@@ -430,7 +447,7 @@ mod tests {
 
         fn poll(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<usize> {
             self.polls += 1;
-            if self.shut {
+            if self.shut && !self.stuck {
                 Poll::Ready(self.polls)
             } else {
                 Poll::Pending
@@ -446,17 +463,29 @@ mod tests {
         head: Duration,
         idle: Duration,
     ) -> tokio::task::JoinHandle<bool> {
+        drive_stuck(closing, begun, head, idle, false)
+    }
+
+    fn drive_stuck(
+        closing: &Arc<Closing>,
+        begun: u64,
+        head: Duration,
+        idle: Duration,
+        stuck: bool,
+    ) -> tokio::task::JoinHandle<bool> {
         let watch = Watch {
             closing: Arc::clone(closing),
             begun: Arc::new(AtomicU64::new(begun)),
             head_deadline: Instant::now() + head,
             idle,
+            grace: Duration::from_millis(50),
         };
         tokio::spawn(async move {
             let shut = Arc::new(std::sync::atomic::AtomicBool::new(false));
             let seen = Arc::clone(&shut);
             let connection = Connection {
                 shut: false,
+                stuck,
                 polls: 0,
             };
             watch
@@ -504,5 +533,133 @@ mod tests {
         let closing = Arc::new(Closing::default());
         let short = Duration::from_millis(50);
         assert!(ended(drive(&closing, 1, short, short)).await);
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_does_not_finish_within_the_grace_is_dropped() {
+        let closing = Arc::new(Closing::default());
+        let short = Duration::from_millis(50);
+        // Shut down by its idle timeout.
+        assert!(ended(drive_stuck(&closing, 1, short, short, true)).await);
+        // Shut down by the listener's stop.
+        let open = drive_stuck(&closing, 1, LONG, LONG, true);
+        tokio::task::yield_now().await;
+        assert!(!open.is_finished());
+        closing.ask();
+        assert!(ended(open).await);
+    }
+
+    /// The attack: an HTTP/2 client that opens no window for the response body, so the
+    /// response's DATA can never be sent and its stream never ends (PINGs it answers).
+    #[tokio::test]
+    async fn a_client_that_takes_no_response_cannot_hold_its_connection_open() {
+        use http_body_util::{BodyExt, Empty, Full};
+        use hyper::body::Bytes;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let short = Duration::from_millis(100);
+        // The idle timer starts at the head deadline: long enough for a loaded machine to
+        // send the request, short for the test.
+        let limits = Limits {
+            header_timeout: Duration::from_secs(2),
+            idle_timeout: short,
+            shutdown: short,
+            ..Limits::default()
+        };
+        let service = |_| {
+            hyper::service::service_fn(|_| async {
+                Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from_static(
+                    b"ok",
+                ))))
+            })
+        };
+        let server = tokio::spawn(serve(
+            listener,
+            limits,
+            None,
+            service,
+            std::future::pending(),
+        ));
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let (mut send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+            .initial_stream_window_size(0)
+            .handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        let conn = tokio::spawn(conn);
+        let request = Request::get("http://localhost/health")
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let response = send.send_request(request).await.unwrap();
+        assert_eq!(response.status(), 200);
+        // Its body can never come: the client's connection ends only if the server closes it.
+        // Bounded only so a regression fails instead of hanging.
+        tokio::time::timeout(Duration::from_secs(30), conn)
+            .await
+            .expect("the server closes the connection")
+            .unwrap()
+            .unwrap();
+        let body = response.into_body().collect().await;
+        assert!(body.is_err(), "the response was cut: {body:?}");
+        drop(send);
+        server.abort();
+    }
+
+    /// The same over HTTP/1.1: a client that never reads its response, at the connection cap,
+    /// holds back the next client only until its connection is closed.
+    #[tokio::test]
+    async fn a_client_that_never_reads_cannot_hold_its_connection_open() {
+        use http_body_util::Full;
+        use hyper::body::Bytes;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let limits = Limits {
+            header_timeout: Duration::from_secs(2),
+            idle_timeout: Duration::from_millis(100),
+            shutdown: Duration::from_millis(100),
+            max_connections: 1,
+            ..Limits::default()
+        };
+        // More than the socket buffers hold with the client's receive buffer kept small.
+        const LEN: usize = 16 << 20;
+        let body = Bytes::from(vec![0; LEN]);
+        let service = move |_| {
+            let body = body.clone();
+            hyper::service::service_fn(move |_| {
+                let body = body.clone();
+                async move { Ok::<_, std::convert::Infallible>(Response::new(Full::new(body))) }
+            })
+        };
+        let server = tokio::spawn(serve(
+            listener,
+            limits,
+            None,
+            service,
+            std::future::pending(),
+        ));
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let mut stuck = socket.connect(addr).await.unwrap();
+        stuck
+            .write_all(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        // Served only once the connection that does not read is closed.
+        let mut next = TcpStream::connect(addr).await.unwrap();
+        next.write_all(b"GET /health HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut response = Vec::new();
+        // Bounded only so a regression fails instead of hanging.
+        tokio::time::timeout(Duration::from_secs(30), next.read_to_end(&mut response))
+            .await
+            .expect("the next client is served")
+            .unwrap();
+        assert!(response.starts_with(b"HTTP/1.1 200"));
+        let mut cut = Vec::new();
+        let _ = stuck.read_to_end(&mut cut).await;
+        assert!(cut.len() < LEN, "the response was cut");
+        server.abort();
     }
 }
