@@ -8,7 +8,9 @@
 //! lease, which no request holds: the gateway deletes it by id at once, on the same
 //! connection, where Redis runs commands in the order they were sent, so the delete comes
 //! after the script if the script was sent at all. (Over a connection that broke meanwhile
-//! the order is not certain; that lease expires with its TTL.)
+//! the order is not certain; that lease expires with its TTL.) The same holds when the request
+//! is cancelled while the script is awaited (client disconnect, HTTP/2 reset): a guard deletes
+//! the lease when the decision's future is dropped before the lease has an owner.
 //!
 //! When Redis does not answer within a few milliseconds the gateway falls back to its local
 //! admission, set up with its part (1/`--replicas`) of every limit, logs once, and tries
@@ -129,14 +131,24 @@ impl SharedLimits {
             .arg(cap)
             .arg(&lease)
             .arg(self.lease_ttl.as_micros() as u64);
+        // Until the answer says whether the lease was taken, any way out (an error, the
+        // timeout, this future dropped) deletes it.
+        let pending = PendingLease {
+            limits: self,
+            tenant,
+            lease,
+        };
         let answer: Result<redis::RedisResult<(i64, i64)>, _> =
             tokio::time::timeout(DECISION_TIMEOUT, invocation.invoke_async(&mut conn)).await;
         match answer {
             Ok(Ok((0, _))) => {
                 self.recovered();
-                Some(Decision::Admitted { lease })
+                Some(Decision::Admitted {
+                    lease: pending.disarm(),
+                })
             }
             Ok(Ok((1, wait_us))) => {
+                pending.disarm();
                 self.recovered();
                 Some(Decision::Refused(Rejection {
                     limit: Limit::RateLimit,
@@ -144,6 +156,7 @@ impl SharedLimits {
                 }))
             }
             Ok(Ok(_)) => {
+                pending.disarm();
                 self.recovered();
                 Some(Decision::Refused(Rejection {
                     limit: Limit::ShareCap,
@@ -152,12 +165,10 @@ impl SharedLimits {
             }
             Ok(Err(e)) => {
                 self.failed(now_ms, &e.to_string());
-                self.release(tenant, lease);
                 None
             }
             Err(_) => {
                 self.failed(now_ms, "no answer in time");
-                self.release(tenant, lease);
                 None
             }
         }
@@ -203,6 +214,31 @@ impl SharedLimits {
     }
 }
 
+/// A lease a script may have taken that no request holds yet: deleted when dropped armed.
+struct PendingLease<'a> {
+    limits: &'a SharedLimits,
+    tenant: &'a str,
+    /// Empty once disarmed (lease ids never are).
+    lease: String,
+}
+
+impl PendingLease<'_> {
+    /// The lease, now owned by the caller (or known not taken).
+    fn disarm(mut self) -> String {
+        std::mem::take(&mut self.lease)
+    }
+}
+
+impl Drop for PendingLease<'_> {
+    fn drop(&mut self) {
+        // Without a runtime (it is shutting down) nothing can be sent: the lease expires.
+        if !self.lease.is_empty() && tokio::runtime::Handle::try_current().is_ok() {
+            self.limits
+                .release(self.tenant, std::mem::take(&mut self.lease));
+        }
+    }
+}
+
 /// Keys of one tenant, hash-tagged so both live on one Redis Cluster slot.
 fn rate_key(tenant: &str) -> String {
     format!("tenantscale:{{{tenant}}}:rate")
@@ -224,11 +260,15 @@ mod tests {
 
     use redis_server::RedisServer;
 
-    #[tokio::test]
-    async fn a_lease_taken_after_the_gateway_stopped_waiting_is_deleted() {
-        let Some(server) = RedisServer::start() else {
-            return;
-        };
+    /// A gateway whose script Redis has loaded, its tenant's limits, and another connection
+    /// that waits as long as a pause lasts.
+    async fn warmed_up(
+        server: &RedisServer,
+    ) -> (
+        SharedLimits,
+        TenantLimits,
+        redis::aio::MultiplexedConnection,
+    ) {
         let client = redis::Client::open(server.url.as_str()).unwrap();
         let limits = SharedLimits::connect(client, Duration::from_secs(120))
             .await
@@ -238,29 +278,52 @@ mod tests {
             rate: Some(Gcra::new(0.01, 1)),
             max_share: 1.0,
         };
-        // Waits as long as the pause lasts.
         let patient = redis::AsyncConnectionConfig::new().set_response_timeout(None);
-        let mut other = redis::Client::open(server.url.as_str())
+        let other = redis::Client::open(server.url.as_str())
             .unwrap()
             .get_multiplexed_async_connection_with_config(&patient)
             .await
             .unwrap();
-        let leases = |conn: &mut redis::aio::MultiplexedConnection| {
-            let mut conn = conn.clone();
-            async move {
-                redis::cmd("ZCARD")
-                    .arg(lease_key("slow"))
-                    .query_async::<u64>(&mut conn)
-                    .await
-                    .unwrap()
-            }
-        };
         // A first decision loads the script (a NOSCRIPT retry would not be sent once the
         // gateway stops waiting).
         let deadline = Instant::now() + Duration::from_secs(20);
         while limits.admit("warm", &tenant, 10, 0).await.is_none() {
             assert!(Instant::now() < deadline, "Redis never answered in time");
         }
+        (limits, tenant, other)
+    }
+
+    /// Waits until `tenant`'s script has run and no lease of it is left.
+    async fn await_no_lease(other: &mut redis::aio::MultiplexedConnection, tenant: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let ran: bool = redis::cmd("EXISTS")
+                .arg(rate_key(tenant))
+                .query_async(other)
+                .await
+                .unwrap();
+            let leases: u64 = redis::cmd("ZCARD")
+                .arg(lease_key(tenant))
+                .query_async(other)
+                .await
+                .unwrap();
+            if ran && leases == 0 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the script's lease is still held: {leases} (script ran: {ran})"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_lease_taken_after_the_gateway_stopped_waiting_is_deleted() {
+        let Some(server) = RedisServer::start() else {
+            return;
+        };
+        let (limits, tenant, mut other) = warmed_up(&server).await;
         // Redis holds every command for a while: the script runs after the decision timeout.
         redis::cmd("CLIENT")
             .arg("PAUSE")
@@ -270,26 +333,59 @@ mod tests {
             .await
             .unwrap();
         assert!(limits.admit("slow", &tenant, 10, 0).await.is_none());
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let ran: bool = redis::cmd("EXISTS")
-                .arg(rate_key("slow"))
-                .query_async(&mut other)
-                .await
-                .unwrap();
-            if ran && leases(&mut other).await == 0 {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the late script's lease is still held: {} (script ran: {ran})",
-                leases(&mut other).await
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        await_no_lease(&mut other, "slow").await;
         assert!(
             limits.is_down(),
             "the late answer fell back to local limits"
         );
+    }
+
+    #[tokio::test]
+    async fn a_lease_whose_request_was_cancelled_while_redis_decided_is_deleted() {
+        let Some(server) = RedisServer::start() else {
+            return;
+        };
+        let (limits, tenant, mut other) = warmed_up(&server).await;
+        // Redis holds writes (the script) but still answers CLIENT LIST.
+        let pause = |mut conn: redis::aio::MultiplexedConnection, args: &'static [&str]| async move {
+            redis::cmd("CLIENT")
+                .arg(args)
+                .query_async::<()>(&mut conn)
+                .await
+                .unwrap();
+        };
+        // Each attempt drops the decision once Redis holds its script; an attempt whose
+        // decision timed out first (a stalled machine) took the timeout path: try again.
+        for attempt in 0.. {
+            assert!(attempt < 20, "the decision always timed out first");
+            let name = format!("cancelled-{attempt}");
+            pause(other.clone(), &["PAUSE", "60000", "WRITE"]).await;
+            let script_held = async {
+                loop {
+                    let clients: String = redis::cmd("CLIENT")
+                        .arg("LIST")
+                        .query_async(&mut other.clone())
+                        .await
+                        .unwrap();
+                    if clients
+                        .lines()
+                        .any(|c| c.contains(" flags=b ") && c.contains(" cmd=evalsha "))
+                    {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            };
+            let cancelled = tokio::select! {
+                biased;
+                _ = limits.admit(&name, &tenant, 10, 0) => false,
+                () = script_held => true,
+            };
+            pause(other.clone(), &["UNPAUSE"]).await;
+            await_no_lease(&mut other, &name).await;
+            if cancelled {
+                return;
+            }
+        }
     }
 }
