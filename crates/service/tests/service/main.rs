@@ -1524,3 +1524,23 @@ async fn a_nul_in_a_document_is_422_and_stores_nothing() {
     assert!(headers.get("x-tenantscale-fault").is_none());
     assert!(pod.store.load("media-1").unwrap().0.is_empty());
 }
+
+/// A refusal for an index too large expires: the tenant may have deleted documents through
+/// another pod, which cannot tell this one.
+#[tokio::test]
+async fn an_index_found_too_large_is_measured_again_after_a_while() {
+    let pod = pod_with_quota("{documents: 10}", 1_000);
+    let pod = Arc::new(Arc::into_inner(pod).unwrap().too_large_for(Duration::ZERO));
+    let app = router(Arc::clone(&pod), config(keys()));
+    ingest(&app, "media-1", json!([{"id": "a", "text": "alpha"}])).await;
+    for _ in 0..2 {
+        let query = signed("POST", "/v1/query", "media-1", json!({"query": "alpha"}));
+        let (status, body, _) = call(&app, query).await;
+        assert_eq!(status, StatusCode::INSUFFICIENT_STORAGE, "{body}");
+    }
+    let text = metrics_text(&app).await;
+    assert!(
+        text.contains(r#"tenantscale_cache_misses_total{tenant_id="media-1"} 2"#),
+        "the second query loads the index again:\n{text}"
+    );
+}
