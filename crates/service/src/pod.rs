@@ -191,6 +191,9 @@ pub struct Pod {
     too_large_for: Duration,
 }
 
+/// Store connections beyond the worker slots, for the pod's background tasks.
+const BACKGROUND_CONNECTIONS: usize = 4;
+
 /// How long an index too large for the cache is refused before it is measured again.
 pub const TOO_LARGE_FOR: Duration = Duration::from_secs(60);
 
@@ -214,7 +217,10 @@ impl Drop for SlotGuard {
 
 impl Pod {
     /// A pod for `catalog`'s tenants.
-    pub fn new(catalog: Catalog, store: Store, config: &PodConfig) -> Self {
+    pub fn new(catalog: Catalog, mut store: Store, config: &PodConfig) -> Self {
+        // Store work holds a worker slot (its blocking part too, after a client goes away),
+        // but for the pod's few background tasks (volume, usage, warm-up).
+        store.limit_connections(config.slots as usize + BACKGROUND_CONNECTIONS);
         let slots = TenantSlot::for_catalog(&catalog);
         let metrics = Metrics::new(&catalog);
         let tenants = catalog.tenants.len();
