@@ -1482,7 +1482,24 @@ async fn a_dropped_request_keeps_its_slot_until_its_write_ends() {
 /// tenant's input never becomes a pod fault.
 #[tokio::test]
 async fn a_nul_in_a_document_is_422_and_stores_nothing() {
-    let pod = pod(10, 4);
+    nul_is_refused(pod(10, 4)).await;
+    // The sync Postgres client runs a runtime of its own: not on this one's thread.
+    let store = tokio::task::spawn_blocking(|| {
+        fresh_postgres("nul").map(|url| Store::connect_postgres(&url).unwrap())
+    });
+    let Some(store) = store.await.unwrap() else {
+        return;
+    };
+    let config = PodConfig {
+        slots: 4,
+        cache_bytes: 64 << 20,
+        hnsw_threshold: usize::MAX,
+        embedder: Arc::new(Embedder::Hashed),
+    };
+    nul_is_refused(Arc::new(Pod::new(catalog(10), store, &config))).await;
+}
+
+async fn nul_is_refused(pod: Arc<Pod>) {
     let app = router(Arc::clone(&pod), config(keys()));
     let ok = json!({"id": "x", "text": "fine"});
     let cases = [
@@ -1522,7 +1539,12 @@ async fn a_nul_in_a_document_is_422_and_stores_nothing() {
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert_eq!(body["error"]["code"], "bad_document");
     assert!(headers.get("x-tenantscale-fault").is_none());
-    assert!(pod.store.load("media-1").unwrap().0.is_empty());
+    // The last of the pod (and a Postgres store's clients) goes off this runtime's thread.
+    drop(app);
+    let stored = tokio::task::spawn_blocking(move || pod.store.load("media-1").unwrap().0)
+        .await
+        .unwrap();
+    assert!(stored.is_empty());
 }
 
 /// A refusal for an index too large expires: the tenant may have deleted documents through
