@@ -209,10 +209,11 @@ const DEFAULT_WEIGHT: u32 = 1;
 const DEFAULT_SLO_MS: u32 = 1000;
 
 /// The storage quota of a tier that sets none. Bounded by default, so that no tenant can fill
-/// the store unless the catalog says so: 64 MiB holds about 28,000 chunks (800 characters and
-/// a 1,536-byte vector each), under the default `--hnsw-threshold` of 50,000, and an eighth of
-/// the default `--cache-bytes` (512 MiB), so a tenant at its quota is still served from the
-/// cache beside seven others.
+/// the store unless the catalog says so: the quota counts a document's text and its chunks'
+/// texts and vectors, so a chunk of 800 ASCII characters takes 800 + 800 + 1,536 = 3,136
+/// bytes and 64 MiB holds about 21,000 chunks, under the default `--hnsw-threshold` of 50,000,
+/// and an eighth of the default `--cache-bytes` (512 MiB), so a tenant at its quota is still
+/// served from the cache beside seven others.
 pub const DEFAULT_STORAGE_QUOTA: StorageQuota = StorageQuota {
     documents: 10_000,
     bytes: 64 << 20,

@@ -321,7 +321,7 @@ async fn query(
         ));
     }
     let pod = &state.pod;
-    let _slot = pod
+    let slot = pod
         .acquire(t, state.config.queue_timeout)
         .await
         .map_err(|e| {
@@ -333,31 +333,34 @@ async fn query(
         })?;
     let queued = started.elapsed();
     let work_started = Instant::now();
-    let index = match pod.cached_index(t) {
-        Some(index) => index,
+    // Blocking work holds the slot itself: a client that goes away drops this handler, not
+    // the work, which keeps its slot (and its store connection) until it ends.
+    let (slot, index) = match pod.cached_index(t) {
+        Some(index) => (slot, index),
         None => {
             let pod = Arc::clone(pod);
-            tokio::task::spawn_blocking(move || pod.index(t))
+            let (slot, index) = tokio::task::spawn_blocking(move || (slot, pod.index(t)))
                 .await
                 .map_err(|e| {
                     ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
-                })?
-                .map_err(index_error)?
+                })?;
+            (slot, index.map_err(index_error)?)
         }
     };
     let embedder = Arc::clone(&pod.embedder);
-    let hits = if embedder.is_slow() {
+    let (_slot, hits) = if embedder.is_slow() {
         // A model takes milliseconds of CPU per query: not on an async thread.
         let (index, query, k) = (Arc::clone(&index), req.query.clone(), req.top_k);
-        tokio::task::spawn_blocking(move || index.search(&embedder, &query, k))
+        tokio::task::spawn_blocking(move || (slot, index.search(&embedder, &query, k)))
             .await
             .map_err(|e| {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
             })?
     } else {
-        index.search(&embedder, &req.query, req.top_k)
-    }
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "embedder", e.to_string()))?;
+        (slot, index.search(&embedder, &req.query, req.top_k))
+    };
+    let hits = hits
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "embedder", e.to_string()))?;
     let passages: Vec<Passage> = hits
         .into_iter()
         .map(|(row, score)| {
@@ -481,15 +484,26 @@ async fn ingest(
                 format!("documents[{i}].text is empty"),
             ));
         }
+        for (field, nul) in [
+            ("id", d.id.contains('\0')),
+            ("text", d.text.contains('\0')),
+            ("metadata", has_nul(&d.metadata)),
+        ] {
+            if nul {
+                return Err(nul_error(&format!("documents[{i}].{field}")));
+            }
+        }
     }
     // Embedding and writing are the tenant's work: they take a worker slot in its turn.
-    let _slot = (state.pod)
+    let slot = (state.pod)
         .acquire(t, state.config.queue_timeout)
         .await
         .map_err(|e| no_slot(&state.pod, t, e))?;
     let pod = Arc::clone(&state.pod);
     let count = req.documents.len();
     let chunks = tokio::task::spawn_blocking(move || {
+        // Held until the write ends, even if the client went away meanwhile.
+        let _slot = slot;
         let tenant = &pod.catalog.tenants[t];
         let (chunks, usage) =
             pod.store
@@ -512,19 +526,46 @@ async fn ingest(
     ))
 }
 
+/// Postgres refuses NUL in text ("invalid byte sequence"), which would make a tenant's input
+/// a store fault of the pod: every backend refuses it up front instead.
+fn nul_error(what: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "bad_document",
+        format!("{what} contains a NUL character"),
+    )
+}
+
+/// Whether any string of `value`, key or value at any depth, holds a NUL.
+fn has_nul(value: &serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::String(s) => s.contains('\0'),
+        serde_json::Value::Array(items) => items.iter().any(has_nul),
+        serde_json::Value::Object(fields) => {
+            fields.iter().any(|(k, v)| k.contains('\0') || has_nul(v))
+        }
+        _ => false,
+    }
+}
+
 async fn remove(
     State(state): State<AppState>,
     Extension(Tenant(t)): Extension<Tenant>,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    if id.contains('\0') {
+        return Err(nul_error("the document id"));
+    }
     // A write like an ingest: in the tenant's turn, and never more at once than slots.
-    let _slot = (state.pod)
+    let slot = (state.pod)
         .acquire(t, state.config.queue_timeout)
         .await
         .map_err(|e| no_slot(&state.pod, t, e))?;
     let pod = Arc::clone(&state.pod);
     let tenant_id = pod.catalog.tenants[t].id.clone();
     let deleted = tokio::task::spawn_blocking(move || {
+        // Held until the write ends, even if the client went away meanwhile.
+        let _slot = slot;
         let usage = pod.store.delete(&tenant_id, &id)?;
         pod.invalidate(t);
         if let Some(usage) = usage {

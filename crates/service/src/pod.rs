@@ -8,6 +8,7 @@ use crate::store::{Chunk, Store, StoreError, Usage};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 use tenantscale_core::cache::{Access, TenantCache};
 use tenantscale_core::catalog::Catalog;
 use tenantscale_core::fairness::scheduler::{FairScheduler, TenantSlot};
@@ -141,9 +142,10 @@ pub enum IndexError {
 struct Cached {
     lru: TenantCache,
     indexes: HashMap<usize, Arc<TenantIndex>>,
-    /// Tenants whose index did not fit the whole cache, with its size: refused without
-    /// loading again until their documents change.
-    too_large: HashMap<usize, u64>,
+    /// Tenants whose index did not fit the whole cache, with its size and when it was
+    /// measured: refused without loading again until their documents change through this
+    /// pod or [`TOO_LARGE_FOR`] passes (they may have shrunk through another pod).
+    too_large: HashMap<usize, (u64, Instant)>,
     /// Tenants with a graph builder thread (running or waiting for its turn).
     building: HashSet<usize>,
 }
@@ -185,7 +187,15 @@ pub struct Pod {
     hnsw_threshold: usize,
     /// Held by the one graph build running.
     graph_builds: Arc<Mutex<()>>,
+    /// How long an index found too large is refused without loading it again.
+    too_large_for: Duration,
 }
+
+/// Store connections beyond the worker slots, for the pod's background tasks.
+const BACKGROUND_CONNECTIONS: usize = 4;
+
+/// How long an index too large for the cache is refused before it is measured again.
+pub const TOO_LARGE_FOR: Duration = Duration::from_secs(60);
 
 /// A held worker slot; dropping it frees the slot for the next queued request.
 pub struct SlotGuard {
@@ -207,7 +217,10 @@ impl Drop for SlotGuard {
 
 impl Pod {
     /// A pod for `catalog`'s tenants.
-    pub fn new(catalog: Catalog, store: Store, config: &PodConfig) -> Self {
+    pub fn new(catalog: Catalog, mut store: Store, config: &PodConfig) -> Self {
+        // Store work holds a worker slot (its blocking part too, after a client goes away),
+        // but for the pod's few background tasks (volume, usage, warm-up).
+        store.limit_connections(config.slots as usize + BACKGROUND_CONNECTIONS);
         let slots = TenantSlot::for_catalog(&catalog);
         let metrics = Metrics::new(&catalog);
         let tenants = catalog.tenants.len();
@@ -233,7 +246,14 @@ impl Pod {
             warm_until_ms: AtomicU64::new(0),
             hnsw_threshold: config.hnsw_threshold,
             graph_builds: Arc::new(Mutex::new(())),
+            too_large_for: TOO_LARGE_FOR,
         }
+    }
+
+    /// The pod, refusing an index found too large for `after` instead of [`TOO_LARGE_FOR`].
+    pub fn too_large_for(mut self, after: Duration) -> Self {
+        self.too_large_for = after;
+        self
     }
 
     /// Whether every lock of the pod is sound. A thread that panicked holding one may have
@@ -333,7 +353,11 @@ impl Pod {
             return Ok(index);
         }
         let _one_load = lock(&self.loading[tenant]);
-        let known_too_large = lock(&self.cache).too_large.get(&tenant).copied();
+        let known_too_large = lock(&self.cache)
+            .too_large
+            .get(&tenant)
+            .filter(|(_, measured)| measured.elapsed() < self.too_large_for)
+            .map(|&(bytes, _)| bytes);
         if let Some(bytes) = known_too_large {
             return Err(self.too_large(tenant, bytes));
         }
@@ -351,7 +375,7 @@ impl Pod {
             Access::Miss { evicted } => evicted,
             Access::Hit => 0,
             Access::TooLarge => {
-                c.too_large.insert(tenant, bytes);
+                c.too_large.insert(tenant, (bytes, Instant::now()));
                 return Err(self.too_large(tenant, bytes));
             }
         };

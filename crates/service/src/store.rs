@@ -13,7 +13,7 @@ use crate::embedder::{Embedder, EmbedderError};
 use crate::lock;
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex};
 use tenantscale_core::catalog::StorageQuota;
 use tenantscale_core::retrieval::{DIMENSIONS, chunk};
 /// A stored chunk of a tenant's document.
@@ -125,12 +125,39 @@ enum Backend {
 const IDLE_CONNECTIONS: usize = 8;
 
 /// Connections for statements that run side by side: each caller takes one of its own
-/// (opening one when none is idle) and gives it back, so one tenant's long statement never
-/// holds another's. The pod's callers hold a worker slot (queries, ingests, deletes) or are
-/// its few background tasks, so the connections open stay within its slots and a few.
+/// (opening one when none is idle, or waiting for one when `max` are open) and gives it back,
+/// so one tenant's long statement never holds another's, and a pod never opens more than
+/// `max` (its slots and a few, see [`Store::limit_connections`]): Postgres's
+/// `max_connections` is shared by every pod.
 struct Connections<C> {
-    idle: Mutex<Vec<C>>,
+    pool: Mutex<Pool<C>>,
+    freed: Condvar,
     open: Box<dyn Fn() -> Result<C, StoreError> + Send + Sync>,
+}
+
+struct Pool<C> {
+    idle: Vec<C>,
+    /// Connections open, idle or in use.
+    open: usize,
+    max: usize,
+}
+
+/// A connection in use (None while it opens); dropping it gives it back, even on a panic.
+struct Lease<'a, C: Usable> {
+    connections: &'a Connections<C>,
+    c: Option<C>,
+}
+
+impl<C: Usable> Drop for Lease<'_, C> {
+    fn drop(&mut self) {
+        let mut p = lock(&self.connections.pool);
+        match self.c.take().filter(Usable::usable) {
+            Some(c) if p.idle.len() < IDLE_CONNECTIONS => p.idle.push(c),
+            _ => p.open -= 1,
+        }
+        drop(p);
+        self.connections.freed.notify_one();
+    }
 }
 
 /// A connection that can tell it was lost.
@@ -153,27 +180,48 @@ impl Usable for postgres::Client {
 impl<C: Usable> Connections<C> {
     fn new(open: impl Fn() -> Result<C, StoreError> + Send + Sync + 'static) -> Self {
         Self {
-            idle: Mutex::new(Vec::new()),
+            pool: Mutex::new(Pool {
+                idle: Vec::new(),
+                open: 0,
+                max: usize::MAX,
+            }),
+            freed: Condvar::new(),
             open: Box::new(open),
         }
     }
 
     /// Runs `f` on a connection of its own.
     fn with<T>(&self, f: impl FnOnce(&mut C) -> Result<T, StoreError>) -> Result<T, StoreError> {
-        let idle = {
-            let mut idle = lock(&self.idle);
-            std::iter::from_fn(|| idle.pop()).find(Usable::usable)
+        let mut lease = Lease {
+            connections: self,
+            c: None,
         };
-        let mut c = match idle {
-            Some(c) => c,
-            None => (self.open)()?,
-        };
-        let result = f(&mut c);
-        let mut idle = lock(&self.idle);
-        if c.usable() && idle.len() < IDLE_CONNECTIONS {
-            idle.push(c);
+        let mut p = lock(&self.pool);
+        loop {
+            if let Some(c) = p.idle.pop() {
+                if c.usable() {
+                    lease.c = Some(c);
+                    break;
+                }
+                p.open -= 1;
+            } else if p.open < p.max {
+                p.open += 1;
+                break;
+            } else {
+                p = self
+                    .freed
+                    .wait(p)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+            }
         }
-        result
+        drop(p);
+        if lease.c.is_none() {
+            lease.c = Some((self.open)()?);
+        }
+        f(lease
+            .c
+            .as_mut()
+            .expect("a connection was just taken or opened"))
     }
 }
 
@@ -418,10 +466,27 @@ impl Store {
         tx.commit()?;
         let url = url.to_string();
         let clients = Connections::new(move || postgres_client(&url));
-        lock(&clients.idle).push(client);
+        let mut pool = lock(&clients.pool);
+        pool.idle.push(client);
+        pool.open = 1;
+        drop(pool);
         Ok(Self {
             backend: Backend::Postgres(clients),
         })
+    }
+
+    /// Opens at most `max` connections at once (besides a SQLite store's writer): more
+    /// statements at once wait for one to be free.
+    pub fn limit_connections(&mut self, max: usize) {
+        let max = max.max(1);
+        match &self.backend {
+            Backend::Sqlite {
+                readers: Some(readers),
+                ..
+            } => lock(&readers.pool).max = max,
+            Backend::Sqlite { readers: None, .. } => {}
+            Backend::Postgres(clients) => lock(&clients.pool).max = max,
+        }
     }
 
     /// Runs a read on a SQLite connection of its own (the writer's for an in-memory store).
@@ -756,5 +821,49 @@ impl Store {
                 Ok(rows.iter().map(|r| r.get(0)).collect())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::{Duration, Instant};
+
+    /// More callers at once than the limit wait for a connection instead of opening more.
+    #[test]
+    fn connections_never_exceed_their_limit() {
+        let opened = std::sync::Arc::new(AtomicUsize::new(0));
+        let connections = Connections::new({
+            let opened = std::sync::Arc::clone(&opened);
+            move || {
+                opened.fetch_add(1, Ordering::SeqCst);
+                Ok(rusqlite::Connection::open_in_memory()?)
+            }
+        });
+        lock(&connections.pool).max = 2;
+        let (inside, most) = (AtomicUsize::new(0), AtomicUsize::new(0));
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    connections
+                        .with(|_| {
+                            let now = inside.fetch_add(1, Ordering::SeqCst) + 1;
+                            most.fetch_max(now, Ordering::SeqCst);
+                            // Stay until a third caller gets in, or long enough to be sure
+                            // none will.
+                            let deadline = Instant::now() + Duration::from_millis(300);
+                            while inside.load(Ordering::SeqCst) < 3 && Instant::now() < deadline {
+                                std::thread::yield_now();
+                            }
+                            inside.fetch_sub(1, Ordering::SeqCst);
+                            Ok(())
+                        })
+                        .unwrap();
+                });
+            }
+        });
+        assert_eq!(most.load(Ordering::SeqCst), 2);
+        assert_eq!(opened.load(Ordering::SeqCst), 2, "the two were reused");
     }
 }

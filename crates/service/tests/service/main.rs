@@ -1424,3 +1424,145 @@ async fn an_index_larger_than_the_cache_is_refused_without_loading_it_again() {
         "{text}"
     );
 }
+
+/// A client that goes away does not free its worker slot while its write still runs: the
+/// blocking work holds the slot (and its store connection) until it ends.
+#[tokio::test]
+async fn a_dropped_request_keeps_its_slot_until_its_write_ends() {
+    let dir = std::env::temp_dir().join(format!("tenantscale-drop-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("store.db");
+    let pod = Arc::new(Pod::new(
+        catalog(10),
+        Store::open(&path).unwrap(),
+        &PodConfig {
+            slots: 1,
+            cache_bytes: 64 << 20,
+            hnsw_threshold: usize::MAX,
+            embedder: Arc::new(Embedder::Hashed),
+        },
+    ));
+    let app = router(Arc::clone(&pod), config(keys()));
+    // Another pod holds the file's write lock: the ingest's write waits for it.
+    let other = rusqlite::Connection::open(&path).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let docs = json!({"documents": [{"id": "a", "text": "slow write"}]});
+    let client = tokio::spawn({
+        let app = app.clone();
+        async move { call(&app, signed("POST", "/v1/documents", "media-1", docs)).await }
+    });
+    let in_service = || pod.load()[0].1;
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while in_service() == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the ingest takes the slot");
+    // Time for the handler to reach its write; were it slower, the test would fail wrongly
+    // only with the slot freed, so it waits generously.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    client.abort();
+    assert!(client.await.unwrap_err().is_cancelled());
+    assert_eq!(in_service(), 1, "the slot is held while the write waits");
+    other.execute_batch("ROLLBACK").unwrap();
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while in_service() == 1 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the slot is freed when the write ends");
+    assert_eq!(pod.store.load("media-1").unwrap().0.len(), 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Postgres refuses NUL in text: every backend refuses it with 422 before the store, so a
+/// tenant's input never becomes a pod fault.
+#[tokio::test]
+async fn a_nul_in_a_document_is_422_and_stores_nothing() {
+    nul_is_refused(pod(10, 4)).await;
+    // The sync Postgres client runs a runtime of its own: not on this one's thread.
+    let store = tokio::task::spawn_blocking(|| {
+        fresh_postgres("nul").map(|url| Store::connect_postgres(&url).unwrap())
+    });
+    let Some(store) = store.await.unwrap() else {
+        return;
+    };
+    let config = PodConfig {
+        slots: 4,
+        cache_bytes: 64 << 20,
+        hnsw_threshold: usize::MAX,
+        embedder: Arc::new(Embedder::Hashed),
+    };
+    nul_is_refused(Arc::new(Pod::new(catalog(10), store, &config))).await;
+}
+
+async fn nul_is_refused(pod: Arc<Pod>) {
+    let app = router(Arc::clone(&pod), config(keys()));
+    let ok = json!({"id": "x", "text": "fine"});
+    let cases = [
+        (
+            json!([ok, {"id": "a\u{0}", "text": "t"}]),
+            "documents[1].id",
+        ),
+        (json!([{"id": "a", "text": "a\u{0}"}]), "documents[0].text"),
+        (
+            json!([{"id": "a", "text": "t", "metadata": {"k": ["v\u{0}"]}}]),
+            "documents[0].metadata",
+        ),
+        (
+            json!([{"id": "a", "text": "t", "metadata": {"k\u{0}": 1}}]),
+            "documents[0].metadata",
+        ),
+    ];
+    for (docs, path) in cases {
+        let req = signed(
+            "POST",
+            "/v1/documents",
+            "media-1",
+            json!({ "documents": docs }),
+        );
+        let (status, body, headers) = call(&app, req).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_eq!(body["error"]["code"], "bad_document");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert_eq!(message, format!("{path} contains a NUL character"));
+        assert!(headers.get("x-tenantscale-fault").is_none());
+    }
+    let (status, body, headers) = call(
+        &app,
+        signed("DELETE", "/v1/documents/%00", "media-1", json!(null)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"]["code"], "bad_document");
+    assert!(headers.get("x-tenantscale-fault").is_none());
+    // The last of the pod (and a Postgres store's clients) goes off this runtime's thread.
+    drop(app);
+    let stored = tokio::task::spawn_blocking(move || pod.store.load("media-1").unwrap().0)
+        .await
+        .unwrap();
+    assert!(stored.is_empty());
+}
+
+/// A refusal for an index too large expires: the tenant may have deleted documents through
+/// another pod, which cannot tell this one.
+#[tokio::test]
+async fn an_index_found_too_large_is_measured_again_after_a_while() {
+    let pod = pod_with_quota("{documents: 10}", 1_000);
+    let pod = Arc::new(Arc::into_inner(pod).unwrap().too_large_for(Duration::ZERO));
+    let app = router(Arc::clone(&pod), config(keys()));
+    ingest(&app, "media-1", json!([{"id": "a", "text": "alpha"}])).await;
+    for _ in 0..2 {
+        let query = signed("POST", "/v1/query", "media-1", json!({"query": "alpha"}));
+        let (status, body, _) = call(&app, query).await;
+        assert_eq!(status, StatusCode::INSUFFICIENT_STORAGE, "{body}");
+    }
+    let text = metrics_text(&app).await;
+    assert!(
+        text.contains(r#"tenantscale_cache_misses_total{tenant_id="media-1"} 2"#),
+        "the second query loads the index again:\n{text}"
+    );
+}
