@@ -97,7 +97,17 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({"error": {"code": self.code, "message": self.message}});
+        // A failure of the pod or of the model behind it is described by internal things
+        // (store and TLS errors, host names, the provider's own words): those go to the log,
+        // the client gets the code.
+        let message = match (self.status, self.code) {
+            (StatusCode::INTERNAL_SERVER_ERROR, _) | (_, "llm_error") => {
+                tracing::warn!(code = self.code, cause = %self.message, "request failed");
+                format!("{} failed; the pod's log has the cause", self.code)
+            }
+            _ => self.message,
+        };
+        let body = serde_json::json!({"error": {"code": self.code, "message": message}});
         let mut response = (self.status, Json(body)).into_response();
         // The pod's own fault, not the tenant's request's: only these (and a pod that does
         // not answer) take a pod out of the gateway's rotation for every tenant.

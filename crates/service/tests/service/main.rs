@@ -875,6 +875,47 @@ async fn generation_answers_from_the_passages_and_maps_llm_failures() {
     }
 }
 
+/// A model API (test double) whose errors name internal things, as a provider's or a proxy's
+/// can: the pod's 502 keeps them to its log.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_model_failure_reaches_the_client_as_a_code_not_as_the_models_words() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let leaky = axum::Router::new().route(
+        "/v1/chat/completions",
+        axum::routing::post(|| async {
+            (
+                StatusCode::BAD_REQUEST,
+                "backend model-7.internal.example:8443 rejected key sk-live-1234",
+            )
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, leaky).await.unwrap() });
+    let mut cfg = config(keys());
+    cfg.llm = llm(
+        &format!("http://{addr}/v1/chat/completions"),
+        Duration::from_secs(5),
+    );
+    let app = router(pod(10, 2), cfg);
+    ingest(
+        &app,
+        "media-1",
+        json!([{"id": "d", "text": "replicas scale"}]),
+    )
+    .await;
+    let query = json!({"query": "replicas", "generate": true});
+    let (status, body, _) = call(&app, signed("POST", "/v1/query", "media-1", query)).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
+    assert_eq!(body["error"]["code"], "llm_error", "{body}");
+    let text = body.to_string();
+    assert!(
+        !text.contains("internal.example")
+            && !text.contains("sk-live")
+            && !text.contains(&addr.to_string()),
+        "{body}"
+    );
+}
+
 #[test]
 fn a_full_cache_evicts_the_least_recent_tenant_and_counts_it() {
     let store = Store::in_memory().unwrap();
