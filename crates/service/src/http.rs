@@ -85,6 +85,17 @@ pub struct ApiError {
 }
 
 impl ApiError {
+    /// A failure whose cause names internal things (store and TLS errors, host names, a model
+    /// provider's own words): the cause goes to the log, the client gets the code.
+    fn failed(status: StatusCode, code: &'static str, cause: impl std::fmt::Display) -> Self {
+        tracing::warn!(code, %cause, "request failed");
+        Self::new(
+            status,
+            code,
+            format!("{code} failed; the pod's log has the cause"),
+        )
+    }
+
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self {
             status,
@@ -97,17 +108,7 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        // A failure of the pod or of the model behind it is described by internal things
-        // (store and TLS errors, host names, the provider's own words): those go to the log,
-        // the client gets the code.
-        let message = match (self.status, self.code) {
-            (StatusCode::INTERNAL_SERVER_ERROR, _) | (_, "llm_error") => {
-                tracing::warn!(code = self.code, cause = %self.message, "request failed");
-                format!("{} failed; the pod's log has the cause", self.code)
-            }
-            _ => self.message,
-        };
-        let body = serde_json::json!({"error": {"code": self.code, "message": message}});
+        let body = serde_json::json!({"error": {"code": self.code, "message": self.message}});
         let mut response = (self.status, Json(body)).into_response();
         // The pod's own fault, not the tenant's request's: only these (and a pod that does
         // not answer) take a pod out of the gateway's rotation for every tenant.
@@ -351,9 +352,7 @@ async fn query(
             let pod = Arc::clone(pod);
             let (slot, index) = tokio::task::spawn_blocking(move || (slot, pod.index(t)))
                 .await
-                .map_err(|e| {
-                    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
-                })?;
+                .map_err(|e| ApiError::failed(StatusCode::INTERNAL_SERVER_ERROR, "internal", e))?;
             (slot, index.map_err(index_error)?)
         }
     };
@@ -363,14 +362,12 @@ async fn query(
         let (index, query, k) = (Arc::clone(&index), req.query.clone(), req.top_k);
         tokio::task::spawn_blocking(move || (slot, index.search(&embedder, &query, k)))
             .await
-            .map_err(|e| {
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
-            })?
+            .map_err(|e| ApiError::failed(StatusCode::INTERNAL_SERVER_ERROR, "internal", e))?
     } else {
         (slot, index.search(&embedder, &req.query, req.top_k))
     };
-    let hits = hits
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "embedder", e.to_string()))?;
+    let hits =
+        hits.map_err(|e| ApiError::failed(StatusCode::INTERNAL_SERVER_ERROR, "embedder", e))?;
     let passages: Vec<Passage> = hits
         .into_iter()
         .map(|(row, score)| {
@@ -391,17 +388,21 @@ async fn query(
             match llm.answer(&req.query, &texts).await {
                 Ok(answer) => Some(answer),
                 Err(e) => {
-                    let (status, code) = match e {
-                        LlmError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "llm_timeout"),
-                        LlmError::Upstream(_) => (StatusCode::BAD_GATEWAY, "llm_error"),
+                    let error = match &e {
+                        LlmError::Timeout(_) => {
+                            ApiError::new(StatusCode::GATEWAY_TIMEOUT, "llm_timeout", e.to_string())
+                        }
+                        LlmError::Upstream(_) => {
+                            ApiError::failed(StatusCode::BAD_GATEWAY, "llm_error", &e)
+                        }
                     };
                     pod.metrics.finished(
                         t,
-                        code,
+                        error.code,
                         started.elapsed().as_secs_f64(),
                         work_started.elapsed().as_secs_f64(),
                     );
-                    return Err(ApiError::new(status, code, e.to_string()));
+                    return Err(error);
                 }
             }
         }
@@ -461,9 +462,7 @@ fn index_error(e: IndexError) -> ApiError {
             "index_too_large",
             e.to_string(),
         ),
-        IndexError::Store(e) => {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "store", e.to_string())
-        }
+        IndexError::Store(e) => ApiError::failed(StatusCode::INTERNAL_SERVER_ERROR, "store", e),
     }
 }
 
@@ -523,13 +522,13 @@ async fn ingest(
         Ok(chunks)
     })
     .await
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+    .map_err(|e| ApiError::failed(StatusCode::INTERNAL_SERVER_ERROR, "internal", e))?
     .map_err(|e| match e {
         StoreError::Quota(q) => {
             state.pod.metrics.rejected(t, "storage_quota");
             ApiError::new(StatusCode::FORBIDDEN, "storage_quota", q.to_string())
         }
-        e => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "store", e.to_string()),
+        e => ApiError::failed(StatusCode::INTERNAL_SERVER_ERROR, "store", e),
     })?;
     Ok(Json(
         serde_json::json!({"documents": count, "chunks": chunks}),
@@ -584,8 +583,8 @@ async fn remove(
         Ok::<_, StoreError>(usage.is_some())
     })
     .await
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "store", e.to_string()))?;
+    .map_err(|e| ApiError::failed(StatusCode::INTERNAL_SERVER_ERROR, "internal", e))?
+    .map_err(|e| ApiError::failed(StatusCode::INTERNAL_SERVER_ERROR, "store", e))?;
     if !deleted {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
