@@ -2,7 +2,7 @@
 //! `serve` pods as children, `gateway --registry` following the autoscaler, and `llm-sim` (the
 //! test double for a paid LLM) so a query can take a set time.
 
-use super::{Server, http_with, root, temp_file};
+use super::{Server, free_port, http_with, root, temp_file};
 use serde_json::Value;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -431,14 +431,6 @@ impl Drop for Prometheus {
         self.child.wait().ok();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[test]

@@ -1247,6 +1247,15 @@ fn spawn_tool(command: &mut Command) -> Option<std::process::Child> {
     }
 }
 
+/// A port free on 127.0.0.1 a moment ago.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// A throwaway `redis-server` on a free 127.0.0.1 port, killed on drop. Without the binary the
 /// test is skipped, except under CI (`.ci/run` installs it), where it fails.
 struct RedisServer {
@@ -1256,20 +1265,23 @@ struct RedisServer {
 
 impl RedisServer {
     fn start() -> Option<Self> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = spawn_tool(
-            Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--save", "", "--appendonly", "no"])
-                .stderr(std::process::Stdio::null()),
-        )?;
+        let port = free_port();
+        Self::launch(port, "redis", |c| c.args(["--port", &port.to_string()]))
+    }
+
+    /// `redis-server` on `port`, listening as `listen` says; `scheme` begins its URL.
+    fn launch(
+        port: u16,
+        scheme: &str,
+        listen: impl FnOnce(&mut Command) -> &mut Command,
+    ) -> Option<Self> {
+        let mut command = Command::new("redis-server");
+        listen(&mut command)
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stderr(std::process::Stdio::null());
         let server = Self {
-            child,
-            url: format!("redis://127.0.0.1:{port}"),
+            child: spawn_tool(&mut command)?,
+            url: format!("{scheme}://127.0.0.1:{port}"),
         };
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {

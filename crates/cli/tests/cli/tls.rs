@@ -2,7 +2,10 @@
 //! (ALPN, certificate reload), Redis (`rediss://`), Postgres (`sslmode`) and an HTTPS LLM.
 
 use super::gateway::{SECRET, Stack};
-use super::{Server, http, http_with, ingest, ingest_with, missing, spawn_tool, stderr, temp_file};
+use super::{
+    RedisServer, Server, free_port, http, http_with, ingest, ingest_with, missing, stderr,
+    temp_file,
+};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -260,60 +263,30 @@ fn gateway_refuses_unusable_tls_files_at_start() {
 }
 
 /// A throwaway `redis-server` that speaks only TLS, with a certificate from `ca`.
-struct TlsRedis {
-    child: std::process::Child,
-    url: String,
-}
-
-impl TlsRedis {
-    fn start(ca: &TestCa) -> Option<Self> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let cert = ca.issue();
-        let files = [
-            temp_file("redis.crt", &cert.cert_pem),
-            temp_file("redis.key", &cert.key_pem),
-            temp_file("redis-ca.crt", &ca.pem()),
-        ];
-        let child = spawn_tool(
-            Command::new("redis-server")
-                .args(["--tls-port", &port.to_string(), "--port", "0"])
-                .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-                .arg("--tls-cert-file")
-                .arg(&files[0])
-                .arg("--tls-key-file")
-                .arg(&files[1])
-                .arg("--tls-ca-cert-file")
-                .arg(&files[2])
-                .args(["--tls-auth-clients", "no"])
-                .stderr(std::process::Stdio::null()),
-        )?;
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Some(Self {
-            child,
-            url: format!("rediss://127.0.0.1:{port}"),
-        })
-    }
-}
-
-impl Drop for TlsRedis {
-    fn drop(&mut self) {
-        self.child.kill().ok();
-        self.child.wait().ok();
-    }
+fn tls_redis(ca: &TestCa) -> Option<RedisServer> {
+    let cert = ca.issue();
+    let files = [
+        temp_file("redis.crt", &cert.cert_pem),
+        temp_file("redis.key", &cert.key_pem),
+        temp_file("redis-ca.crt", &ca.pem()),
+    ];
+    let port = free_port();
+    RedisServer::launch(port, "rediss", |c| {
+        c.args(["--tls-port", &port.to_string(), "--port", "0"])
+            .arg("--tls-cert-file")
+            .arg(&files[0])
+            .arg("--tls-key-file")
+            .arg(&files[1])
+            .arg("--tls-ca-cert-file")
+            .arg(&files[2])
+            .args(["--tls-auth-clients", "no"])
+    })
 }
 
 #[test]
 fn the_gateway_and_the_pod_reach_redis_over_tls() {
     let ca = TestCa::new("tenantscale test CA");
-    let Some(redis) = TlsRedis::start(&ca) else {
+    let Some(redis) = tls_redis(&ca) else {
         return;
     };
     let ca_file = temp_file("ca.pem", &ca.pem());
@@ -597,7 +570,7 @@ fn the_pod_asks_an_https_llm_trusting_the_given_ca() {
 fn the_autoscaler_keeps_its_state_in_redis_over_tls() {
     use super::local::{autoscale, ready_pods, stop, temp_dir, wait_status};
     let ca = TestCa::new("tenantscale test CA");
-    let Some(redis) = TlsRedis::start(&ca) else {
+    let Some(redis) = tls_redis(&ca) else {
         return;
     };
     let ca_file = temp_file("ca.pem", &ca.pem());
