@@ -123,10 +123,7 @@ pub fn run(args: GatewayArgs) -> anyhow::Result<()> {
         }
     };
     for pod in &args.pods {
-        let valid = pod
-            .rsplit_once(':')
-            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
-        if !valid {
+        if !tenantscale_gateway::valid_pod_addr(pod) {
             return Err(BadInput(format!("--pods {pod:?}: expected HOST:PORT")).into());
         }
     }

@@ -136,14 +136,19 @@ pub struct Connections {
     idle: Mutex<Vec<Connection>>,
 }
 
+/// Whether `addr` is `host:port` in visible ASCII: it becomes the requests' `Host`.
+pub fn valid_pod_addr(addr: &str) -> bool {
+    let host_port = addr
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+    host_port && addr.bytes().all(|b| b.is_ascii_graphic())
+}
+
 impl Connections {
     /// Connections to `addr`, which must be `host:port` in visible ASCII (it is the requests'
     /// `Host`); a registry's addresses are the network's input, checked here.
     pub fn new(addr: &str, timeouts: PodTimeouts) -> Result<Self, String> {
-        let host_port = addr
-            .rsplit_once(':')
-            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
-        if !(host_port && addr.bytes().all(|b| b.is_ascii_graphic())) {
+        if !valid_pod_addr(addr) {
             return Err("a pod address is host:port in visible ASCII".into());
         }
         Ok(Self {

@@ -21,6 +21,7 @@ mod signatures;
 mod test_body;
 mod tls;
 
+pub use connections::valid_pod_addr;
 use http_body_util::BodyExt;
 use metrics::Metrics;
 use pods::{Observed, POLL_EVERY, Pool};

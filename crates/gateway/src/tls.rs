@@ -117,12 +117,8 @@ impl ResolvesServerCert for Reloading {
 }
 
 fn read(files: &TlsFiles) -> Result<(Contents, CertifiedKey), TlsError> {
-    let file = |path: &PathBuf| {
-        std::fs::read(path).map_err(|e| TlsError::File {
-            path: path.clone(),
-            why: e.to_string(),
-        })
-    };
+    let file =
+        |path: &PathBuf| std::fs::read(path).map_err(|e| tenantscale_tls::file_error(path, e));
     let contents = (file(&files.cert)?, file(&files.key)?);
     let key = certified_key(files, &contents)?;
     Ok((contents, key))
@@ -132,8 +128,10 @@ fn read(files: &TlsFiles) -> Result<(Contents, CertifiedKey), TlsError> {
 fn certified_key(files: &TlsFiles, (cert, key): &Contents) -> Result<CertifiedKey, TlsError> {
     let certs = tenantscale_tls::parse_certificates(&files.cert, cert)?;
     let key = tenantscale_tls::parse_private_key(&files.key, key)?;
-    CertifiedKey::from_der(certs, key, &tenantscale_tls::provider()).map_err(|e| TlsError::File {
-        path: files.key.clone(),
-        why: format!("not the key of {}: {e}", files.cert.display()),
+    CertifiedKey::from_der(certs, key, &tenantscale_tls::provider()).map_err(|e| {
+        tenantscale_tls::file_error(
+            &files.key,
+            format!("not the key of {}: {e}", files.cert.display()),
+        )
     })
 }

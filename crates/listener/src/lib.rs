@@ -57,7 +57,7 @@ pub const MAX_HEADERS: usize = 100;
 /// 100 (nginx: 128). Each stream may hold a request body of up to `--max-body` while it is
 /// read, so one connection holds at most 100 × that (100 MiB at the default 1 MiB); hyper's
 /// default of 200 doubled that for no client's benefit.
-pub const MAX_CONCURRENT_STREAMS: u32 = 100;
+const MAX_CONCURRENT_STREAMS: u32 = 100;
 /// Bytes of one HTTP/2 request's header list (RFC 9113 §6.5.2 counting: name + value + 32
 /// per field); hyper's default, stated.
 const MAX_HEADER_LIST_SIZE: u32 = 16 << 10;
@@ -114,7 +114,7 @@ impl Default for Limits {
 /// descriptor (a pod connection at the gateway, the store or LLM connection at a pod). A
 /// descriptor limit reached mid-flight fails requests already admitted (and makes `accept`
 /// fail in a loop); the cap refuses no one, it makes new clients wait.
-pub fn default_max_connections() -> usize {
+fn default_max_connections() -> usize {
     use nix::sys::resource::{Resource, getrlimit};
     let files = getrlimit(Resource::RLIMIT_NOFILE).map_or(1024, |(soft, _)| soft);
     let files = files.min(1 << 21);

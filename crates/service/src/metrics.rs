@@ -297,6 +297,7 @@ impl Metrics {
     }
 
     /// Graph builder threads started so far.
+    #[cfg(test)]
     pub fn graph_builders_started(&self) -> u64 {
         self.graph_builders.get()
     }

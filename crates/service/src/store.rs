@@ -362,10 +362,9 @@ type Prepared<'a> = (&'a NewDocument, String, Vec<EmbeddedChunk>);
 
 /// One connection to the Postgres at `url`, in TLS when its `sslmode` asks.
 fn postgres_client(url: &str) -> Result<postgres::Client, StoreError> {
-    use tenantscale_tls::postgres::{ConnectError, connect};
-    connect(url).map_err(|e| match e {
-        ConnectError::Tls(e) => e.into(),
-        ConnectError::Postgres(e) => e.into(),
+    Ok(match tenantscale_tls::postgres::tls_for(url)? {
+        (url, None) => postgres::Client::connect(&url, postgres::NoTls)?,
+        (url, Some(tls)) => postgres::Client::connect(&url, tls)?,
     })
 }
 

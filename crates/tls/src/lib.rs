@@ -36,7 +36,8 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-fn file_error(path: &Path, why: impl ToString) -> TlsError {
+/// A file that could not be used, and why.
+pub fn file_error(path: &Path, why: impl ToString) -> TlsError {
     TlsError::File {
         path: path.to_path_buf(),
         why: why.to_string(),
@@ -93,10 +94,14 @@ pub fn roots(ca: Option<&Path>) -> Result<RootCertStore, TlsError> {
 
 /// A client configuration trusting [`roots`]`(ca)`.
 pub fn client_config(ca: Option<&Path>) -> Result<Arc<ClientConfig>, TlsError> {
+    config_trusting(roots(ca)?)
+}
+
+fn config_trusting(roots: RootCertStore) -> Result<Arc<ClientConfig>, TlsError> {
     let config = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Config(e.to_string()))?
-        .with_root_certificates(roots(ca)?)
+        .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(Arc::new(config))
 }
@@ -117,13 +122,7 @@ pub fn http_connector(url: &hyper::Uri, ca: Option<&Path>) -> Result<HttpsConnec
             )));
         }
         // Only http:// URLs are asked for: no certificate needs to be trusted.
-        (false, None) => Arc::new(
-            ClientConfig::builder_with_provider(provider())
-                .with_safe_default_protocol_versions()
-                .map_err(|e| TlsError::Config(e.to_string()))?
-                .with_root_certificates(RootCertStore::empty())
-                .with_no_client_auth(),
-        ),
+        (false, None) => config_trusting(RootCertStore::empty())?,
     };
     let mut http = HttpConnector::new();
     http.enforce_http(false);

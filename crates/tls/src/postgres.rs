@@ -18,23 +18,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// A connection to the Postgres at `url`, with TLS as its `sslmode` asks.
-pub fn connect(url: &str) -> Result<postgres::Client, ConnectError> {
-    match tls_for(url)? {
-        (url, None) => Ok(postgres::Client::connect(&url, postgres::NoTls)?),
-        (url, Some(tls)) => Ok(postgres::Client::connect(&url, tls)?),
-    }
-}
-
-/// Why no connection was made.
-#[derive(Debug, thiserror::Error)]
-pub enum ConnectError {
-    #[error(transparent)]
-    Tls(#[from] TlsError),
-    #[error(transparent)]
-    Postgres(#[from] postgres::Error),
-}
-
 /// `url` as the `postgres` crate reads it (our parameters taken out, `sslmode` one it knows),
 /// and the TLS to connect with, if any.
 pub fn tls_for(url: &str) -> Result<(String, Option<Rustls>), TlsError> {
