@@ -612,6 +612,12 @@ pool: {maxReplicas: 4, slotsPerPod: 2, queuePerTenant: 10}\n";
         for q in queries {
             assert_eq!(q.join().unwrap().unwrap(), 20);
         }
+        // The builder holds the index (cache, this check and the builder: three owners) and
+        // waits for its turn; before that, an invalidation would end it and rightly start another.
+        wait_for("the builder to take the index", || {
+            pod.cached_index(0)
+                .is_some_and(|ix| Arc::strong_count(&ix) >= 3)
+        });
         // Its documents change and it is loaded again, several times, while the builder
         // still waits: the waiting builder takes the newest index; no other starts.
         for _ in 0..5 {
