@@ -9,6 +9,7 @@ mod dashboard;
 mod demo;
 mod gateway;
 mod loadgen;
+mod reload;
 mod render;
 mod replay;
 mod serve;

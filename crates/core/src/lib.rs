@@ -10,6 +10,7 @@ pub mod fairness;
 pub mod hnsw;
 pub mod quantity;
 pub mod registry;
+pub mod reload;
 pub mod retrieval;
 pub mod routing;
 pub mod scaling;
