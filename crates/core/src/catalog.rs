@@ -979,6 +979,28 @@ fn pods_up(x: f64) -> i64 {
 }
 
 impl Catalog {
+    /// Fields a running process cannot change, with their values: a pod sizes its slots and
+    /// queues at start. A reload that changes one logs it; `render` rolls the pods on them.
+    pub fn restart_only(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("pool.slotsPerPod", self.pool.slots_per_pod.to_string()),
+            (
+                "pool.queuePerTenant",
+                self.pool.queue_per_tenant.to_string(),
+            ),
+        ]
+    }
+
+    /// The restart-only fields whose values differ in `new`.
+    pub fn restart_only_changes(&self, new: &Catalog) -> Vec<&'static str> {
+        self.restart_only()
+            .into_iter()
+            .zip(new.restart_only())
+            .filter(|(old, new)| old.1 != new.1)
+            .map(|(old, _)| old.0)
+            .collect()
+    }
+
     /// Slices of `fraction` of the cluster: guaranteed pods round up; CPU to the millicore.
     fn slice(&self, fraction: f64) -> Resources {
         Resources {
