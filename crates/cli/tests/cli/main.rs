@@ -13,6 +13,7 @@ mod k8s;
 #[cfg(feature = "kubernetes-fake-api")]
 mod kubernetes;
 mod local;
+mod reload_pod;
 mod tls;
 
 fn root() -> PathBuf {
