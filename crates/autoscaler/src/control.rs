@@ -30,6 +30,8 @@ pub struct ControlConfig {
     pub state: Option<StateStore>,
     /// Ask this Prometheus server instead of scraping the pods.
     pub prometheus: Option<PrometheusSource>,
+    /// Reloaded catalogs: the newest one applies from the next round on.
+    pub catalog_updates: Option<tokio::sync::watch::Receiver<Catalog>>,
 }
 
 impl Default for ControlConfig {
@@ -39,6 +41,7 @@ impl Default for ControlConfig {
             scrape_timeout: Duration::from_millis(800),
             state: None,
             prometheus: None,
+            catalog_updates: None,
         }
     }
 }
@@ -194,21 +197,19 @@ async fn observe(
 
 /// Runs the loop until `stop` completes; returns the pool (for a drain or a hand-over).
 pub async fn run<P: Pool>(
-    catalog: Catalog,
-    config: ControlConfig,
+    mut catalog: Catalog,
+    mut config: ControlConfig,
     mut actuator: P,
     mut engine_state: EngineState,
     status: Arc<Mutex<Status>>,
     stop: impl Future<Output = ()>,
 ) -> P {
-    let engine = Engine::for_catalog(&catalog);
-    let (min, max) = engine.bounds();
-    for m in engine.unsupported_metrics() {
-        tracing::warn!(metric = %m, "the autoscaler cannot read this metric from pods: it counts as unavailable");
-    }
+    let mut engine = Engine::for_catalog(&catalog);
+    let (mut min, mut max) = engine.bounds();
+    warn_unsupported(&engine);
     let client: Client<HttpConnector, Empty<Bytes>> =
         Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
-    let mut previous = HashMap::new();
+    let mut previous: HashMap<String, PodScrape> = HashMap::new();
     // When each pod was last seen change readiness (for the HPA's readiness rules).
     let mut ready_since: HashMap<String, (bool, f64)> = HashMap::new();
     let (mut scrape_failures, mut source_errors) = (0u64, 0u64);
@@ -230,6 +231,20 @@ pub async fn run<P: Pool>(
         tokio::select! {
             _ = ticks.tick() => {}
             () = &mut stop => break,
+        }
+        if let Some(updates) = &mut config.catalog_updates
+            && updates.has_changed().unwrap_or(false)
+        {
+            // Every field applies now; the engine's memory (windows, scale events) goes on,
+            // as a Kubernetes HPA's does when its spec is edited.
+            let new = updates.borrow_and_update().clone();
+            for scrape in previous.values_mut() {
+                *scrape = scrape.for_catalog(&catalog, &new);
+            }
+            catalog = new;
+            engine = Engine::for_catalog(&catalog);
+            (min, max) = engine.bounds();
+            warn_unsupported(&engine);
         }
         let was_leading = leading;
         leading = match actuator.prepare().await {
@@ -377,6 +392,12 @@ pub async fn run<P: Pool>(
         persist(&config, engine.name(), &engine_state, &actuator).await;
     }
     actuator
+}
+
+fn warn_unsupported(engine: &Engine) {
+    for m in engine.unsupported_metrics() {
+        tracing::warn!(metric = %m, "the autoscaler cannot read this metric from pods: it counts as unavailable");
+    }
 }
 
 /// Writes the engine's memory and the adoptable pods to the configured store, if any.

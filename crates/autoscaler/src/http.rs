@@ -18,6 +18,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tenantscale_core::registry::Members;
+use tenantscale_core::reload::Reloads;
 use tokio::sync::watch;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -138,10 +139,16 @@ struct Api {
     status: Arc<Mutex<Status>>,
     members: watch::Receiver<Members>,
     metrics: Arc<Metrics>,
+    /// The catalog file's reloads, exported with the metrics.
+    reloads: Arc<Reloads>,
 }
 
 /// The API's routes.
-pub fn router(status: Arc<Mutex<Status>>, members: watch::Receiver<Members>) -> Router {
+pub fn router(
+    status: Arc<Mutex<Status>>,
+    members: watch::Receiver<Members>,
+    reloads: Arc<Reloads>,
+) -> Router {
     Router::new()
         .route("/status", get(status_page))
         .route("/metrics", get(metrics))
@@ -155,6 +162,7 @@ pub fn router(status: Arc<Mutex<Status>>, members: watch::Receiver<Members>) -> 
             status,
             members,
             metrics: Arc::new(Metrics::new()),
+            reloads,
         })
 }
 
@@ -163,10 +171,11 @@ async fn status_page(State(api): State<Api>) -> Json<Status> {
 }
 
 async fn metrics(State(api): State<Api>) -> Response {
-    let text = {
+    let mut text = {
         let s = api.status.lock().expect("status lock");
         api.metrics.encode(&s)
     };
+    api.reloads.exposition(&mut text);
     (
         [(
             header::CONTENT_TYPE,
@@ -262,7 +271,8 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (_members, watch) = watch::channel(Members::default());
-        let app = router(Arc::new(Mutex::new(Status::default())), watch);
+        let reloads = Arc::new(Reloads::new(String::new()));
+        let app = router(Arc::new(Mutex::new(Status::default())), watch, reloads);
         tokio::spawn(async move { axum::serve(listener, app).await });
         for wait in [
             "NaN", "-1", "-0.001", "inf", "-inf", "1e400", "30.5", "1e300",

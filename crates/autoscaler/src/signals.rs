@@ -64,6 +64,30 @@ impl PodScrape {
         scrape
     }
 
+    /// This scrape by the tenant indexes of `new` (it was read with `old`): a catalog reload
+    /// keeps the pods' rates going. A tenant `old` did not have gets NaN counters, so its
+    /// first delta is no rate (as for a pod seen for the first time), not its whole count.
+    pub fn for_catalog(&self, old: &Catalog, new: &Catalog) -> Self {
+        let index = tenant_index(old);
+        let unseen = TenantCounters {
+            completed: f64::NAN,
+            busy_seconds: f64::NAN,
+            ..TenantCounters::default()
+        };
+        Self {
+            tenants: new
+                .tenants
+                .iter()
+                .map(|t| {
+                    index
+                        .get(t.id.as_str())
+                        .map_or(unseen, |&i| self.tenants[i])
+                })
+                .collect(),
+            ..self.clone()
+        }
+    }
+
     /// Outstanding work: in flight plus queued, over all tenants (the scale-down order).
     pub fn outstanding(&self) -> f64 {
         self.tenants.iter().map(|t| t.in_flight + t.queued).sum()
@@ -131,6 +155,7 @@ pub fn pool_signals(
                 for (t, (now, then)) in scrape.tenants.iter().zip(&before.tenants).enumerate() {
                     let done = now.completed - then.completed;
                     let spent = now.busy_seconds - then.busy_seconds;
+                    // False for NaN too: a tenant that scrape did not know.
                     if done >= 0.0 && spent >= 0.0 {
                         completions[t] += done / dt;
                         busy[t] += spent / dt;
@@ -187,6 +212,55 @@ mod tests {
         assert_eq!(s.tenants[1].busy_seconds, 0.5);
         assert_eq!(s.outstanding(), 6.0, "the unknown tenant is ignored");
         assert_eq!(s.slots_busy, 2.0);
+    }
+
+    #[test]
+    fn a_reloaded_catalog_keeps_rates_by_tenant_and_a_new_tenant_starts_with_none() {
+        let old = catalog();
+        // retail-1 goes first, media-1 stays, video-1 is new.
+        let new = Catalog::parse(
+            "cluster: {cores: 8, memory: 16Gi}\ntiers:\n  gold: {weight: 3, share: 0.5, maxShare: 0.3}\n\
+             tenants:\n  - {id: video-1, tier: gold}\n  - {id: media-1, tier: gold}\n\
+             pool: {minReplicas: 1, maxReplicas: 10}\n",
+        )
+        .unwrap()
+        .catalog;
+        let counters = |at, media: f64, video: f64| {
+            format!(
+                "total_queries_processed_total{{tenant_id=\"media-1\",status=\"success\"}} {media}\n\
+                 total_queries_processed_total{{tenant_id=\"video-1\",status=\"success\"}} {video}\n\
+                 tenantscale_busy_seconds_total{{tenant_id=\"media-1\"}} {at}\n\
+                 tenantscale_busy_seconds_total{{tenant_id=\"video-1\"}} {at}\n"
+            )
+        };
+        let mut previous = HashMap::new();
+        let before = scrape(0.0, &counters(0.0, 100.0, 500.0));
+        pool_signals(&old, &[("a".into(), before)], &mut previous);
+        for s in previous.values_mut() {
+            *s = s.for_catalog(&old, &new);
+        }
+        let after = |at: f64, media, video| {
+            PodScrape::from_samples(&new, at, &parse(&counters(at, media, video)).unwrap())
+        };
+        let s = pool_signals(
+            &new,
+            &[("a".into(), after(2.0, 140.0, 520.0))],
+            &mut previous,
+        );
+        assert_eq!(s.demands[1].arrival_rate, 20.0, "media-1's rate goes on");
+        assert_eq!(
+            s.demands[0].arrival_rate, 0.0,
+            "not video-1's whole count at once"
+        );
+        let s = pool_signals(
+            &new,
+            &[("a".into(), after(4.0, 180.0, 560.0))],
+            &mut previous,
+        );
+        assert_eq!(
+            s.demands[0].arrival_rate, 20.0,
+            "its rate from the next round"
+        );
     }
 
     #[test]

@@ -14,6 +14,7 @@ use tenantscale_autoscaler::local::{LocalActuator, LocalConfig};
 use tenantscale_autoscaler::prometheus::PrometheusSource;
 use tenantscale_autoscaler::state::StateStore;
 use tenantscale_core::catalog::Catalog;
+use tenantscale_core::reload::Reloads;
 use tenantscale_gateway::Discovery;
 
 pub const DEFAULT_STATE_KEY: &str = "tenantscale:autoscaler-state";
@@ -143,6 +144,9 @@ pub fn secret_or_random(secret: Option<String>) -> anyhow::Result<String> {
 
 pub struct Prepared {
     catalog: Catalog,
+    /// The catalog file, as given (a symlink is followed at every reload).
+    catalog_path: PathBuf,
+    reloads: Arc<Reloads>,
     actuator: LocalActuator,
     pub members: tokio::sync::watch::Receiver<tenantscale_core::registry::Members>,
     engine: EngineState,
@@ -157,7 +161,7 @@ pub fn prepare(
     redis: Option<(&str, Option<&Path>)>,
     secret: &str,
 ) -> anyhow::Result<Prepared> {
-    let catalog = crate::serve::catalog(catalog_path)?;
+    let (catalog, reloads) = crate::reload::initial(catalog_path)?;
     let interval = crate::serve::seconds("--interval", pool.interval)?;
     if interval < Duration::from_millis(100) {
         return Err(BadInput(format!("--interval {}: at least 0.1 s", pool.interval)).into());
@@ -181,8 +185,8 @@ pub fn prepare(
     let store = pool
         .store
         .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("store.db").display()));
-    let catalog_path = catalog_path
-        .canonicalize()
+    // Absolute, not canonical: a pod must follow a symlink the catalog is swapped through.
+    let catalog_path = std::path::absolute(catalog_path)
         .with_context(|| format!("cannot read {}", catalog_path.display()))?;
     let mut args: Vec<String> = vec![
         "-c".into(),
@@ -234,6 +238,8 @@ pub fn prepare(
     };
     Ok(Prepared {
         catalog,
+        catalog_path,
+        reloads,
         actuator,
         members,
         engine,
@@ -246,17 +252,36 @@ pub fn prepare(
     })
 }
 
+/// Reloads the catalog file into the control loop (see [`crate::reload::spawn_watch`]): every
+/// field applies at the next round but the restart-only ones, which keep the values the
+/// pods started with (the pods keep them too).
+fn watch_catalog(
+    path: &Path,
+    start: &Catalog,
+    reloads: Arc<Reloads>,
+) -> anyhow::Result<tokio::sync::watch::Receiver<Catalog>> {
+    let (updates, received) = tokio::sync::watch::channel(start.clone());
+    let start = start.clone();
+    crate::reload::spawn_watch(path.to_path_buf(), reloads, move |loaded| {
+        let restart_only = start.restart_only_changes(&loaded.catalog);
+        updates.send_replace(loaded.catalog.keeping_restart_only(&start));
+        restart_only.into_iter().map(String::from).collect()
+    })?;
+    Ok(received)
+}
+
 async fn serve_api(
     listen: SocketAddr,
     limits: tenantscale_listener::Limits,
     status: Arc<Mutex<Status>>,
     members: tokio::sync::watch::Receiver<tenantscale_core::registry::Members>,
+    reloads: Arc<Reloads>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     tracing::info!(listen = %listener.local_addr()?, "autoscaler API serving");
-    let app = tenantscale_autoscaler::http::router(status, members);
+    let app = tenantscale_autoscaler::http::router(status, members, reloads);
     let service_for = move |_| hyper_util::service::TowerToHyperService::new(app.clone());
     // Served until the task is aborted.
     let serving =
@@ -292,10 +317,25 @@ pub fn run_autoscale(args: AutoscaleArgs) -> anyhow::Result<()> {
         .build()?
         .block_on(async move {
             let status = Arc::new(Mutex::new(Status::default()));
-            let api = serve_api(args.listen, limits, Arc::clone(&status), prepared.members).await?;
+            let updates = watch_catalog(
+                &prepared.catalog_path,
+                &prepared.catalog,
+                Arc::clone(&prepared.reloads),
+            )?;
+            let api = serve_api(
+                args.listen,
+                limits,
+                Arc::clone(&status),
+                prepared.members,
+                prepared.reloads,
+            )
+            .await?;
             let actuator = control::run(
                 prepared.catalog,
-                prepared.control,
+                ControlConfig {
+                    catalog_updates: Some(updates),
+                    ..prepared.control
+                },
                 prepared.actuator,
                 prepared.engine,
                 status,
@@ -360,7 +400,19 @@ pub async fn run_stack(
         max_headers: tenantscale_listener::MAX_HEADERS,
         ..gateway.connections
     };
-    let api = serve_api(api, limits, Arc::clone(&status), prepared.members).await?;
+    let updates = watch_catalog(
+        &prepared.catalog_path,
+        &prepared.catalog,
+        Arc::clone(&prepared.reloads),
+    )?;
+    let api = serve_api(
+        api,
+        limits,
+        Arc::clone(&status),
+        prepared.members,
+        prepared.reloads,
+    )
+    .await?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let gateway = tokio::spawn(tenantscale_gateway::run(
         prepared.catalog.clone(),
@@ -372,7 +424,10 @@ pub async fn run_stack(
     ));
     let actuator = control::run(
         prepared.catalog,
-        prepared.control,
+        ControlConfig {
+            catalog_updates: Some(updates),
+            ..prepared.control
+        },
         prepared.actuator,
         prepared.engine,
         status,
@@ -400,7 +455,8 @@ pub async fn run_stack(
 #[cfg(feature = "kubernetes")]
 fn run_on_kubernetes(args: &AutoscaleArgs, target: &str) -> anyhow::Result<()> {
     use tenantscale_autoscaler::kubernetes::{KubeActuator, KubeTarget};
-    let catalog = crate::serve::catalog(&args.catalog.config)?;
+    let (catalog, reloads) = crate::reload::initial(&args.catalog.config)?;
+    let catalog_path = args.catalog.config.clone();
     let interval = crate::serve::seconds("--interval", args.pool.interval)?;
     // In a pod, its name (the Deployment sets HOSTNAME); elsewhere host and process.
     let identity = std::env::var("HOSTNAME")
@@ -436,7 +492,8 @@ fn run_on_kubernetes(args: &AutoscaleArgs, target: &str) -> anyhow::Result<()> {
                 None => EngineState::default(),
             };
             let status = Arc::new(Mutex::new(Status::default()));
-            let api = serve_api(listen, limits, Arc::clone(&status), members).await?;
+            let updates = watch_catalog(&catalog_path, &catalog, Arc::clone(&reloads))?;
+            let api = serve_api(listen, limits, Arc::clone(&status), members, reloads).await?;
             tracing::info!(
                 namespace = %target.namespace,
                 deployment = %target.deployment,
@@ -449,6 +506,7 @@ fn run_on_kubernetes(args: &AutoscaleArgs, target: &str) -> anyhow::Result<()> {
                     interval,
                     state: Some(store),
                     prometheus,
+                    catalog_updates: Some(updates),
                     ..ControlConfig::default()
                 },
                 actuator,

@@ -5,7 +5,7 @@
 // Wired into gateway, serve and autoscale by issue 17 part 4 (in progress); remove then.
 #![expect(dead_code, reason = "wired by the catalog-reload change that follows")]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -33,6 +33,13 @@ fn fingerprint(path: &std::path::Path) -> Option<Fingerprint> {
     })
 }
 
+/// The catalog a process starts on (see [`crate::serve::catalog`]) and its reload counters.
+pub fn initial(path: &Path) -> anyhow::Result<(Catalog, Arc<Reloads>)> {
+    let text = crate::read_input(path)?;
+    let catalog = crate::serve::parse_catalog(path, &text)?;
+    Ok((catalog, Arc::new(Reloads::new(catalog_sha256(&text)))))
+}
+
 /// Watches `path` until the runtime ends. `apply` installs a valid new catalog and returns
 /// the paths of changed fields this process cannot apply while it runs (logged: they take
 /// effect at its next start).
@@ -44,7 +51,9 @@ pub fn spawn_watch(
     use tokio::signal::unix::{SignalKind, signal};
     let mut hangup = signal(SignalKind::hangup())?;
     Ok(tokio::spawn(async move {
-        let mut seen = fingerprint(&path);
+        // Nothing seen yet: the first check reads the file, so a change between the start's
+        // read and this watch is not missed.
+        let mut seen = None;
         // The last file refused, so a bad file is reported once, not every second.
         let mut refused = None;
         let mut tick = tokio::time::interval(POLL);

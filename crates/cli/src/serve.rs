@@ -157,8 +157,12 @@ pub struct LlmSimArgs {
 }
 
 pub fn catalog(path: &Path) -> anyhow::Result<Catalog> {
-    let text = read_input(path)?;
-    let loaded = Catalog::parse(&text)
+    parse_catalog(path, &read_input(path)?)
+}
+
+/// The catalog in `text` (read from `path`), its warnings printed; every problem if invalid.
+pub fn parse_catalog(path: &Path, text: &str) -> anyhow::Result<Catalog> {
+    let loaded = Catalog::parse(text)
         .map_err(|e| BadInput(format!("{}: invalid catalog\n{e}", path.display())))?;
     for w in &loaded.warnings {
         eprintln!("warning: {w}");
@@ -217,7 +221,8 @@ pub fn seconds(flag: &str, value: f64) -> anyhow::Result<Duration> {
 }
 
 pub fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
-    let catalog = catalog(&args.catalog.config)?;
+    let (catalog, reloads) = crate::reload::initial(&args.catalog.config)?;
+    let start = catalog.clone();
     let auth = match (args.trust_tenant_header, args.secret) {
         (true, _) => TenantAuth::TrustHeader,
         (false, Some(s)) => {
@@ -280,16 +285,19 @@ pub fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     let (store, embedder) = open_store(&args.store)?;
     tracing::info!(embedder = embedder.name(), "store open");
     let slots = catalog.pool.slots_per_pod;
-    let pod = Arc::new(Pod::new(
-        catalog,
-        store,
-        &PodConfig {
-            slots,
-            cache_bytes: args.cache_bytes,
-            hnsw_threshold: args.hnsw_threshold,
-            embedder,
-        },
-    ));
+    let pod = Arc::new(
+        Pod::new(
+            catalog,
+            store,
+            &PodConfig {
+                slots,
+                cache_bytes: args.cache_bytes,
+                hnsw_threshold: args.hnsw_threshold,
+                embedder,
+            },
+        )
+        .with_reloads(Arc::clone(&reloads)),
+    );
     let config = ServeConfig {
         listen: args.listen,
         http: HttpConfig {
@@ -311,7 +319,20 @@ pub fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         .build()?;
     let dropped = runtime.block_on(async {
         let stop = crate::stop_signal();
-        serve(Arc::clone(&pod), config, stop).await
+        // Before `serve` logs its address: once it has, SIGHUP reloads (never kills).
+        let watched = Arc::clone(&pod);
+        crate::reload::spawn_watch(args.catalog.config.clone(), reloads, move |loaded| {
+            let change = watched.reload(&loaded.catalog);
+            tracing::info!(
+                added = ?change.added,
+                removed = ?change.removed,
+                changed = ?change.changed,
+                "tenants reloaded"
+            );
+            let restart_only = start.restart_only_changes(&loaded.catalog);
+            restart_only.into_iter().map(String::from).collect()
+        })?;
+        anyhow::Ok(serve(Arc::clone(&pod), config, stop).await?)
     })?;
     // The pod outlives the runtime: its store's Postgres connections block when they close,
     // which a runtime's worker thread (dropping a task's last handle) may not do.

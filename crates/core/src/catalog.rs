@@ -1001,6 +1001,15 @@ impl Catalog {
             .collect()
     }
 
+    /// This catalog with the restart-only fields of `running`: what a process that started on
+    /// `running` applies when it reloads this one.
+    pub fn keeping_restart_only(mut self, running: &Catalog) -> Catalog {
+        self.pool.slots_per_pod = running.pool.slots_per_pod;
+        self.pool.tenant_aware.slots_per_pod = running.pool.slots_per_pod;
+        self.pool.queue_per_tenant = running.pool.queue_per_tenant;
+        self
+    }
+
     /// Slices of `fraction` of the cluster: guaranteed pods round up; CPU to the millicore.
     fn slice(&self, fraction: f64) -> Resources {
         Resources {

@@ -12,6 +12,7 @@ pub mod quantity;
 pub mod registry;
 pub mod reload;
 pub mod retrieval;
+pub mod roster;
 pub mod routing;
 pub mod scaling;
 pub mod text;

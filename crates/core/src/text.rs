@@ -51,8 +51,54 @@ pub fn to_prometheus_text(openmetrics: &str) -> String {
     out
 }
 
+/// An OpenMetrics exposition with families written in the Prometheus text format added
+/// before its `# EOF`: a counter's HELP and TYPE lose the `_total` that OpenMetrics keeps for
+/// samples only.
+pub fn openmetrics_with(openmetrics: &str, prometheus_text: &str) -> String {
+    let counters: Vec<&str> = prometheus_text
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("# TYPE ")
+                .and_then(|r| r.strip_suffix(" counter"))
+        })
+        .collect();
+    let mut out = openmetrics
+        .strip_suffix("# EOF\n")
+        .unwrap_or(openmetrics)
+        .to_string();
+    for line in prometheus_text.lines() {
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let (name, tail) = line.strip_prefix(prefix)?.split_once(' ')?;
+            let family = name.strip_suffix("_total")?;
+            counters
+                .contains(&name)
+                .then(|| format!("{prefix}{family} {tail}"))
+        });
+        out.push_str(renamed.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out.push_str("# EOF\n");
+    out
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn prometheus_families_join_an_openmetrics_exposition_and_come_back_the_same() {
+        let extra = "# HELP x_total Xs.\n# TYPE x_total counter\nx_total{a=\"b\"} 1\n\
+                     # HELP g A gauge.\n# TYPE g gauge\ng 2\n";
+        let joined = super::openmetrics_with("# HELP y Y.\n# TYPE y gauge\ny 3\n# EOF\n", extra);
+        assert_eq!(
+            joined,
+            "# HELP y Y.\n# TYPE y gauge\ny 3\n# HELP x Xs.\n# TYPE x counter\n\
+             x_total{a=\"b\"} 1\n# HELP g A gauge.\n# TYPE g gauge\ng 2\n# EOF\n"
+        );
+        assert_eq!(
+            super::to_prometheus_text(&joined),
+            format!("# HELP y Y.\n# TYPE y gauge\ny 3\n{extra}")
+        );
+    }
+
     #[test]
     fn aligns_columns() {
         let rows = vec![

@@ -167,7 +167,7 @@ fn unix_now() -> i64 {
 #[derive(Debug, Clone, Copy)]
 struct Tenant(usize);
 
-/// Decides a request's tenant from its head alone (401 or 404 before a byte of the body is
+/// Decides a request's tenant from its head alone (401 or 503 before a byte of the body is
 /// read). A signed body is then read, within `max_body`, and must have the digest that was
 /// signed (401 `bad_signature`); the handler parses the bytes that were checked.
 async fn authenticate(
@@ -195,7 +195,7 @@ async fn authenticate(
     Ok(next.run(Request::from_parts(parts, body)).await)
 }
 
-/// The tenant a request's head names and proves, or 401/404; with signatures, also the
+/// The tenant a request's head names and proves, or 401/503; with signatures, also the
 /// signed `X-Tenantscale-Body-SHA256` the body must match (`None` for the legacy format).
 fn tenant<'a>(state: &AppState, parts: &'a Parts) -> Result<(usize, Option<&'a str>), ApiError> {
     let header = |name: &'static str| parts.headers.get(name).and_then(|v| v.to_str().ok());
@@ -234,12 +234,16 @@ fn tenant<'a>(state: &AppState, parts: &'a Parts) -> Result<(usize, Option<&'a s
             (id, body_sha256)
         }
     };
+    // Retryable, never 404: while replicas reload a changed catalog at different moments,
+    // the gateway may know a tenant this pod does not know yet.
     let t = state.pod.tenant(id).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
+        let mut e = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
             "unknown_tenant",
-            format!("no tenant {id:?}"),
-        )
+            format!("this pod's catalog has no tenant {id:?} (yet)"),
+        );
+        e.retry_after = Some(1.0);
+        e
     })?;
     Ok((t, body_sha256))
 }
@@ -417,7 +421,7 @@ async fn query(
         work_started.elapsed().as_secs_f64(),
     );
     Ok(Json(QueryResponse {
-        tenant_id: pod.catalog.tenants[t].id.clone(),
+        tenant_id: pod.tenant_id(t),
         answer,
         passages,
         timings: Timings {
@@ -434,10 +438,7 @@ fn no_slot(pod: &Pod, t: usize, refusal: NoSlot) -> ApiError {
         NoSlot::Full(full) => (
             StatusCode::TOO_MANY_REQUESTS,
             "queue_full",
-            format!(
-                "tenant {}'s queue on this pod is full",
-                pod.catalog.tenants[t].id
-            ),
+            format!("tenant {}'s queue on this pod is full", pod.tenant_id(t)),
             full.retry_after,
         ),
         NoSlot::TimedOut => (
@@ -513,10 +514,10 @@ async fn ingest(
     let chunks = tokio::task::spawn_blocking(move || {
         // Held until the write ends, even if the client went away meanwhile.
         let _slot = slot;
-        let tenant = &pod.catalog.tenants[t];
-        let (chunks, usage) =
-            pod.store
-                .ingest(&tenant.id, &req.documents, &pod.embedder, &tenant.quota)?;
+        let (id, quota) = (pod.tenant_id(t), pod.quota(t));
+        let (chunks, usage) = pod
+            .store
+            .ingest(&id, &req.documents, &pod.embedder, &quota)?;
         pod.invalidate(t);
         pod.record_usage(t, usage);
         Ok(chunks)
@@ -571,7 +572,7 @@ async fn remove(
         .await
         .map_err(|e| no_slot(&state.pod, t, e))?;
     let pod = Arc::clone(&state.pod);
-    let tenant_id = pod.catalog.tenants[t].id.clone();
+    let tenant_id = pod.tenant_id(t);
     let deleted = tokio::task::spawn_blocking(move || {
         // Held until the write ends, even if the client went away meanwhile.
         let _slot = slot;
@@ -597,10 +598,11 @@ async fn remove(
 
 /// OpenMetrics for scrapers that ask for it, the Prometheus text format otherwise.
 async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let body = state
-        .pod
-        .metrics
-        .encode(&state.pod.load(), state.pod.slots());
+    let body = state.pod.exposition();
+    let mut reloads = String::new();
+    if let Some(r) = state.pod.reloads() {
+        r.exposition(&mut reloads);
+    }
     let accept = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
@@ -611,11 +613,12 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
                 header::CONTENT_TYPE,
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
             )],
-            body,
+            tenantscale_core::text::openmetrics_with(&body, &reloads),
         )
             .into_response()
     } else {
-        let text = tenantscale_core::text::to_prometheus_text(&body);
+        let mut text = tenantscale_core::text::to_prometheus_text(&body);
+        text.push_str(&reloads);
         (
             [(
                 header::CONTENT_TYPE,

@@ -10,6 +10,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use std::sync::RwLock;
 use tenantscale_core::catalog::Catalog;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -37,6 +38,7 @@ struct StateLabel {
 /// One tenant's hot-path series, resolved once: a query then updates atomics instead of
 /// hashing label strings under the family's lock.
 struct TenantSeries {
+    id: String,
     succeeded: Counter,
     latency: Histogram,
     busy_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
@@ -44,14 +46,31 @@ struct TenantSeries {
     cache_misses: Counter,
 }
 
+/// Every `status` of `total_queries_processed` and `reason` of `tenantscale_rejections` the
+/// pod writes: the series dropped with a removed tenant's.
+const STATUSES: [&str; 4] = ["success", "rejected", "llm_timeout", "llm_error"];
+const REASONS: [&str; 4] = [
+    "queue_full",
+    "queue_timeout",
+    "storage_quota",
+    "index_too_large",
+];
+
+type Seconds = Counter<f64, std::sync::atomic::AtomicU64>;
+
 /// The pod's metrics and their registry.
 pub struct Metrics {
     registry: Registry,
-    tenant_ids: Vec<String>,
-    series: Vec<TenantSeries>,
+    /// By tenant index (see `tenantscale_core::roster`); `None`: no series (a removed tenant
+    /// whose work is done), and writes for it are dropped.
+    tenants: RwLock<Vec<Option<TenantSeries>>>,
     queue_depth: Family<TenantLabel, Gauge>,
     in_flight: Family<TenantLabel, Gauge>,
     processed: Family<StatusLabel, Counter>,
+    latency: Family<TenantLabel, Histogram, fn() -> Histogram>,
+    busy_seconds: Family<TenantLabel, Seconds>,
+    cache_hits: Family<TenantLabel, Counter>,
+    cache_misses: Family<TenantLabel, Counter>,
     rejections: Family<ReasonLabel, Counter>,
     state: Family<StateLabel, Gauge>,
     drain_dropped: Counter,
@@ -78,11 +97,11 @@ impl Metrics {
         let queue_depth = Family::<TenantLabel, Gauge>::default();
         let in_flight = Family::<TenantLabel, Gauge>::default();
         let processed = Family::<StatusLabel, Counter>::default();
-        let latency = Family::<TenantLabel, Histogram>::new_with_constructor(|| {
-            Histogram::new(LATENCY_BUCKETS)
-        });
-        let busy_seconds =
-            Family::<TenantLabel, Counter<f64, std::sync::atomic::AtomicU64>>::default();
+        let latency =
+            Family::<TenantLabel, Histogram, fn() -> Histogram>::new_with_constructor(|| {
+                Histogram::new(LATENCY_BUCKETS)
+            });
+        let busy_seconds = Family::<TenantLabel, Seconds>::default();
         let rejections = Family::<ReasonLabel, Counter>::default();
         let cache_hits = Family::<TenantLabel, Counter>::default();
         let cache_misses = Family::<TenantLabel, Counter>::default();
@@ -180,34 +199,16 @@ impl Metrics {
             "Queries dropped by a drain timeout",
             drain_dropped.clone(),
         );
-        let tenant_ids: Vec<String> = catalog.tenants.iter().map(|t| t.id.clone()).collect();
-        let series = tenant_ids
-            .iter()
-            .map(|id| {
-                let label = TenantLabel {
-                    tenant_id: id.clone(),
-                };
-                TenantSeries {
-                    succeeded: processed
-                        .get_or_create(&StatusLabel {
-                            tenant_id: id.clone(),
-                            status: "success".into(),
-                        })
-                        .clone(),
-                    latency: latency.get_or_create(&label).clone(),
-                    busy_seconds: busy_seconds.get_or_create(&label).clone(),
-                    cache_hits: cache_hits.get_or_create(&label).clone(),
-                    cache_misses: cache_misses.get_or_create(&label).clone(),
-                }
-            })
-            .collect();
-        Self {
+        let metrics = Self {
             registry,
-            tenant_ids,
-            series,
+            tenants: RwLock::new(Vec::new()),
             queue_depth,
             in_flight,
             processed,
+            latency,
+            busy_seconds,
+            cache_hits,
+            cache_misses,
             rejections,
             state,
             drain_dropped,
@@ -218,49 +219,129 @@ impl Metrics {
             storage_documents,
             storage_bytes,
             graph_builders,
+        };
+        for (t, tenant) in catalog.tenants.iter().enumerate() {
+            metrics.track(t, &tenant.id);
+        }
+        metrics
+    }
+
+    fn tenants(&self) -> std::sync::RwLockReadGuard<'_, Vec<Option<TenantSeries>>> {
+        self.tenants.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `write` with tenant `t`'s series, if it has them.
+    fn with(&self, t: usize, write: impl FnOnce(&TenantSeries)) {
+        if let Some(Some(series)) = self.tenants().get(t) {
+            write(series);
         }
     }
 
-    fn tenant(&self, t: usize) -> TenantLabel {
-        TenantLabel {
-            tenant_id: self.tenant_ids[t].clone(),
+    /// Gives tenant `t` (id `id`) its series, unless it has them.
+    pub fn track(&self, t: usize, id: &str) {
+        let mut tenants = self.tenants.write().unwrap_or_else(|e| e.into_inner());
+        if tenants.len() <= t {
+            tenants.resize_with(t + 1, || None);
+        }
+        if tenants[t].is_some() {
+            return;
+        }
+        let label = TenantLabel {
+            tenant_id: id.into(),
+        };
+        tenants[t] = Some(TenantSeries {
+            id: id.into(),
+            succeeded: self.processed.get_or_create_owned(&StatusLabel {
+                tenant_id: id.into(),
+                status: "success".into(),
+            }),
+            latency: self.latency.get_or_create_owned(&label),
+            busy_seconds: self.busy_seconds.get_or_create_owned(&label),
+            cache_hits: self.cache_hits.get_or_create_owned(&label),
+            cache_misses: self.cache_misses.get_or_create_owned(&label),
+        });
+    }
+
+    /// Drops tenant `t`'s series from the exposition (a removed tenant whose work is done).
+    pub fn forget(&self, t: usize) {
+        let Some(series) = self
+            .tenants
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(t)
+            .and_then(Option::take)
+        else {
+            return;
+        };
+        let label = TenantLabel {
+            tenant_id: series.id.clone(),
+        };
+        for family in [
+            &self.queue_depth,
+            &self.in_flight,
+            &self.storage_documents,
+            &self.storage_bytes,
+        ] {
+            family.remove(&label);
+        }
+        self.latency.remove(&label);
+        self.busy_seconds.remove(&label);
+        self.cache_hits.remove(&label);
+        self.cache_misses.remove(&label);
+        for status in STATUSES {
+            self.processed.remove(&StatusLabel {
+                tenant_id: series.id.clone(),
+                status: status.into(),
+            });
+        }
+        for reason in REASONS {
+            self.rejections.remove(&ReasonLabel {
+                tenant_id: series.id.clone(),
+                reason: reason.into(),
+            });
         }
     }
 
     /// A query of tenant `t` finished with `status` after `seconds`, `busy` of them served.
     pub fn finished(&self, t: usize, status: &str, seconds: f64, busy: f64) {
-        let series = &self.series[t];
-        if status == "success" {
-            series.succeeded.inc();
-        } else {
-            self.processed
-                .get_or_create(&StatusLabel {
-                    tenant_id: self.tenant_ids[t].clone(),
-                    status: status.into(),
-                })
-                .inc();
-        }
-        series.latency.observe(seconds);
-        series.busy_seconds.inc_by(busy);
+        debug_assert!(STATUSES.contains(&status), "{status} is not in STATUSES");
+        self.with(t, |series| {
+            if status == "success" {
+                series.succeeded.inc();
+            } else {
+                self.processed
+                    .get_or_create(&StatusLabel {
+                        tenant_id: series.id.clone(),
+                        status: status.into(),
+                    })
+                    .inc();
+            }
+            series.latency.observe(seconds);
+            series.busy_seconds.inc_by(busy);
+        });
     }
 
     /// A query of tenant `t` was refused for `reason`.
     pub fn rejected(&self, t: usize, reason: &str) {
-        self.rejections
-            .get_or_create(&ReasonLabel {
-                tenant_id: self.tenant_ids[t].clone(),
-                reason: reason.into(),
-            })
-            .inc();
+        debug_assert!(REASONS.contains(&reason), "{reason} is not in REASONS");
+        self.with(t, |series| {
+            self.rejections
+                .get_or_create(&ReasonLabel {
+                    tenant_id: series.id.clone(),
+                    reason: reason.into(),
+                })
+                .inc();
+        });
     }
 
     pub fn cache(&self, t: usize, hit: bool) {
-        let series = &self.series[t];
-        if hit {
-            series.cache_hits.inc();
-        } else {
-            series.cache_misses.inc();
-        }
+        self.with(t, |series| {
+            if hit {
+                series.cache_hits.inc();
+            } else {
+                series.cache_misses.inc();
+            }
+        });
     }
 
     pub fn set_state(&self, now: PodState) {
@@ -284,12 +365,17 @@ impl Metrics {
     /// Tenant `t` keeps `usage` in the store.
     pub fn storage(&self, t: usize, usage: Usage) {
         let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-        self.storage_documents
-            .get_or_create(&self.tenant(t))
-            .set(gauge(usage.documents));
-        self.storage_bytes
-            .get_or_create(&self.tenant(t))
-            .set(gauge(usage.bytes));
+        self.with(t, |series| {
+            let label = TenantLabel {
+                tenant_id: series.id.clone(),
+            };
+            self.storage_documents
+                .get_or_create(&label)
+                .set(gauge(usage.documents));
+            self.storage_bytes
+                .get_or_create(&label)
+                .set(gauge(usage.bytes));
+        });
     }
 
     pub fn graph_builder_started(&self) {
@@ -311,15 +397,18 @@ impl Metrics {
         self.slots.set(i64::from(slots));
         self.slots_busy
             .set(load.iter().map(|(_, busy)| i64::from(*busy)).sum());
-        // Every tenant of the catalog, zeros included: a series that appears and vanishes
+        // Every tenant with series, zeros included: a series that appears and vanishes
         // makes `avg by (tenant_id)` and the HPA adapter jump.
-        for (t, (queued, in_service)) in load.iter().enumerate() {
-            self.queue_depth
-                .get_or_create(&self.tenant(t))
-                .set(*queued as i64);
-            self.in_flight
-                .get_or_create(&self.tenant(t))
-                .set(i64::from(*in_service));
+        for (series, (queued, in_service)) in self.tenants().iter().zip(load) {
+            if let Some(series) = series {
+                let label = TenantLabel {
+                    tenant_id: series.id.clone(),
+                };
+                self.queue_depth.get_or_create(&label).set(*queued as i64);
+                self.in_flight
+                    .get_or_create(&label)
+                    .set(i64::from(*in_service));
+            }
         }
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)

@@ -7,13 +7,15 @@ use crate::metrics::Metrics;
 use crate::store::{Chunk, Store, StoreError, Usage};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 use tenantscale_core::cache::{Access, TenantCache};
-use tenantscale_core::catalog::Catalog;
+use tenantscale_core::catalog::{Catalog, StorageQuota};
 use tenantscale_core::fairness::scheduler::{FairScheduler, TenantSlot};
 use tenantscale_core::hnsw::{Hnsw, HnswParams};
+use tenantscale_core::reload::Reloads;
 use tenantscale_core::retrieval::{DIMENSIONS, top_k};
+use tenantscale_core::roster::{Roster, RosterChange};
 use tokio::sync::oneshot;
 
 /// Lifecycle states, as `/ready` reports them.
@@ -168,9 +170,40 @@ pub struct PodConfig {
     pub embedder: Arc<Embedder>,
 }
 
+/// The pod's tenants by stable index (see [`Roster`]), and what it keeps for each. Replaced
+/// whole at a catalog reload; a request keeps the snapshot it read.
+pub struct Tenants {
+    pub roster: Roster,
+    /// One index load per tenant at a time: queries that miss together share it.
+    loading: Vec<Arc<Mutex<()>>>,
+    /// Queries served per tenant since the last volume flush to the store.
+    served: Vec<Arc<AtomicU64>>,
+}
+
+impl Tenants {
+    /// Grows the per-tenant vectors to the roster's tenants.
+    fn new(
+        roster: Roster,
+        mut loading: Vec<Arc<Mutex<()>>>,
+        mut served: Vec<Arc<AtomicU64>>,
+    ) -> Self {
+        loading.resize_with(roster.len(), Arc::default);
+        served.resize_with(roster.len(), Arc::default);
+        Self {
+            roster,
+            loading,
+            served,
+        }
+    }
+}
+
 /// Everything the HTTP handlers share.
 pub struct Pod {
-    pub catalog: Catalog,
+    tenants: RwLock<Arc<Tenants>>,
+    /// Each tenant's queue bound: `pool.queuePerTenant` at start (restart-only).
+    queue_per_tenant: u32,
+    /// The catalog reloads, for `/metrics` (a pod that watches its catalog file).
+    reloads: Option<Arc<Reloads>>,
     pub store: Store,
     pub embedder: Arc<Embedder>,
     pub metrics: Metrics,
@@ -178,10 +211,6 @@ pub struct Pod {
     slots: Mutex<Slots>,
     cache: Arc<Mutex<Cached>>,
     cache_bytes: u64,
-    /// One index load per tenant at a time: queries that miss together share it.
-    loading: Vec<Mutex<()>>,
-    /// Queries served per tenant since the last volume flush to the store.
-    served: Vec<AtomicU64>,
     /// End of the warm-up window, Unix milliseconds (0: no warm-up).
     warm_until_ms: AtomicU64,
     hnsw_threshold: usize,
@@ -223,9 +252,14 @@ impl Pod {
         store.limit_connections(config.slots as usize + BACKGROUND_CONNECTIONS);
         let slots = TenantSlot::for_catalog(&catalog);
         let metrics = Metrics::new(&catalog);
-        let tenants = catalog.tenants.len();
         Self {
-            catalog,
+            tenants: RwLock::new(Arc::new(Tenants::new(
+                Roster::new(&catalog),
+                Vec::new(),
+                Vec::new(),
+            ))),
+            queue_per_tenant: catalog.pool.queue_per_tenant,
+            reloads: None,
             store,
             embedder: Arc::clone(&config.embedder),
             metrics,
@@ -241,13 +275,22 @@ impl Pod {
                 building: HashSet::new(),
             })),
             cache_bytes: config.cache_bytes,
-            loading: (0..tenants).map(|_| Mutex::new(())).collect(),
-            served: (0..tenants).map(|_| AtomicU64::new(0)).collect(),
             warm_until_ms: AtomicU64::new(0),
             hnsw_threshold: config.hnsw_threshold,
             graph_builds: Arc::new(Mutex::new(())),
             too_large_for: TOO_LARGE_FOR,
         }
+    }
+
+    /// The pod, exporting `reloads` (those of the catalog file it watches) in its metrics.
+    pub fn with_reloads(mut self, reloads: Arc<Reloads>) -> Self {
+        self.reloads = Some(reloads);
+        self
+    }
+
+    /// The reloads of the catalog file the pod watches, if it watches one.
+    pub fn reloads(&self) -> Option<&Reloads> {
+        self.reloads.as_deref()
     }
 
     /// The pod, refusing an index found too large for `after` instead of [`TOO_LARGE_FOR`].
@@ -276,9 +319,71 @@ impl Pod {
         self.metrics.set_state(state);
     }
 
-    /// The catalog index of tenant `id`.
+    /// The tenants now.
+    pub fn tenants(&self) -> Arc<Tenants> {
+        Arc::clone(&self.tenants.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// The index of tenant `id`, if the running catalog lists it.
     pub fn tenant(&self, id: &str) -> Option<usize> {
-        self.catalog.tenants.iter().position(|t| t.id == id)
+        self.tenants().roster.index(id)
+    }
+
+    /// The id of tenant `t` (a removed tenant's too).
+    pub fn tenant_id(&self, t: usize) -> String {
+        self.tenants().roster.tenant(t).id.clone()
+    }
+
+    /// Tenant `t`'s storage quota, as the catalog that last listed it says.
+    pub fn quota(&self, t: usize) -> StorageQuota {
+        self.tenants().roster.tenant(t).quota
+    }
+
+    /// Applies a reloaded catalog's tenants: new ones are served from now on; removed ones
+    /// are refused from now on, but what they have queued or running is answered; changed
+    /// weights and maxShares apply to the next scheduling decision. The pool's fields
+    /// (`slotsPerPod`, `queuePerTenant`) stay as they were at start.
+    pub fn reload(&self, catalog: &Catalog) -> RosterChange {
+        let mut tenants = self.tenants.write().unwrap_or_else(|e| e.into_inner());
+        let mut roster = tenants.roster.clone();
+        let change = roster.update(catalog);
+        // Queues and series exist before any request can find a new tenant's index.
+        lock(&self.slots)
+            .scheduler
+            .set_tenants(&roster.slots(self.queue_per_tenant));
+        let mut removed = Vec::new();
+        for t in 0..roster.len() {
+            if roster.is_current(t) {
+                self.metrics.track(t, &roster.tenant(t).id);
+            } else {
+                removed.push(t);
+            }
+        }
+        *tenants = Arc::new(Tenants::new(
+            roster,
+            tenants.loading.clone(),
+            tenants.served.clone(),
+        ));
+        // Not under the tenants' lock: holders of the cache's lock read the tenants.
+        drop(tenants);
+        for t in removed {
+            // Its memory goes now; a queued query of it loads it again.
+            self.invalidate(t);
+        }
+        change
+    }
+
+    /// The OpenMetrics exposition. A removed tenant's series stay until its queue and its
+    /// running requests are done, then go (they come back if the tenant does).
+    pub fn exposition(&self) -> String {
+        let tenants = self.tenants();
+        let load = self.load();
+        for (t, (queued, running)) in load.iter().enumerate() {
+            if !tenants.roster.is_current(t) && *queued == 0 && *running == 0 {
+                self.metrics.forget(t);
+            }
+        }
+        self.metrics.encode(&load, self.slots())
     }
 
     fn grant(s: &mut Slots) {
@@ -326,10 +431,12 @@ impl Pod {
         }
     }
 
-    /// (queued, in service) per tenant, now.
+    /// (queued, in service) per tenant index, now.
     pub fn load(&self) -> Vec<(usize, u32)> {
+        // The scheduler has at least the snapshot's tenants (it grows first).
+        let n = self.tenants().roster.len();
         let s = lock(&self.slots);
-        (0..self.catalog.tenants.len())
+        (0..n)
             .map(|t| (s.scheduler.queued_for(t), s.scheduler.in_service_for(t)))
             .collect()
     }
@@ -352,7 +459,8 @@ impl Pod {
         if let Some(index) = self.cached_index(tenant) {
             return Ok(index);
         }
-        let _one_load = lock(&self.loading[tenant]);
+        let loading = Arc::clone(&self.tenants().loading[tenant]);
+        let _one_load = lock(&loading);
         let known_too_large = lock(&self.cache)
             .too_large
             .get(&tenant)
@@ -367,7 +475,7 @@ impl Pod {
         }
         self.metrics.cache(tenant, false);
         let started = std::time::Instant::now();
-        let (chunks, vectors) = self.store.load(&self.catalog.tenants[tenant].id)?;
+        let (chunks, vectors) = self.store.load(&self.tenant_id(tenant))?;
         let index = Arc::new(TenantIndex::new(chunks, vectors, self.hnsw_threshold));
         let bytes = index.bytes();
         let mut c = lock(&self.cache);
@@ -394,7 +502,7 @@ impl Pod {
     fn too_large(&self, tenant: usize, bytes: u64) -> IndexError {
         self.metrics.rejected(tenant, "index_too_large");
         IndexError::TooLarge {
-            tenant: self.catalog.tenants[tenant].id.clone(),
+            tenant: self.tenant_id(tenant),
             bytes,
             cache: self.cache_bytes,
         }
@@ -406,7 +514,7 @@ impl Pod {
     /// than one core from serving; searches stay exact until the graph is done.
     fn start_graph_builder(&self, tenant: usize) {
         let (cache, builds) = (Arc::clone(&self.cache), Arc::clone(&self.graph_builds));
-        let id = self.catalog.tenants[tenant].id.clone();
+        let id = self.tenant_id(tenant);
         let build = move || {
             loop {
                 let index = {
@@ -454,18 +562,18 @@ impl Pod {
 
     /// Counts a served query of `tenant` towards its recorded volume.
     pub fn count_served(&self, tenant: usize) {
-        self.served[tenant].fetch_add(1, Ordering::Relaxed);
+        self.tenants().served[tenant].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Adds the queries served since the last flush to the store's per-hour tenant volume,
     /// which the next pod's warm-up reads.
     pub fn flush_volume(&self) -> Result<(), StoreError> {
-        let counts: Vec<(&str, u64)> = self
-            .catalog
-            .tenants
-            .iter()
-            .zip(&self.served)
-            .map(|(t, n)| (t.id.as_str(), n.swap(0, Ordering::Relaxed)))
+        let tenants = self.tenants();
+        let counts: Vec<(&str, u64)> = (0..tenants.roster.len())
+            .map(|t| {
+                let id = tenants.roster.tenant(t).id.as_str();
+                (id, tenants.served[t].swap(0, Ordering::Relaxed))
+            })
             .collect();
         let result = self
             .store
@@ -473,7 +581,7 @@ impl Pod {
         if result.is_err() {
             // Keep the counts for the next flush.
             for (t, (_, n)) in counts.iter().enumerate() {
-                self.served[t].fetch_add(*n, Ordering::Relaxed);
+                tenants.served[t].fetch_add(*n, Ordering::Relaxed);
             }
         }
         result

@@ -105,6 +105,35 @@ impl<T> FairScheduler<T> {
         }
     }
 
+    /// New settings for every tenant, by index (a catalog reload): `tenants` may add tenants
+    /// at the end, never drop any. Queued items stay; a lower bound refuses only new ones.
+    pub fn set_tenants(&mut self, tenants: &[TenantSlot]) {
+        debug_assert!(
+            tenants.len() >= self.queues.len(),
+            "tenants are never dropped"
+        );
+        let slots = self.slots;
+        let cap = |t: &TenantSlot| ((t.max_share * f64::from(slots)).floor() as u32).max(1);
+        for (q, t) in self.queues.iter_mut().zip(tenants) {
+            q.weight = t.weight.max(1);
+            // A turn in progress ends no later than the new weight allows.
+            q.deficit = q.deficit.min(q.weight);
+            q.cap = cap(t);
+            q.bound = t.queue_bound;
+        }
+        for t in &tenants[self.queues.len().min(tenants.len())..] {
+            self.queues.push(TenantQueue {
+                items: VecDeque::new(),
+                weight: t.weight.max(1),
+                deficit: 0,
+                in_service: 0,
+                cap: cap(t),
+                bound: t.queue_bound,
+                active: false,
+            });
+        }
+    }
+
     /// Queues `item` for `tenant`, or hands it back if the tenant's queue is full.
     pub fn enqueue(&mut self, tenant: TenantIndex, item: T) -> Result<(), QueueFull<T>> {
         let q = &mut self.queues[tenant];
@@ -278,6 +307,30 @@ mod tests {
         assert!((s.retry_after(0, 0.2) - 0.4).abs() < 1e-9);
         // Tenant 1 holds no slot and waits for none: one request's time at one slot.
         assert!((s.retry_after(1, 0.2) - 0.2).abs() < 1e-9);
+    }
+
+    #[test]
+    fn new_settings_apply_to_waiting_work_and_new_tenants_join() {
+        let mut s = FairScheduler::new(1, &tenants(&[1], 1.0));
+        for i in 0..4 {
+            s.enqueue(0, i).unwrap();
+        }
+        let mut changed = tenants(&[1, 2], 1.0);
+        changed[0].queue_bound = 2;
+        s.set_tenants(&changed);
+        assert_eq!(s.queued_for(0), 4, "what waits stays");
+        assert_eq!(s.enqueue(0, 9), Err(QueueFull(9)), "the lower bound holds");
+        s.enqueue(1, 100).unwrap();
+        let mut order = vec![];
+        while let Some((t, _)) = s.start_next() {
+            order.push(t);
+            s.complete(t);
+        }
+        assert_eq!(
+            order,
+            vec![0, 1, 0, 0, 0],
+            "the new tenant takes turns at once"
+        );
     }
 
     #[test]

@@ -410,3 +410,27 @@ mod parser_never_panics {
         }
     }
 }
+
+#[test]
+fn a_reload_keeps_the_running_restart_only_fields_and_takes_the_rest() {
+    let catalog = |slots: u32, queue: u32, max: i32| {
+        Catalog::parse(&format!(
+            "cluster: {{cores: 8, memory: 16Gi}}\ntiers:\n  gold: {{share: 0.5}}\n\
+             tenants:\n  - {{id: media-1, tier: gold}}\n\
+             pool: {{maxReplicas: {max}, slotsPerPod: {slots}, queuePerTenant: {queue}}}\n"
+        ))
+        .unwrap()
+        .catalog
+    };
+    let running = catalog(8, 100, 4);
+    let new = catalog(4, 10, 6);
+    assert_eq!(
+        running.restart_only_changes(&new),
+        vec!["pool.slotsPerPod", "pool.queuePerTenant"]
+    );
+    let applied = new.keeping_restart_only(&running);
+    assert!(running.restart_only_changes(&applied).is_empty());
+    assert_eq!(applied.pool.tenant_aware.slots_per_pod, 8);
+    assert_eq!(applied.pool.max_replicas, 6, "the rest is the new file's");
+    assert_eq!(applied.pool.tenant_aware.max_replicas, 6);
+}

@@ -13,6 +13,8 @@ use tenantscale_service::pod::{Pod, PodConfig};
 use tenantscale_service::store::Store;
 use tower::ServiceExt;
 
+mod reload;
+
 const SECRET: &[u8] = b"test-secret";
 
 fn catalog(queue: u32) -> Catalog {
@@ -265,15 +267,17 @@ async fn only_signed_or_trusted_tenants_get_in() {
         (status, body["error"]["code"].as_str()),
         (StatusCode::UNAUTHORIZED, Some("unauthorized"))
     );
-    let (status, body, _) = call(
+    let (status, body, headers) = call(
         &app,
         signed("POST", "/v1/query", "retail-9", json!({"query": "x"})),
     )
     .await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
-        (StatusCode::NOT_FOUND, Some("unknown_tenant"))
+        (StatusCode::SERVICE_UNAVAILABLE, Some("unknown_tenant")),
+        "retryable: the pod may not have reloaded a catalog the gateway has"
     );
+    assert_eq!(headers["retry-after"], "1");
 
     let trusting = router(pod(10, 4), config(TenantAuth::TrustHeader));
     let req = Request::post("/v1/query")
