@@ -2,8 +2,6 @@
 //! content changes (checked every second). The path is followed on every check, so a
 //! Kubernetes Secret or ConfigMap mount, which changes by swapping a symlink, is seen.
 //! An invalid file is refused with every problem logged; the running catalog stays.
-// Wired into gateway, serve and autoscale by issue 17 part 4 (in progress); remove then.
-#![expect(dead_code, reason = "wired by the catalog-reload change that follows")]
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
