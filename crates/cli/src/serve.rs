@@ -382,10 +382,11 @@ pub fn run_ingest(
         });
     }
     let (store, embedder) = open_store(store)?;
-    let (chunks, usage) = match store.ingest(tenant, &docs, &embedder, &quota) {
+    let (chunks, written) = match store.ingest(tenant, &docs, &embedder, &quota) {
         Err(StoreError::Quota(q)) => return Err(BadInput(q.to_string()).into()),
         written => written?,
     };
+    let usage = written.usage;
     println!(
         "ingested {} documents ({chunks} chunks) for {tenant}; it keeps {} of its {} documents \
          and {} of its {} bytes",

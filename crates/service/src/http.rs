@@ -348,17 +348,15 @@ async fn query(
         })?;
     let queued = started.elapsed();
     let work_started = Instant::now();
-    // Blocking work holds the slot itself: a client that goes away drops this handler, not
-    // the work, which keeps its slot (and its store connection) until it ends.
-    let (slot, index) = match pod.cached_index(t) {
-        Some(index) => (slot, index),
-        None => {
-            let pod = Arc::clone(pod);
-            let (slot, index) = tokio::task::spawn_blocking(move || (slot, pod.index(t)))
-                .await
-                .map_err(|e| ApiError::failed(StatusCode::INTERNAL_SERVER_ERROR, "internal", e))?;
-            (slot, index.map_err(index_error)?)
-        }
+    // Even a cached index takes a store read (its generation), so the index is had off the
+    // async threads. Blocking work holds the slot itself: a client that goes away drops this
+    // handler, not the work, which keeps its slot (and its store connection) until it ends.
+    let (slot, index) = {
+        let pod = Arc::clone(pod);
+        let (slot, index) = tokio::task::spawn_blocking(move || (slot, pod.index(t)))
+            .await
+            .map_err(|e| ApiError::failed(StatusCode::INTERNAL_SERVER_ERROR, "internal", e))?;
+        (slot, index.map_err(index_error)?)
     };
     let embedder = Arc::clone(&pod.embedder);
     let (_slot, hits) = if embedder.is_slow() {
@@ -455,7 +453,8 @@ fn no_slot(pod: &Pod, t: usize, refusal: NoSlot) -> ApiError {
 }
 
 /// An index larger than the pod's cache is the tenant's doing: 507, which the gateway does
-/// not count against the pod.
+/// not count against the pod. A store that cannot be read (even for the generation a cached
+/// index is checked against) is the pod's: 500 `store`, never an answer that may be stale.
 fn index_error(e: IndexError) -> ApiError {
     match e {
         IndexError::TooLarge { .. } => ApiError::new(
@@ -515,11 +514,10 @@ async fn ingest(
         // Held until the write ends, even if the client went away meanwhile.
         let _slot = slot;
         let (id, quota) = (pod.tenant_id(t), pod.quota(t));
-        let (chunks, usage) = pod
+        let (chunks, written) = pod
             .store
             .ingest(&id, &req.documents, &pod.embedder, &quota)?;
-        pod.invalidate(t);
-        pod.record_usage(t, usage);
+        pod.written(t, written);
         Ok(chunks)
     })
     .await
@@ -576,12 +574,11 @@ async fn remove(
     let deleted = tokio::task::spawn_blocking(move || {
         // Held until the write ends, even if the client went away meanwhile.
         let _slot = slot;
-        let usage = pod.store.delete(&tenant_id, &id)?;
-        pod.invalidate(t);
-        if let Some(usage) = usage {
-            pod.record_usage(t, usage);
+        let written = pod.store.delete(&tenant_id, &id)?;
+        if let Some(written) = written {
+            pod.written(t, written);
         }
-        Ok::<_, StoreError>(usage.is_some())
+        Ok::<_, StoreError>(written.is_some())
     })
     .await
     .map_err(|e| ApiError::failed(StatusCode::INTERNAL_SERVER_ERROR, "internal", e))?

@@ -1,14 +1,21 @@
 //! The pod's shared state: fair admission to worker slots, the tenant index cache, the store,
 //! metrics and the lifecycle (warming → ready → draining).
+//!
+//! Cached indexes are coherent across pods: each is kept with the store generation it was
+//! loaded at, and every query reads the tenant's current generation first (one indexed read)
+//! and loads the index again if the cached one is older. A write's 200 is sent after its
+//! commit, so a query sent after it reads a generation at least the write's and never gets an
+//! index without it, whichever pod wrote. A notification (Postgres LISTEN/NOTIFY) would not
+//! remove that read: it arrives asynchronously, after the 200 may have reached the client.
 
 use crate::embedder::{Embedder, EmbedderError};
 use crate::lock;
 use crate::metrics::Metrics;
-use crate::store::{Chunk, Store, StoreError, Usage};
+use crate::store::{Chunk, Store, StoreError, Usage, Written};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tenantscale_core::cache::{Access, TenantCache};
 use tenantscale_core::catalog::{Catalog, StorageQuota};
 use tenantscale_core::fairness::scheduler::{FairScheduler, TenantSlot};
@@ -127,7 +134,8 @@ pub enum IndexError {
     #[error(transparent)]
     Store(#[from] StoreError),
     /// The index is larger than this pod's whole cache: loading it for every query would
-    /// cost a full store read each time, so it is refused until the tenant's documents change.
+    /// cost a full store read each time, so it is refused until the tenant's next write,
+    /// through any pod (its generation changes).
     #[error(
         "tenant {tenant}'s index needs {bytes} bytes of memory, more than this pod's whole \
          index cache ({cache} bytes, --cache-bytes): delete documents, or serve it from pods \
@@ -143,13 +151,28 @@ pub enum IndexError {
 /// The cache of tenant indexes and what goes with it.
 struct Cached {
     lru: TenantCache,
-    indexes: HashMap<usize, Arc<TenantIndex>>,
-    /// Tenants whose index did not fit the whole cache, with its size and when it was
-    /// measured: refused without loading again until their documents change through this
-    /// pod or [`TOO_LARGE_FOR`] passes (they may have shrunk through another pod).
-    too_large: HashMap<usize, (u64, Instant)>,
+    indexes: HashMap<usize, Entry>,
+    /// Per tenant, the newest store generation this pod knows of (its own writes' and the
+    /// ones its queries read): an index loaded at an older one is not cached.
+    newest: HashMap<usize, u64>,
+    /// Tenants whose index did not fit the whole cache: its size and generation. Refused
+    /// without loading again while the tenant's generation is still that one.
+    too_large: HashMap<usize, (u64, u64)>,
     /// Tenants with a graph builder thread (running or waiting for its turn).
     building: HashSet<usize>,
+}
+
+/// A cached index and the store generation it was loaded at.
+struct Entry {
+    index: Arc<TenantIndex>,
+    generation: u64,
+}
+
+/// An index read from the store, not yet cached.
+struct Fresh {
+    index: TenantIndex,
+    generation: u64,
+    started: Instant,
 }
 
 struct Slots {
@@ -216,15 +239,10 @@ pub struct Pod {
     hnsw_threshold: usize,
     /// Held by the one graph build running.
     graph_builds: Arc<Mutex<()>>,
-    /// How long an index found too large is refused without loading it again.
-    too_large_for: Duration,
 }
 
 /// Store connections beyond the worker slots, for the pod's background tasks.
 const BACKGROUND_CONNECTIONS: usize = 4;
-
-/// How long an index too large for the cache is refused before it is measured again.
-pub const TOO_LARGE_FOR: Duration = Duration::from_secs(60);
 
 /// A held worker slot; dropping it frees the slot for the next queued request.
 pub struct SlotGuard {
@@ -271,6 +289,7 @@ impl Pod {
             cache: Arc::new(Mutex::new(Cached {
                 lru: TenantCache::new(config.cache_bytes),
                 indexes: HashMap::new(),
+                newest: HashMap::new(),
                 too_large: HashMap::new(),
                 building: HashSet::new(),
             })),
@@ -278,7 +297,6 @@ impl Pod {
             warm_until_ms: AtomicU64::new(0),
             hnsw_threshold: config.hnsw_threshold,
             graph_builds: Arc::new(Mutex::new(())),
-            too_large_for: TOO_LARGE_FOR,
         }
     }
 
@@ -291,12 +309,6 @@ impl Pod {
     /// The reloads of the catalog file the pod watches, if it watches one.
     pub fn reloads(&self) -> Option<&Reloads> {
         self.reloads.as_deref()
-    }
-
-    /// The pod, refusing an index found too large for `after` instead of [`TOO_LARGE_FOR`].
-    pub fn too_large_for(mut self, after: Duration) -> Self {
-        self.too_large_for = after;
-        self
     }
 
     /// Whether every lock of the pod is sound. A thread that panicked holding one may have
@@ -368,7 +380,7 @@ impl Pod {
         drop(tenants);
         for t in removed {
             // Its memory goes now; a queued query of it loads it again.
-            self.invalidate(t);
+            self.evict(t);
         }
         change
     }
@@ -452,42 +464,94 @@ impl Pod {
         s.scheduler.queued() + s.scheduler.busy() as usize
     }
 
-    /// The tenant's index, from the cache or loaded from the store (a miss: that load is what
-    /// routing for locality saves). Queries that miss together wait for one load; an index
-    /// larger than the whole cache is refused, not loaded again for every query.
+    /// The tenant's index with every write acknowledged before this call, through any pod:
+    /// from the cache if the cached one is as new as the tenant's current generation in the
+    /// store (read first, so a store that cannot be read is an error, never a stale answer),
+    /// or loaded from the store (a miss: that load is what routing for locality saves).
+    /// Queries that miss together wait for one load; an index larger than the whole cache is
+    /// refused, not loaded again until the tenant's next write.
     pub fn index(&self, tenant: usize) -> Result<Arc<TenantIndex>, IndexError> {
-        if let Some(index) = self.cached_index(tenant) {
+        let current = self.store.generation(&self.tenant_id(tenant))?;
+        if let Some(index) = self.cached(tenant, current) {
             return Ok(index);
         }
         let loading = Arc::clone(&self.tenants().loading[tenant]);
         let _one_load = lock(&loading);
+        // Another query may have loaded it while this one waited.
+        if let Some(index) = self.cached(tenant, current) {
+            return Ok(index);
+        }
         let known_too_large = lock(&self.cache)
             .too_large
             .get(&tenant)
-            .filter(|(_, measured)| measured.elapsed() < self.too_large_for)
+            .filter(|&&(_, generation)| generation >= current)
             .map(|&(bytes, _)| bytes);
         if let Some(bytes) = known_too_large {
             return Err(self.too_large(tenant, bytes));
         }
-        // Another query may have loaded it while this one waited.
-        if let Some(index) = self.cached_index(tenant) {
-            return Ok(index);
-        }
         self.metrics.cache(tenant, false);
-        let started = std::time::Instant::now();
-        let (chunks, vectors) = self.store.load(&self.tenant_id(tenant))?;
-        let index = Arc::new(TenantIndex::new(chunks, vectors, self.hnsw_threshold));
+        let fresh = self.read_index(tenant)?;
+        self.keep(tenant, fresh)
+    }
+
+    /// The cached index if it is at `generation` or newer (and `generation` noted as known).
+    fn cached(&self, tenant: usize, generation: u64) -> Option<Arc<TenantIndex>> {
+        let mut c = lock(&self.cache);
+        let newest = c.newest.entry(tenant).or_default();
+        *newest = (*newest).max(generation);
+        let Cached { lru, indexes, .. } = &mut *c;
+        let entry = indexes
+            .get(&tenant)
+            .filter(|e| e.generation >= generation)?;
+        lru.access(tenant, entry.index.bytes());
+        self.metrics.cache(tenant, true);
+        Some(Arc::clone(&entry.index))
+    }
+
+    /// Reads the tenant's index from the store, outside the cache's lock (a write may land
+    /// meanwhile: [`Pod::keep`] sees to it).
+    fn read_index(&self, tenant: usize) -> Result<Fresh, StoreError> {
+        let started = Instant::now();
+        let loaded = self.store.load(&self.tenant_id(tenant))?;
+        Ok(Fresh {
+            index: TenantIndex::new(loaded.chunks, loaded.vectors, self.hnsw_threshold),
+            generation: loaded.generation,
+            started,
+        })
+    }
+
+    /// Caches an index read from the store, unless a newer write became known while it was
+    /// read (that write's 200 may be out: a later query must load again). Either way it
+    /// answers the query that read it, which arrived before that write's commit was read.
+    fn keep(&self, tenant: usize, fresh: Fresh) -> Result<Arc<TenantIndex>, IndexError> {
+        let Fresh {
+            index,
+            generation,
+            started,
+        } = fresh;
+        let index = Arc::new(index);
         let bytes = index.bytes();
         let mut c = lock(&self.cache);
+        if generation < c.newest.get(&tenant).copied().unwrap_or(0) {
+            return Ok(index);
+        }
+        c.newest.insert(tenant, generation);
+        // The older index it replaces goes first, so its bytes are not counted twice.
+        c.lru.remove(tenant);
+        c.indexes.remove(&tenant);
         let evicted = match c.lru.access(tenant, bytes) {
             Access::Miss { evicted } => evicted,
             Access::Hit => 0,
             Access::TooLarge => {
-                c.too_large.insert(tenant, (bytes, Instant::now()));
+                c.too_large.insert(tenant, (bytes, generation));
                 return Err(self.too_large(tenant, bytes));
             }
         };
-        c.indexes.insert(tenant, Arc::clone(&index));
+        let entry = Entry {
+            index: Arc::clone(&index),
+            generation,
+        };
+        c.indexes.insert(tenant, entry);
         let Cached { lru, indexes, .. } = &mut *c;
         indexes.retain(|t, _| lru.contains(*t));
         if index.needs_graph() && c.building.insert(tenant) {
@@ -519,8 +583,8 @@ impl Pod {
             loop {
                 let index = {
                     let mut c = lock(&cache);
-                    match c.indexes.get(&tenant).filter(|ix| ix.needs_graph()) {
-                        Some(index) => Arc::clone(index),
+                    match c.indexes.get(&tenant).filter(|e| e.index.needs_graph()) {
+                        Some(entry) => Arc::clone(&entry.index),
                         None => {
                             c.building.remove(&tenant);
                             return;
@@ -550,14 +614,9 @@ impl Pod {
         }
     }
 
-    /// The tenant's index if it is cached (a hit needs no blocking thread).
-    pub fn cached_index(&self, tenant: usize) -> Option<Arc<TenantIndex>> {
-        let mut c = lock(&self.cache);
-        let Cached { lru, indexes, .. } = &mut *c;
-        let ix = indexes.get(&tenant)?;
-        lru.access(tenant, ix.bytes());
-        self.metrics.cache(tenant, true);
-        Some(Arc::clone(ix))
+    /// Whether the pod holds an index of the tenant (of any generation).
+    pub fn is_cached(&self, tenant: usize) -> bool {
+        lock(&self.cache).indexes.contains_key(&tenant)
     }
 
     /// Counts a served query of `tenant` towards its recorded volume.
@@ -632,12 +691,28 @@ impl Pod {
         Some(self.warm_until_ms.load(Ordering::SeqCst)).filter(|ms| *ms > 0)
     }
 
-    /// Forgets a tenant's cached index (its documents changed).
-    pub fn invalidate(&self, tenant: usize) {
+    /// Drops the tenant's cached index (a removed tenant's memory); generations stay known.
+    fn evict(&self, tenant: usize) {
         let mut c = lock(&self.cache);
         c.lru.remove(tenant);
         c.indexes.remove(&tenant);
-        c.too_large.remove(&tenant);
+    }
+
+    /// Takes note of a write of the tenant this pod committed: its usage, and its generation,
+    /// which older indexes (cached, or being read from the store now) do not have.
+    pub fn written(&self, tenant: usize, written: Written) {
+        let mut c = lock(&self.cache);
+        let newest = c.newest.entry(tenant).or_default();
+        *newest = (*newest).max(written.generation);
+        if c.indexes
+            .get(&tenant)
+            .is_some_and(|e| e.generation < written.generation)
+        {
+            c.lru.remove(tenant);
+            c.indexes.remove(&tenant);
+        }
+        drop(c);
+        self.record_usage(tenant, written.usage);
     }
 
     /// Records a tenant's storage usage (after its write, or as the store last had it).
@@ -697,6 +772,29 @@ pool: {maxReplicas: 4, slotsPerPod: 2, queuePerTenant: 10}\n";
         ))
     }
 
+    /// The index the pod holds for the tenant now, without touching the LRU or the metrics.
+    fn held(pod: &Pod, tenant: usize) -> Option<Arc<TenantIndex>> {
+        let c = lock(&pod.cache);
+        c.indexes.get(&tenant).map(|e| Arc::clone(&e.index))
+    }
+
+    fn doc(id: &str, text: &str) -> NewDocument {
+        NewDocument {
+            id: id.into(),
+            text: text.into(),
+            metadata: serde_json::Value::Null,
+        }
+    }
+
+    /// A write of media-1 through this pod, as the HTTP handlers make it.
+    fn write(pod: &Pod, id: &str, text: &str) {
+        let quota = tenantscale_core::catalog::DEFAULT_STORAGE_QUOTA;
+        let (_, written) = (pod.store)
+            .ingest("media-1", &[doc(id, text)], &Embedder::Hashed, &quota)
+            .unwrap();
+        pod.written(0, written);
+    }
+
     /// Waits (bounded) for `done`.
     fn wait_for(what: &str, done: impl Fn() -> bool) {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
@@ -723,24 +821,77 @@ pool: {maxReplicas: 4, slotsPerPod: 2, queuePerTenant: 10}\n";
         // The builder holds the index (cache, this check and the builder: three owners) and
         // waits for its turn; before that, an invalidation would end it and rightly start another.
         wait_for("the builder to take the index", || {
-            pod.cached_index(0)
-                .is_some_and(|ix| Arc::strong_count(&ix) >= 3)
+            held(&pod, 0).is_some_and(|ix| Arc::strong_count(&ix) >= 3)
         });
         // Its documents change and it is loaded again, several times, while the builder
         // still waits: the waiting builder takes the newest index; no other starts.
-        for _ in 0..5 {
-            pod.invalidate(0);
-            pod.index(0).unwrap();
+        for i in 0..5 {
+            write(&pod, &format!("new{i}"), "a new document");
+            assert_eq!(pod.index(0).unwrap().chunks.len(), 21 + i);
         }
         assert_eq!(pod.metrics.graph_builders_started(), 1);
         drop(turn);
         wait_for("the graph", || {
-            pod.cached_index(0).is_some_and(|ix| !ix.needs_graph())
+            held(&pod, 0).is_some_and(|ix| !ix.needs_graph())
         });
         wait_for("the builder to end", || {
             lock(&pod.cache).building.is_empty()
         });
         assert_eq!(pod.metrics.graph_builders_started(), 1);
+    }
+
+    /// A write lands while a query reads the index from the store (after the read, before the
+    /// cache takes it): the index read is answered to that query but not cached, since the
+    /// write's 200 may be out; the next query loads the new one.
+    #[test]
+    fn an_index_read_before_a_write_is_not_cached_after_it() {
+        let pod = pod(usize::MAX);
+        write(&pod, "d0", "the old text of d0");
+        let before = pod.read_index(0).unwrap();
+        write(&pod, "d0", "the new text of d0");
+        let answered = pod.keep(0, before).unwrap();
+        let text = |ix: &TenantIndex| {
+            let d0 = ix.chunks.iter().find(|c| c.document_id == "d0").unwrap();
+            d0.text.clone()
+        };
+        assert_eq!(text(&answered), "the old text of d0");
+        assert!(
+            held(&pod, 0).is_none(),
+            "the index older than the write was cached"
+        );
+        assert_eq!(text(&pod.index(0).unwrap()), "the new text of d0");
+        assert_eq!(text(&held(&pod, 0).unwrap()), "the new text of d0");
+
+        // A delete, the same way; and a read that began after the write is cached.
+        let before = pod.read_index(0).unwrap();
+        let deleted = pod.store.delete("media-1", "d0").unwrap().unwrap();
+        pod.written(0, deleted);
+        pod.keep(0, before).unwrap();
+        assert!(held(&pod, 0).is_none());
+        let after = pod.read_index(0).unwrap();
+        pod.keep(0, after).unwrap();
+        let held = held(&pod, 0).unwrap();
+        assert!(held.chunks.iter().all(|c| c.document_id != "d0"));
+    }
+
+    /// The generation check alone, without this pod hearing of the write (another pod made it):
+    /// the cached index is not served once the store's generation moved past it.
+    #[test]
+    fn a_write_through_another_pod_is_seen_by_the_next_query() {
+        let pod = pod(usize::MAX);
+        assert_eq!(pod.index(0).unwrap().chunks.len(), 20);
+        let quota = tenantscale_core::catalog::DEFAULT_STORAGE_QUOTA;
+        (pod.store)
+            .ingest(
+                "media-1",
+                &[doc("x", "another pod's")],
+                &Embedder::Hashed,
+                &quota,
+            )
+            .unwrap();
+        assert_eq!(pod.index(0).unwrap().chunks.len(), 21);
+        pod.store.delete("media-1", "x").unwrap().unwrap();
+        assert_eq!(pod.index(0).unwrap().chunks.len(), 20);
     }
 
     #[tokio::test]

@@ -8,6 +8,11 @@
 //! Postgres: an advisory transaction lock on the tenant), so pods writing for one tenant at
 //! once never take it past its quota. Reads use their own connections: a write never holds
 //! another tenant's index load.
+//!
+//! Every write also advances the tenant's generation (`tenant_generation`) in its transaction:
+//! a pod holding an index of generation `g` knows it has every write whose generation is at
+//! most `g`, and one read of the current generation ([`Store::generation`]) tells it whether a
+//! write committed since, through any pod.
 
 use crate::embedder::{Embedder, EmbedderError};
 use crate::lock;
@@ -52,6 +57,22 @@ pub enum StoreError {
     EmbedderMismatch { stored: String, requested: String },
     #[error(transparent)]
     Quota(#[from] QuotaExceeded),
+}
+
+/// A committed write: the tenant's usage and generation after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    pub usage: Usage,
+    pub generation: u64,
+}
+
+/// A tenant's chunks, their vectors (row-major, `DIMENSIONS` wide) and the generation they
+/// are, read in one snapshot.
+#[derive(Debug, Clone, Default)]
+pub struct Loaded {
+    pub chunks: Vec<Chunk>,
+    pub vectors: Vec<f32>,
+    pub generation: u64,
 }
 
 /// What a tenant keeps in the store: documents, and bytes as [`StorageQuota`] counts them.
@@ -228,9 +249,10 @@ impl<C: Usable> Connections<C> {
 /// Characters per chunk the chunker aims for.
 const CHUNK_TARGET: usize = 800;
 
-/// Schema version 1 (and `tenant_usage`, which a store without it gets on open; a tenant
-/// without a row there has its usage counted at its first write), with the dialect's names for a 64-bit integer and a byte string: both
-/// stores keep the same tables and columns.
+/// Schema version 1 (and `tenant_usage` and `tenant_generation`, which a store without them
+/// gets on open; a tenant without a usage row has its usage counted at its first write, one
+/// without a generation row is at generation 0), with the dialect's names for a 64-bit integer
+/// and a byte string: both stores keep the same tables and columns.
 fn schema(integer: &str, bytes: &str) -> String {
     format!(
         "CREATE TABLE IF NOT EXISTS documents (
@@ -245,7 +267,9 @@ fn schema(integer: &str, bytes: &str) -> String {
              PRIMARY KEY (tenant_id, hour));
          CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
          CREATE TABLE IF NOT EXISTS tenant_usage (
-             tenant_id TEXT PRIMARY KEY, documents {integer} NOT NULL, bytes {integer} NOT NULL);"
+             tenant_id TEXT PRIMARY KEY, documents {integer} NOT NULL, bytes {integer} NOT NULL);
+         CREATE TABLE IF NOT EXISTS tenant_generation (
+             tenant_id TEXT PRIMARY KEY, generation {integer} NOT NULL);"
     )
 }
 
@@ -277,6 +301,10 @@ mod sql {
     pub const PUT_USAGE: &str = "INSERT INTO tenant_usage (tenant_id, documents, bytes)
         VALUES (?1, ?2, ?3) ON CONFLICT (tenant_id)
         DO UPDATE SET documents = excluded.documents, bytes = excluded.bytes";
+    pub const GENERATION: &str = "SELECT generation FROM tenant_generation WHERE tenant_id = ?1";
+    pub const ADVANCE_GENERATION: &str = "INSERT INTO tenant_generation (tenant_id, generation)
+        VALUES (?1, 1) ON CONFLICT (tenant_id)
+        DO UPDATE SET generation = tenant_generation.generation + 1 RETURNING generation";
     /// Serializes one tenant's writes across connections and pods until the transaction ends
     /// (Postgres; SQLite has one writer). Tenants whose ids hash alike share a lock: harmless.
     pub const LOCK_TENANT: &str = "SELECT pg_advisory_xact_lock(7400312, hashtext($1))";
@@ -537,15 +565,15 @@ impl Store {
     }
 
     /// Stores `docs` for `tenant`, replacing documents with the same id; returns the number of
-    /// chunks written and the tenant's usage after. All or nothing: a request that would take
-    /// the tenant over `quota` stores nothing ([`StoreError::Quota`]).
+    /// chunks written and the tenant's usage and generation after. All or nothing: a request
+    /// that would take the tenant over `quota` stores nothing ([`StoreError::Quota`]).
     pub fn ingest(
         &self,
         tenant: &str,
         docs: &[NewDocument],
         embedder: &Embedder,
         quota: &StorageQuota,
-    ) -> Result<(usize, Usage), StoreError> {
+    ) -> Result<(usize, Written), StoreError> {
         // Embed before taking the lock: it is the slow part.
         let prepared: Vec<Prepared> = docs
             .iter()
@@ -557,9 +585,9 @@ impl Store {
                 ))
             })
             .collect::<Result<_, EmbedderError>>()?;
-        let written = prepared.iter().map(|(_, _, c)| c.len()).sum();
+        let chunks = prepared.iter().map(|(_, _, c)| c.len()).sum();
         let sizes = new_sizes(&prepared);
-        let after = match &self.backend {
+        let written = match &self.backend {
             Backend::Sqlite { writer, .. } => {
                 let mut db = lock(writer);
                 let tx = db.transaction_with_behavior(IMMEDIATE)?;
@@ -575,9 +603,9 @@ impl Store {
                         tx.execute(sql::INSERT_CHUNK, (tenant, &d.id, i as i64, text, vector))?;
                     }
                 }
-                Self::sqlite_put_usage(&tx, tenant, after)?;
+                let written = Self::sqlite_record(&tx, tenant, after)?;
                 tx.commit()?;
-                after
+                written
             }
             Backend::Postgres(clients) => clients.with(|c| {
                 let mut tx = c.transaction()?;
@@ -600,12 +628,12 @@ impl Store {
                         tx.execute(&insert, &[&tenant, &d.id, &(i as i64), text, vector])?;
                     }
                 }
-                Self::pg_put_usage(&mut tx, tenant, after)?;
+                let written = Self::pg_record(&mut tx, tenant, after)?;
                 tx.commit()?;
-                Ok(after)
+                Ok(written)
             })?,
         };
-        Ok((written, after))
+        Ok((chunks, written))
     }
 
     /// (stored bytes, new bytes) of each id a request writes.
@@ -639,16 +667,22 @@ impl Store {
         }
     }
 
-    fn sqlite_put_usage(
+    /// Puts the tenant's usage after a write and advances its generation, in the write's
+    /// transaction.
+    fn sqlite_record(
         tx: &rusqlite::Connection,
         tenant: &str,
-        u: Usage,
-    ) -> Result<(), StoreError> {
+        usage: Usage,
+    ) -> Result<Written, StoreError> {
         tx.execute(
             sql::PUT_USAGE,
-            (tenant, as_i64(u.documents), as_i64(u.bytes)),
+            (tenant, as_i64(usage.documents), as_i64(usage.bytes)),
         )?;
-        Ok(())
+        let generation: i64 = tx.query_row(sql::ADVANCE_GENERATION, [tenant], |r| r.get(0))?;
+        Ok(Written {
+            usage,
+            generation: generation.max(0) as u64,
+        })
     }
 
     /// The tenant's usage, taking its write lock until the transaction ends.
@@ -661,21 +695,26 @@ impl Store {
         Ok(usage_of(row.get(0), row.get(1)))
     }
 
-    fn pg_put_usage(
+    /// As [`Store::sqlite_record`], under the tenant's lock [`Store::pg_usage`] took.
+    fn pg_record(
         tx: &mut postgres::Transaction,
         tenant: &str,
-        u: Usage,
-    ) -> Result<(), StoreError> {
+        usage: Usage,
+    ) -> Result<Written, StoreError> {
         tx.execute(
             &sql::pg(sql::PUT_USAGE),
-            &[&tenant, &as_i64(u.documents), &as_i64(u.bytes)],
+            &[&tenant, &as_i64(usage.documents), &as_i64(usage.bytes)],
         )?;
-        Ok(())
+        let row = tx.query_one(&sql::pg(sql::ADVANCE_GENERATION), &[&tenant])?;
+        Ok(Written {
+            usage,
+            generation: row.get::<_, i64>(0).max(0) as u64,
+        })
     }
 
-    /// Deletes `tenant`'s document `id` and its chunks; the tenant's usage after, or `None`
-    /// if there was no such document.
-    pub fn delete(&self, tenant: &str, id: &str) -> Result<Option<Usage>, StoreError> {
+    /// Deletes `tenant`'s document `id` and its chunks; the tenant's usage and generation
+    /// after, or `None` if there was no such document (nothing written).
+    pub fn delete(&self, tenant: &str, id: &str) -> Result<Option<Written>, StoreError> {
         let gone = |before: Usage, bytes: i64| Usage {
             documents: before.documents.saturating_sub(1),
             bytes: before.bytes.saturating_sub(bytes.max(0) as u64),
@@ -696,10 +735,9 @@ impl Store {
                 let Some(bytes) = stored else { return Ok(None) };
                 tx.execute(sql::DELETE_CHUNKS, (tenant, id))?;
                 tx.execute(sql::DELETE_DOCUMENT, (tenant, id))?;
-                let after = gone(before, bytes);
-                Self::sqlite_put_usage(&tx, tenant, after)?;
+                let written = Self::sqlite_record(&tx, tenant, gone(before, bytes))?;
                 tx.commit()?;
-                Ok(Some(after))
+                Ok(Some(written))
             }
             Backend::Postgres(clients) => clients.with(|c| {
                 let mut tx = c.transaction()?;
@@ -711,10 +749,9 @@ impl Store {
                 let Some(row) = stored else { return Ok(None) };
                 tx.execute(&sql::pg(sql::DELETE_CHUNKS), &[&tenant, &id])?;
                 tx.execute(&sql::pg(sql::DELETE_DOCUMENT), &[&tenant, &id])?;
-                let after = gone(before, row.get(0));
-                Self::pg_put_usage(&mut tx, tenant, after)?;
+                let written = Self::pg_record(&mut tx, tenant, gone(before, row.get(0)))?;
                 tx.commit()?;
-                Ok(Some(after))
+                Ok(Some(written))
             }),
         }
     }
@@ -740,18 +777,21 @@ impl Store {
         }
     }
 
-    /// All of `tenant`'s chunks with their vectors (row-major, `DIMENSIONS` wide).
-    pub fn load(&self, tenant: &str) -> Result<(Vec<Chunk>, Vec<f32>), StoreError> {
-        let mut chunks = Vec::new();
-        let mut vectors = Vec::new();
+    /// All of `tenant`'s chunks with their vectors, and the generation they are: one
+    /// snapshot, so a write committing meanwhile is either wholly in it or after its generation.
+    pub fn load(&self, tenant: &str) -> Result<Loaded, StoreError> {
+        let mut loaded = Loaded::default();
         match &self.backend {
             Backend::Sqlite { writer, readers } => Self::sqlite_read(writer, readers, |db| {
-                let mut stmt = db.prepare_cached(sql::LOAD)?;
+                // A WAL reader's snapshot lasts from its transaction's first read to its end.
+                let tx = db.unchecked_transaction()?;
+                loaded.generation = Self::sqlite_generation(&tx, tenant)?;
+                let mut stmt = tx.prepare_cached(sql::LOAD)?;
                 let mut rows = stmt.query([tenant])?;
                 while let Some(row) = rows.next()? {
                     let blob = row.get_ref(3)?.as_blob().map_err(rusqlite::Error::from)?;
-                    if push_vector(&mut vectors, blob) {
-                        chunks.push(Chunk {
+                    if push_vector(&mut loaded.vectors, blob) {
+                        loaded.chunks.push(Chunk {
                             document_id: row.get(0)?,
                             chunk_id: row.get(1)?,
                             text: row.get(2)?,
@@ -761,10 +801,22 @@ impl Store {
                 Ok(())
             })?,
             Backend::Postgres(clients) => {
-                let rows = clients.with(|c| Ok(c.query(&sql::pg(sql::LOAD), &[&tenant])?))?;
+                let (generation, rows) = clients.with(|c| {
+                    // Read committed would take a snapshot per statement.
+                    let mut tx = c
+                        .build_transaction()
+                        .isolation_level(postgres::IsolationLevel::RepeatableRead)
+                        .read_only(true)
+                        .start()?;
+                    let generation = tx.query_opt(&sql::pg(sql::GENERATION), &[&tenant])?;
+                    let rows = tx.query(&sql::pg(sql::LOAD), &[&tenant])?;
+                    tx.commit()?;
+                    Ok((generation.map_or(0, |r| r.get::<_, i64>(0)), rows))
+                })?;
+                loaded.generation = generation.max(0) as u64;
                 for row in rows {
-                    if push_vector(&mut vectors, row.get::<_, &[u8]>(3)) {
-                        chunks.push(Chunk {
+                    if push_vector(&mut loaded.vectors, row.get::<_, &[u8]>(3)) {
+                        loaded.chunks.push(Chunk {
                             document_id: row.get(0),
                             chunk_id: row.get(1),
                             text: row.get(2),
@@ -773,7 +825,32 @@ impl Store {
                 }
             }
         }
-        Ok((chunks, vectors))
+        Ok(loaded)
+    }
+
+    /// The tenant's current generation: every write acknowledged so far, through any pod, has
+    /// one at most this. One indexed read on a reader connection (SQLite, never behind the
+    /// writer) or one round trip on the pool (Postgres: an unnamed statement, not prepared
+    /// apart).
+    pub fn generation(&self, tenant: &str) -> Result<u64, StoreError> {
+        let generation = match &self.backend {
+            Backend::Sqlite { writer, readers } => {
+                Self::sqlite_read(writer, readers, |db| Self::sqlite_generation(db, tenant))?
+            }
+            Backend::Postgres(clients) => clients.with(|c| {
+                let text = postgres::types::Type::TEXT;
+                let row = c.query_typed_opt(&sql::pg(sql::GENERATION), &[(&tenant, text)])?;
+                Ok(row.map_or(0, |r| r.get::<_, i64>(0)).max(0) as u64)
+            })?,
+        };
+        Ok(generation)
+    }
+
+    fn sqlite_generation(db: &rusqlite::Connection, tenant: &str) -> Result<u64, StoreError> {
+        use rusqlite::OptionalExtension;
+        let mut stmt = db.prepare_cached(sql::GENERATION)?;
+        let generation: Option<i64> = stmt.query_row([tenant], |r| r.get(0)).optional()?;
+        Ok(generation.unwrap_or(0).max(0) as u64)
     }
 
     /// Adds served query counts to each tenant's volume in the hour `hour` (Unix hours).

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 mod attack_connections;
 mod attack_listen;
 mod attack_store;
+mod coherence;
 mod gateway;
 mod k8s;
 #[cfg(feature = "kubernetes-fake-api")]
