@@ -156,7 +156,12 @@ fn pod_and_autoscaler_follow_a_swapped_symlink_refuse_an_invalid_file_and_reload
         assert!(text.contains(&info(&second)), "{addr}:\n{text}");
         promtool_accepts(&text);
     }
-    assert!(metrics(&api).contains("tenantscale_autoscaler_max_replicas 5\n"));
+    // The autoscaler applies a reloaded catalog at its next round, after counting the reload.
+    poll(
+        "the new maxReplicas in the autoscaler",
+        || metrics(&api),
+        |t| t.contains("tenantscale_autoscaler_max_replicas 5\n"),
+    );
     let line = pod.wait_for("pool.slotsPerPod");
     assert!(line.contains("restarts"), "named as restart-only: {line}");
     assert!(
