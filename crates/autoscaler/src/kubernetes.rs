@@ -47,12 +47,13 @@ impl KubeTarget {
         })
     }
 
-    /// The Lease and the state ConfigMap are named after the Deployment.
+    /// The Lease and the state ConfigMap are named after the Deployment (as `render` names
+    /// the ones it creates).
     pub fn lease_name(&self) -> String {
-        format!("{}-autoscaler", self.deployment)
+        tenantscale_k8s::autoscaler_lease_name(&self.deployment)
     }
     pub fn state_name(&self) -> String {
-        format!("{}-autoscaler-state", self.deployment)
+        tenantscale_k8s::autoscaler_state_name(&self.deployment)
     }
 }
 

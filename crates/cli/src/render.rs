@@ -2,6 +2,7 @@
 
 use crate::{BadInput, CatalogFile, read_input};
 use anyhow::Context;
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use tenantscale_k8s::render::{Autoscaler, KubeVersion, Options, render};
 
@@ -49,7 +50,14 @@ pub fn run(args: RenderArgs) -> anyhow::Result<()> {
             secret,
             catalog_text: text,
         },
-    );
+    )
+    .map_err(|e| {
+        let mut msg = format!("{}: cannot render", args.catalog.config.display());
+        for p in &e.problems {
+            let _ = write!(msg, "\n  {p}");
+        }
+        BadInput(msg)
+    })?;
     for w in &rendered.warnings {
         eprintln!("warning: {w}");
     }

@@ -38,8 +38,10 @@ struct CatalogFile {
     pool: PoolFile,
     #[serde(default)]
     cost: CostFile,
+    /// Written or not: a catalog that has the section must say how its replicas share
+    /// state (`render` asks the same of one that has not).
     #[serde(default)]
-    kubernetes: KubernetesFile,
+    kubernetes: Option<KubernetesFile>,
 }
 
 /// `kubernetes`: how `tenantscale render` deploys the catalog.
@@ -60,6 +62,10 @@ struct KubernetesFile {
     host: Option<String>,
     #[serde(default)]
     drain_timeout_seconds: Option<u32>,
+    #[serde(default)]
+    store: Option<SecretKey>,
+    #[serde(default)]
+    redis: Option<Redis>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -344,6 +350,49 @@ pub enum AntiAffinity {
     Preferred,
 }
 
+/// One key of a Kubernetes Secret (in the namespace of what reads it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretKey {
+    pub secret: String,
+    pub key: String,
+}
+
+/// The Redis the gateway replicas share (and the pods' warm-up flags): `deploy`, or
+/// `{secret, key}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Redis {
+    /// `render` deploys one next to the gateways.
+    Deploy,
+    /// An existing Redis: its `redis://` or `rediss://` URL is in this Secret's key.
+    Secret(SecretKey),
+}
+
+impl<'de> Deserialize<'de> for Redis {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Redis;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("deploy, or {secret, key} (a Secret key holding a redis:// URL)")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Redis, E> {
+                match v {
+                    "deploy" => Ok(Redis::Deploy),
+                    _ => Err(E::invalid_value(serde::de::Unexpected::Str(v), &self)),
+                }
+            }
+            // A map is the Secret's key, with SecretKey's own errors (a missing or unknown
+            // field by name) rather than an untagged enum's "no variant matched".
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Redis, A::Error> {
+                SecretKey::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(Redis::Secret)
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
 /// `kubernetes`: what `tenantscale render` needs beyond the pool. Defaults: namespace
 /// `tenantscale`, image `tenantscale:latest`, pods requesting 1 CPU / 2Gi and limited to 2 CPU
 /// / 2Gi, preferred anti-affinity, 2 gateway replicas, no Ingress, a 30 s drain.
@@ -358,6 +407,11 @@ pub struct Kubernetes {
     /// An Ingress for this host name.
     pub host: Option<String>,
     pub drain_timeout_seconds: u32,
+    /// The Secret key holding the `postgres://` URL every pod shares; required once the pool
+    /// can hold more than one pod.
+    pub store: Option<SecretKey>,
+    /// Required with more than one gateway.
+    pub redis: Option<Redis>,
 }
 
 /// A validated catalog.
@@ -492,6 +546,67 @@ impl Checker<'_> {
     }
 }
 
+/// Whether `key` may name a key of a Secret: `[-._a-zA-Z0-9]`, at most 253, not `.`, `..`
+/// nor starting with `..` (Kubernetes' IsConfigMapKey).
+fn is_secret_key(key: &str) -> bool {
+    !key.is_empty()
+        && key.len() <= 253
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+        && key != "."
+        && !key.starts_with("..")
+}
+
+/// Whether `name` is a DNS-1123 subdomain (the names of Secrets): labels joined by `.`, at
+/// most 253.
+fn is_dns1123_subdomain(name: &str) -> bool {
+    name.len() <= 253 && name.split('.').all(is_dns1123_label)
+}
+
+fn check_secret_key(c: &mut Checker, path: &str, s: &SecretKey) {
+    if !is_dns1123_subdomain(&s.secret) {
+        c.error(
+            &format!("{path}.secret"),
+            format!("{:?} is not a Secret name (a DNS-1123 subdomain)", s.secret),
+        );
+    }
+    if !is_secret_key(&s.key) {
+        c.error(
+            &format!("{path}.key"),
+            format!(
+                "{:?} is not a Secret key (letters, digits, '-', '_' and '.', at most 253)",
+                s.key
+            ),
+        );
+    }
+}
+
+/// What the deployment's replicas would not share without these fields: the store once the
+/// pool can hold more than one pod (each pod would keep its own documents, gone with it),
+/// Redis once there is more than one gateway (each would enforce every limit alone).
+fn unshared(k: &Kubernetes, max_replicas: i32) -> Vec<(&'static str, String)> {
+    let mut missing = Vec::new();
+    if k.store.is_none() && max_replicas > 1 {
+        missing.push((
+            "kubernetes.store",
+            format!(
+                "required when pool.maxReplicas > 1 (it is {max_replicas}): the Secret and key of the postgres:// URL every pod shares, e.g. {{secret: tenantscale-store, key: url}}; without it each pod would keep its documents alone, and lose them with its volume"
+            ),
+        ));
+    }
+    if k.redis.is_none() && k.gateway_replicas > 1 {
+        missing.push((
+            "kubernetes.redis",
+            format!(
+                "required when kubernetes.gatewayReplicas > 1 (it is {}): deploy (render one), or {{secret, key}} of a redis:// URL; without it each gateway would enforce every tenant's limits alone",
+                k.gateway_replicas
+            ),
+        ));
+    }
+    missing
+}
+
 /// `kubernetes`, defaulted and checked.
 fn kubernetes_config(c: &mut Checker, k: &KubernetesFile) -> Kubernetes {
     let namespace = k.namespace.clone().unwrap_or_else(|| "tenantscale".into());
@@ -564,6 +679,12 @@ fn kubernetes_config(c: &mut Checker, k: &KubernetesFile) -> Kubernetes {
             format!("{drain_timeout_seconds} is not in [1, 3600]"),
         );
     }
+    if let Some(store) = &k.store {
+        check_secret_key(c, "kubernetes.store", store);
+    }
+    if let Some(Redis::Secret(redis)) = &k.redis {
+        check_secret_key(c, "kubernetes.redis", redis);
+    }
     Kubernetes {
         namespace,
         image,
@@ -573,6 +694,8 @@ fn kubernetes_config(c: &mut Checker, k: &KubernetesFile) -> Kubernetes {
         gateway_replicas,
         host: k.host.clone(),
         drain_timeout_seconds,
+        store: k.store.clone(),
+        redis: k.redis.clone(),
     }
 }
 
@@ -810,7 +933,12 @@ impl Catalog {
         if file.cost.currency.trim().is_empty() {
             c.error("cost.currency", "must not be empty");
         }
-        let kubernetes = kubernetes_config(&mut c, &file.kubernetes);
+        let kubernetes = kubernetes_config(&mut c, &file.kubernetes.clone().unwrap_or_default());
+        if file.kubernetes.is_some() {
+            for (path, message) in unshared(&kubernetes, p.max_replicas) {
+                c.error(path, message);
+            }
+        }
 
         match (hpa, tenant_aware) {
             (Some(hpa), Some(tenant_aware)) if c.problems.is_empty() => Ok(Loaded {
@@ -989,6 +1117,32 @@ impl Catalog {
                 self.pool.queue_per_tenant.to_string(),
             ),
         ]
+    }
+
+    /// SHA-256 (hex) of [`Catalog::restart_only`]: `render` annotates the pod templates with
+    /// it, so the pods roll when one of those fields changes and keep running (and reload)
+    /// when any other does.
+    pub fn restart_only_sha256(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut hash = Sha256::new();
+        for (field, value) in self.restart_only() {
+            hash.update(format!("{field}={value}\n"));
+        }
+        hex::encode(hash.finalize())
+    }
+
+    /// What `render` refuses: a deployment whose replicas would not share their store or
+    /// their Redis. Loading checks the same when the catalog has a `kubernetes` section; a
+    /// catalog without one is deployed with the defaults, and must still say this.
+    pub fn unshared(&self) -> Vec<Problem> {
+        unshared(&self.kubernetes, self.pool.max_replicas)
+            .into_iter()
+            .map(|(path, message)| Problem {
+                path: path.into(),
+                line: None,
+                message,
+            })
+            .collect()
     }
 
     /// The restart-only fields whose values differ in `new`.

@@ -465,6 +465,7 @@ async fn put_lease(
 
 async fn create_map(State(w): State<Shared>, body: Bytes) -> Response {
     let w = &mut *w.lock().unwrap();
+    w.log.push("POST configmaps".into());
     create(
         &mut w.maps,
         &mut w.version,
@@ -484,6 +485,7 @@ async fn put_map(
     body: Bytes,
 ) -> Response {
     let w = &mut *w.lock().unwrap();
+    w.log.push("PUT configmaps".into());
     replace(
         &mut w.maps,
         &mut w.version,

@@ -7,6 +7,17 @@ pub mod cluster;
 pub mod fake_api;
 pub mod render;
 
+/// The autoscaler's Lease, named after the Deployment it scales. `render` creates it and the
+/// autoscaler only reads and updates it (its Role names it): one name for both.
+pub fn autoscaler_lease_name(deployment: &str) -> String {
+    format!("{deployment}-autoscaler")
+}
+
+/// The ConfigMap holding the autoscaler's state, named like its Lease.
+pub fn autoscaler_state_name(deployment: &str) -> String {
+    format!("{deployment}-autoscaler-state")
+}
+
 /// `NAMESPACE/NAME` from a flag's value, or an error naming the flag.
 pub fn namespaced(flag: &str, value: &str) -> Result<(String, String), String> {
     value

@@ -20,7 +20,7 @@
 
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
-use tenantscale_core::catalog::{AntiAffinity, Catalog, Tenant};
+use tenantscale_core::catalog::{AntiAffinity, Catalog, CatalogError, Redis, SecretKey, Tenant};
 use tenantscale_core::quantity::Quantity;
 use tenantscale_core::scaling::tenant_aware::{QUEUE_DEPTH_METRIC, queue_depth_promql};
 
@@ -108,10 +108,23 @@ const AUTOSCALER_PORT: u16 = 9090;
 /// admin port, the autoscaler), as kube-prometheus installs it.
 const MONITORING_NAMESPACE: &str = "monitoring";
 const CATALOG_DIR: &str = "/etc/tenantscale";
+/// A pod's working directory when it keeps its own SQLite store (no `kubernetes.store`).
+const DATA_DIR: &str = "/var/lib/tenantscale";
 /// A gateway container's (milli-CPU, bytes of memory).
 const GATEWAY_REQUESTS: (i64, i64) = (250, 128 << 20);
 const GATEWAY_LIMITS: (i64, i64) = (1000, 256 << 20);
 const SECRET_NAME: &str = "tenantscale-secret";
+/// The pool's Deployment in the shared namespace (the autoscaler's target).
+const POOL_DEPLOYMENT: &str = "tenantscale-pod";
+/// `kubernetes.redis: deploy`: a Deployment and Service of this name.
+const REDIS_NAME: &str = "tenantscale-redis";
+const REDIS_IMAGE: &str = "redis:7.4-alpine";
+const REDIS_PORT: u16 = 6379;
+/// The `redis` user of the official image.
+const REDIS_UID: u32 = 999;
+/// On every template: [`Catalog::restart_only_sha256`], so a change to a field a running
+/// process cannot take rolls the pods, and a change it reloads does not.
+const RESTART_ONLY_ANNOTATION: &str = "tenantscale.io/restart-only-sha256";
 /// Seconds a terminating pod keeps serving before its own drain starts, so that endpoint
 /// removal reaches every gateway first.
 const PRE_STOP_SECONDS: u32 = 5;
@@ -122,7 +135,13 @@ struct Ctx<'a> {
     out: Rendered,
 }
 
-pub fn render(catalog: &Catalog, options: &Options) -> Rendered {
+/// The manifests, or why the catalog cannot be deployed as it is (every replica must share
+/// the store and, with several gateways, Redis: [`Catalog::unshared`]).
+pub fn render(catalog: &Catalog, options: &Options) -> Result<Rendered, CatalogError> {
+    let problems = catalog.unshared();
+    if !problems.is_empty() {
+        return Err(CatalogError { problems });
+    }
     let mut ctx = Ctx {
         catalog,
         options,
@@ -138,6 +157,17 @@ pub fn render(catalog: &Catalog, options: &Options) -> Rendered {
         )),
     }
     let shared = Stack::shared(&ns);
+    if catalog.kubernetes.store.is_none() {
+        ctx.out.warnings.push(format!(
+            "no kubernetes.store: the pod keeps its documents in SQLite on an emptyDir, and loses them when it is replaced (pool.maxReplicas is {})",
+            catalog.pool.max_replicas
+        ));
+    }
+    if catalog.kubernetes.redis == Some(Redis::Deploy) {
+        ctx.add(redis_deployment(&shared));
+        ctx.add(redis_service(&shared));
+        ctx.add(redis_network_policy(&shared));
+    }
     ctx.add(pod_deployment(&ctx, &shared, None));
     ctx.add(pod_service(&shared));
     ctx.add(pod_disruption_budget(&shared));
@@ -155,6 +185,9 @@ pub fn render(catalog: &Catalog, options: &Options) -> Rendered {
         Autoscaler::Tenantscale => {
             ctx.add(service_account(&ns));
             ctx.add(role(&ns));
+            for r in autoscaler_objects(&ns) {
+                ctx.add(r);
+            }
             ctx.add(role_binding(&ns));
             ctx.add(autoscaler_deployment(&ctx, &ns));
             ctx.add(autoscaler_service(&ns));
@@ -175,7 +208,7 @@ pub fn render(catalog: &Catalog, options: &Options) -> Rendered {
         ctx.add(prometheus_rule(&ns, catalog));
     }
     ctx.add(grafana_dashboard(&ns));
-    ctx.out
+    Ok(ctx.out)
 }
 
 impl Ctx<'_> {
@@ -236,6 +269,10 @@ impl Stack {
             "app.kubernetes.io/instance": self.prefix,
             "app.kubernetes.io/component": component,
         })
+    }
+    /// The shared pool's stack (not a silo's): the only one with an autoscaler and Redis.
+    fn is_shared(&self) -> bool {
+        self.scope.is_none()
     }
     fn scope_arg(&self) -> Vec<String> {
         match &self.scope {
@@ -317,6 +354,37 @@ fn secret_env() -> Value {
     })
 }
 
+/// An environment variable from a Secret's key, required: a pod without it does not start
+/// (no silent fallback).
+fn secret_key_env(name: &str, from: &SecretKey) -> Value {
+    json!({"name": name, "valueFrom": {"secretKeyRef": {"name": from.secret, "key": from.key}}})
+}
+
+/// `TENANTSCALE_REDIS` of the shared stack's gateways and pods, when the catalog names a
+/// Redis. A silo has one gateway: nothing to share.
+fn redis_env(ctx: &Ctx, stack: &Stack) -> Option<Value> {
+    if !stack.is_shared() {
+        return None;
+    }
+    Some(match ctx.catalog.kubernetes.redis.as_ref()? {
+        Redis::Deploy => json!({
+            "name": "TENANTSCALE_REDIS",
+            "value": format!("redis://{REDIS_NAME}.{}.svc:{REDIS_PORT}", stack.namespace),
+        }),
+        Redis::Secret(from) => secret_key_env("TENANTSCALE_REDIS", from),
+    })
+}
+
+/// A template's annotations: where Prometheus scrapes it, and the restart-only checksum.
+fn template_annotations(ctx: &Ctx, port: u16) -> Value {
+    json!({
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": port.to_string(),
+        "prometheus.io/path": "/metrics",
+        RESTART_ONLY_ANNOTATION: ctx.catalog.restart_only_sha256(),
+    })
+}
+
 fn http_probe(path: &str, port: u16, period: u32, failures: u32) -> Value {
     json!({
         "httpGet": {"path": path, "port": port},
@@ -356,6 +424,52 @@ fn pod_deployment(ctx: &Ctx, stack: &Stack, replicas: Option<i64>) -> Value {
             ]
         }),
     };
+    let mut env = vec![
+        secret_env(),
+        // Set only while the secret rotates (README: rotating the secret).
+        json!({"name": "TENANTSCALE_NEXT_SECRET", "valueFrom": {"secretKeyRef": {
+            "name": SECRET_NAME, "key": "next-secret", "optional": true}}}),
+        json!({"name": "TENANTSCALE_LLM_URL", "valueFrom": {"secretKeyRef": {
+            "name": SECRET_NAME, "key": "llm-url", "optional": true}}}),
+    ];
+    let mut mounts = vec![mount];
+    let mut volumes = vec![volume];
+    match &k.store {
+        Some(store) => env.push(secret_key_env("TENANTSCALE_STORE", store)),
+        // One pod at most (the catalog is checked): serve's default SQLite file, in the
+        // working directory, on the only writable volume.
+        None => {
+            mounts.push(json!({"name": "data", "mountPath": DATA_DIR}));
+            volumes.push(json!({"name": "data", "emptyDir": {}}));
+        }
+    }
+    if let Some(redis) = redis_env(ctx, stack) {
+        env.push(redis);
+        // The pod's name in its warm-up flag (`pod:{POD_IP}:warming_up`), as the seed's.
+        env.push(
+            json!({"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}),
+        );
+    }
+    let mut container = json!({
+        "name": "pod",
+        "image": k.image,
+        "args": args,
+        "ports": [{"name": "http", "containerPort": POD_PORT}],
+        "env": env,
+        "resources": {
+            "requests": {"cpu": quantity(&k.requests.cpu), "memory": quantity(&k.requests.memory)},
+            "limits": {"cpu": quantity(&k.limits.cpu), "memory": quantity(&k.limits.memory)},
+        },
+        "startupProbe": http_probe("/health", POD_PORT, 2, 60),
+        "livenessProbe": http_probe("/health", POD_PORT, 10, 3),
+        "readinessProbe": http_probe("/ready", POD_PORT, 2, 1),
+        "lifecycle": {"preStop": {"sleep": {"seconds": PRE_STOP_SECONDS}}},
+        "securityContext": security_context(),
+        "volumeMounts": mounts,
+    });
+    if k.store.is_none() {
+        container["workingDir"] = json!(DATA_DIR);
+    }
     let mut spec = json!({
         "selector": {"matchLabels": selector},
         "strategy": {
@@ -371,11 +485,7 @@ fn pod_deployment(ctx: &Ctx, stack: &Stack, replicas: Option<i64>) -> Value {
         "template": {
             "metadata": {
                 "labels": stack.labels("pod"),
-                "annotations": {
-                    "prometheus.io/scrape": "true",
-                    "prometheus.io/port": POD_PORT.to_string(),
-                    "prometheus.io/path": "/metrics",
-                },
+                "annotations": template_annotations(ctx, POD_PORT),
             },
             "spec": {
                 "automountServiceAccountToken": false,
@@ -390,34 +500,8 @@ fn pod_deployment(ctx: &Ctx, stack: &Stack, replicas: Option<i64>) -> Value {
                     "labelSelector": {"matchLabels": selector},
                 }],
                 "securityContext": {"runAsNonRoot": true, "runAsUser": 10001, "fsGroup": 10001},
-                "containers": [{
-                    "name": "pod",
-                    "image": k.image,
-                    "args": args,
-                    "ports": [{"name": "http", "containerPort": POD_PORT}],
-                    "env": [
-                        secret_env(),
-                        // Set only while the secret rotates (README: rotating the secret).
-                        {"name": "TENANTSCALE_NEXT_SECRET", "valueFrom": {"secretKeyRef": {
-                            "name": SECRET_NAME, "key": "next-secret", "optional": true}}},
-                        {"name": "TENANTSCALE_STORE", "valueFrom": {"secretKeyRef": {
-                            "name": SECRET_NAME, "key": "store", "optional": true}}},
-                        {"name": "TENANTSCALE_LLM_URL", "valueFrom": {"secretKeyRef": {
-                            "name": SECRET_NAME, "key": "llm-url", "optional": true}}},
-                    ],
-                    "resources": {
-                        "requests": {"cpu": quantity(&k.requests.cpu), "memory": quantity(&k.requests.memory)},
-                        "limits": {"cpu": quantity(&k.limits.cpu), "memory": quantity(&k.limits.memory)},
-                    },
-                    "startupProbe": http_probe("/health", POD_PORT, 2, 60),
-                    "livenessProbe": http_probe("/health", POD_PORT, 10, 3),
-                    "readinessProbe": http_probe("/ready", POD_PORT, 2, 1),
-                    "lifecycle": {"preStop": {"sleep": {"seconds": PRE_STOP_SECONDS}}},
-                    "securityContext": security_context(),
-                    "volumeMounts": [mount, {"name": "data", "mountPath": "/var/lib/tenantscale"}],
-                    "workingDir": "/var/lib/tenantscale",
-                }],
-                "volumes": [volume, {"name": "data", "emptyDir": {}}],
+                "containers": [container],
+                "volumes": volumes,
             },
         },
     });
@@ -430,6 +514,87 @@ fn pod_deployment(ctx: &Ctx, stack: &Stack, replicas: Option<i64>) -> Value {
         "metadata": metadata(&stack.name("pod"), &stack.namespace, stack.labels("pod")),
         "spec": spec,
     })
+}
+
+/// `kubernetes.redis: deploy`: one Redis for the gateways' shared limits and the pods'
+/// warm-up flags. It holds only counters that expire (rate-limit buckets, in-flight leases,
+/// flags), so it keeps nothing on disk, and while it restarts each gateway enforces 1/N of
+/// every limit: one replica, replaced whole (`Recreate`).
+fn redis_deployment(stack: &Stack) -> Value {
+    json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": metadata(REDIS_NAME, &stack.namespace, stack.labels("redis")),
+        "spec": {
+            "replicas": 1,
+            "strategy": {"type": "Recreate"},
+            "selector": {"matchLabels": stack.selector("redis")},
+            "template": {
+                // No restart-only checksum: Redis does not read the catalog.
+                "metadata": {"labels": stack.labels("redis")},
+                "spec": {
+                    "automountServiceAccountToken": false,
+                    "securityContext": {"runAsNonRoot": true, "runAsUser": REDIS_UID},
+                    "containers": [{
+                        "name": "redis",
+                        "image": REDIS_IMAGE,
+                        "args": [
+                            "redis-server",
+                            // No snapshots, no append-only file: nothing is written, so the
+                            // root file system stays read-only.
+                            "--save", "",
+                            "--appendonly", "no",
+                            // The NetworkPolicy admits only the gateways and the pods.
+                            "--protected-mode", "no",
+                            // Below the memory limit: refuse writes rather than be killed.
+                            "--maxmemory", "192mb",
+                            "--maxmemory-policy", "noeviction",
+                        ],
+                        "ports": [{"name": "redis", "containerPort": REDIS_PORT}],
+                        "resources": {
+                            "requests": {"cpu": "100m", "memory": "64Mi"},
+                            "limits": {"cpu": "500m", "memory": "256Mi"},
+                        },
+                        "livenessProbe": {"tcpSocket": {"port": REDIS_PORT}, "periodSeconds": 10, "failureThreshold": 3},
+                        "readinessProbe": {
+                            "exec": {"command": ["redis-cli", "ping"]},
+                            "periodSeconds": 5,
+                            "timeoutSeconds": 2,
+                        },
+                        "securityContext": security_context(),
+                    }],
+                },
+            },
+        },
+    })
+}
+
+fn redis_service(stack: &Stack) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": metadata(REDIS_NAME, &stack.namespace, stack.labels("redis")),
+        "spec": {
+            "selector": stack.selector("redis"),
+            "ports": [{"name": "redis", "port": REDIS_PORT, "targetPort": "redis"}],
+        },
+    })
+}
+
+/// Only the gateways (limits, leases) and the pods (warm-up flags) reach Redis. Not the
+/// autoscaler: on Kubernetes it keeps its state in a ConfigMap and never connects.
+fn redis_network_policy(stack: &Stack) -> Value {
+    ingress_policy(
+        metadata(REDIS_NAME, &stack.namespace, stack.labels("redis")),
+        stack.selector("redis"),
+        json!([{
+            "from": [
+                {"podSelector": {"matchLabels": stack.selector("gateway")}},
+                {"podSelector": {"matchLabels": stack.selector("pod")}},
+            ],
+            "ports": [{"protocol": "TCP", "port": REDIS_PORT}],
+        }]),
+    )
 }
 
 /// Headless: the gateway routes to each pod itself (it reads the EndpointSlices).
@@ -473,11 +638,17 @@ fn gateway_deployment(ctx: &Ctx, stack: &Stack) -> Value {
         format!("{}/{}", stack.namespace, stack.name("pod")),
     ];
     args.extend(stack.scope_arg());
-    let replicas = if stack.scope.is_some() {
-        1
-    } else {
+    let mut env = vec![secret_env()];
+    let replicas = if stack.is_shared() {
         ctx.catalog.kubernetes.gateway_replicas
+    } else {
+        1
     };
+    if let Some(redis) = redis_env(ctx, stack) {
+        env.push(redis);
+        // While Redis is unreachable each replica enforces 1/N of every limit.
+        args.extend(["--replicas".into(), replicas.to_string()]);
+    }
     json!({
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -486,11 +657,10 @@ fn gateway_deployment(ctx: &Ctx, stack: &Stack) -> Value {
             "replicas": replicas,
             "selector": {"matchLabels": stack.selector("gateway")},
             "template": {
-                "metadata": {"labels": stack.labels("gateway"), "annotations": {
-                    "prometheus.io/scrape": "true",
-                    "prometheus.io/port": GATEWAY_ADMIN_PORT.to_string(),
-                    "prometheus.io/path": "/metrics",
-                }},
+                "metadata": {
+                    "labels": stack.labels("gateway"),
+                    "annotations": template_annotations(ctx, GATEWAY_ADMIN_PORT),
+                },
                 "spec": {
                     "serviceAccountName": stack.name("gateway"),
                     "terminationGracePeriodSeconds": 60,
@@ -503,7 +673,7 @@ fn gateway_deployment(ctx: &Ctx, stack: &Stack) -> Value {
                             {"name": "http", "containerPort": GATEWAY_PORT},
                             {"name": "admin", "containerPort": GATEWAY_ADMIN_PORT},
                         ],
-                        "env": [secret_env()],
+                        "env": env,
                         "resources": {
                             "requests": {"cpu": format!("{}m", GATEWAY_REQUESTS.0), "memory": mem_text(GATEWAY_REQUESTS.1)},
                             "limits": {"cpu": format!("{}m", GATEWAY_LIMITS.0), "memory": mem_text(GATEWAY_LIMITS.1)},
@@ -596,24 +766,45 @@ fn service_account(ns: &str) -> Value {
     })
 }
 
-/// What the autoscaler may do, and no more.
+/// What the autoscaler may do, and no more: by name wherever the verb allows. It creates
+/// nothing (its Lease and state ConfigMap are rendered, [`autoscaler_objects`]); it lists the
+/// pool's pods by label and patches their deletion cost, whose names it cannot know.
 fn role(ns: &str) -> Value {
+    let lease = crate::autoscaler_lease_name(POOL_DEPLOYMENT);
+    let state = crate::autoscaler_state_name(POOL_DEPLOYMENT);
     json!({
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "Role",
         "metadata": metadata("tenantscale-autoscaler", ns, base_labels("autoscaler")),
         "rules": [
-            {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "list", "watch"]},
-            {"apiGroups": ["apps"], "resources": ["deployments/scale"], "verbs": ["get", "patch", "update"]},
-            // Pods: list and watch them, and patch pod-deletion-cost before a scale-down.
-            {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "patch"]},
-            {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
+            {"apiGroups": ["apps"], "resources": ["deployments"], "resourceNames": [POOL_DEPLOYMENT], "verbs": ["get"]},
+            {"apiGroups": ["apps"], "resources": ["deployments/scale"], "resourceNames": [POOL_DEPLOYMENT], "verbs": ["get", "update"]},
+            {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "patch"]},
             // Leader election.
-            {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]},
+            {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": [lease], "verbs": ["get", "update"]},
             // The engine's state, kept in one ConfigMap.
-            {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create", "update"]},
+            {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [state], "verbs": ["get", "update"]},
         ],
     })
+}
+
+/// The Lease and the state ConfigMap the autoscaler only reads and updates, so that its Role
+/// needs no `create` (which cannot be limited by name). Neither carries a spec or data: a
+/// later `kubectl apply` of the folder leaves the holder and the saved state alone.
+fn autoscaler_objects(ns: &str) -> [Value; 2] {
+    let labels = base_labels("autoscaler");
+    [
+        json!({
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": metadata(&crate::autoscaler_lease_name(POOL_DEPLOYMENT), ns, labels.clone()),
+        }),
+        json!({
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": metadata(&crate::autoscaler_state_name(POOL_DEPLOYMENT), ns, labels),
+        }),
+    ]
 }
 
 fn role_binding(ns: &str) -> Value {
@@ -637,11 +828,10 @@ fn autoscaler_deployment(ctx: &Ctx, ns: &str) -> Value {
             "replicas": 2,
             "selector": {"matchLabels": Stack::shared(ns).selector("autoscaler")},
             "template": {
-                "metadata": {"labels": base_labels("autoscaler"), "annotations": {
-                    "prometheus.io/scrape": "true",
-                    "prometheus.io/port": AUTOSCALER_PORT.to_string(),
-                    "prometheus.io/path": "/metrics",
-                }},
+                "metadata": {
+                    "labels": base_labels("autoscaler"),
+                    "annotations": template_annotations(ctx, AUTOSCALER_PORT),
+                },
                 "spec": {
                     "serviceAccountName": "tenantscale-autoscaler",
                     "securityContext": {"runAsNonRoot": true, "runAsUser": 10001},
@@ -651,7 +841,7 @@ fn autoscaler_deployment(ctx: &Ctx, ns: &str) -> Value {
                         "args": [
                             "autoscale", "-c", format!("{CATALOG_DIR}/tenantscale.yaml"),
                             "--listen", format!("0.0.0.0:{AUTOSCALER_PORT}"),
-                            "--kubernetes-deployment", format!("{ns}/tenantscale-pod"),
+                            "--kubernetes-deployment", format!("{ns}/{POOL_DEPLOYMENT}"),
                         ],
                         "ports": [{"name": "http", "containerPort": AUTOSCALER_PORT}],
                         "resources": {
@@ -717,7 +907,7 @@ fn native_hpa(ctx: &mut Ctx, ns: &str) -> Value {
         }
     }
     let mut spec = json!({
-        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "tenantscale-pod"},
+        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": POOL_DEPLOYMENT},
         "minReplicas": pool.min_replicas,
         "maxReplicas": pool.max_replicas,
         "metrics": serde_json::to_value(&pool.metrics).expect("metrics serialize"),
@@ -728,7 +918,7 @@ fn native_hpa(ctx: &mut Ctx, ns: &str) -> Value {
     json!({
         "apiVersion": "autoscaling/v2",
         "kind": "HorizontalPodAutoscaler",
-        "metadata": metadata("tenantscale-pod", ns, base_labels("pod")),
+        "metadata": metadata(POOL_DEPLOYMENT, ns, base_labels("pod")),
         "spec": spec,
     })
 }
@@ -932,7 +1122,7 @@ fn limit_range(catalog: &Catalog, ns: &str, stack: &Stack) -> Value {
 fn network_policy(stack: &Stack) -> Value {
     let port = json!([{"protocol": "TCP", "port": POD_PORT}]);
     let mut from = vec![json!({"podSelector": {"matchLabels": stack.selector("gateway")}})];
-    if stack.scope.is_none() {
+    if stack.is_shared() {
         from.push(json!({"podSelector": {"matchLabels": stack.selector("autoscaler")}}));
     }
     ingress_policy(
@@ -1075,6 +1265,243 @@ fn grafana_dashboard(ns: &str) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const CATALOG: &str = "cluster: {cores: 8, memory: 16Gi}
+tiers:
+  gold: {weight: 3, share: 0.6}
+tenants:
+  - {id: media-1, tier: gold}
+  - {id: media-2, tier: gold, silo: true}
+pool: {minReplicas: 2, maxReplicas: 6}
+kubernetes:
+  namespace: rag
+  store: {secret: pg, key: url}
+  redis: deploy
+";
+
+    fn rendered(text: &str) -> Rendered {
+        let catalog = Catalog::parse(text).unwrap().catalog;
+        render(
+            &catalog,
+            &Options {
+                version: OLDEST,
+                autoscaler: Autoscaler::Tenantscale,
+                prometheus_operator: false,
+                secret: None,
+                catalog_text: text.into(),
+            },
+        )
+        .unwrap()
+    }
+
+    fn resource(r: &Rendered, path: &str) -> Value {
+        let text = r
+            .files
+            .get(path)
+            .unwrap_or_else(|| panic!("{path} not rendered"));
+        serde_saphyr::from_str(text).unwrap()
+    }
+
+    fn env_of(container: &Value, name: &str) -> Value {
+        container["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == name)
+            .cloned()
+            .unwrap_or(Value::Null)
+    }
+
+    #[test]
+    fn an_unshared_deployment_is_refused_with_the_fields_paths() {
+        // No kubernetes section: it loads (local use), but cannot be rendered.
+        let text = CATALOG.split("kubernetes:").next().unwrap();
+        let catalog = Catalog::parse(text).unwrap().catalog;
+        let options = Options {
+            version: OLDEST,
+            autoscaler: Autoscaler::Tenantscale,
+            prometheus_operator: false,
+            secret: None,
+            catalog_text: text.into(),
+        };
+        let e = render(&catalog, &options).unwrap_err();
+        let paths: Vec<&str> = e.problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(paths, ["kubernetes.store", "kubernetes.redis"]);
+    }
+
+    #[test]
+    fn gateways_and_pods_are_wired_to_the_shared_store_and_redis() {
+        let r = rendered(CATALOG);
+        let redis_url = json!("redis://tenantscale-redis.rag.svc:6379");
+        let gateway = resource(&r, "rag/deployment-tenantscale-gateway.yaml");
+        let container = &gateway["spec"]["template"]["spec"]["containers"][0];
+        assert!(
+            container["args"]
+                .to_string()
+                .contains(r#""--replicas","2""#),
+            "{}",
+            container["args"]
+        );
+        assert_eq!(env_of(container, "TENANTSCALE_REDIS")["value"], redis_url);
+
+        let pods = resource(&r, "rag/deployment-tenantscale-pod.yaml");
+        let spec = &pods["spec"]["template"]["spec"];
+        let container = &spec["containers"][0];
+        assert_eq!(
+            env_of(container, "TENANTSCALE_STORE")["valueFrom"],
+            json!({"secretKeyRef": {"name": "pg", "key": "url"}}),
+            "required: a pod without its store does not start"
+        );
+        assert_eq!(env_of(container, "TENANTSCALE_REDIS")["value"], redis_url);
+        assert_eq!(
+            env_of(container, "POD_IP")["valueFrom"]["fieldRef"]["fieldPath"],
+            "status.podIP"
+        );
+        // No SQLite of its own: the catalog is the only volume.
+        assert_eq!(
+            spec["volumes"].as_array().unwrap().len(),
+            1,
+            "{}",
+            spec["volumes"]
+        );
+        assert!(container.get("workingDir").is_none());
+
+        // A silo's one gateway shares nothing; its pods share the store.
+        let silo = "tenant-media-2/deployment-tenantscale-media-2";
+        let gateway = resource(&r, &format!("{silo}-gateway.yaml"));
+        let container = &gateway["spec"]["template"]["spec"]["containers"][0];
+        assert!(!container["args"].to_string().contains("--replicas"));
+        assert!(env_of(container, "TENANTSCALE_REDIS").is_null());
+        let pods = resource(&r, &format!("{silo}-pod.yaml"));
+        let container = &pods["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(
+            env_of(container, "TENANTSCALE_STORE")["valueFrom"]["secretKeyRef"]["name"],
+            "pg"
+        );
+
+        // Redis: non-root, read-only, bounded, replaced whole, reached by gateways and pods only.
+        let redis = resource(&r, "rag/deployment-tenantscale-redis.yaml");
+        assert_eq!(redis["spec"]["strategy"]["type"], "Recreate");
+        let c = &redis["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(c["image"], REDIS_IMAGE);
+        assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+        assert_eq!(c["securityContext"]["runAsNonRoot"], true);
+        assert_eq!(c["resources"]["limits"]["memory"], "256Mi");
+        let policy = resource(&r, "rag/networkpolicy-tenantscale-redis.yaml");
+        let components: Vec<&Value> = policy["spec"]["ingress"][0]["from"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| &f["podSelector"]["matchLabels"]["app.kubernetes.io/component"])
+            .collect();
+        assert_eq!(components, [&json!("gateway"), &json!("pod")]);
+        assert!(r.files.contains_key("rag/service-tenantscale-redis.yaml"));
+    }
+
+    #[test]
+    fn an_existing_redis_comes_from_its_secret_and_nothing_is_deployed() {
+        let r =
+            rendered(&CATALOG.replace("redis: deploy", "redis: {secret: redis-conn, key: url}"));
+        assert!(!r.files.keys().any(|p| p.contains("tenantscale-redis")));
+        let gateway = resource(&r, "rag/deployment-tenantscale-gateway.yaml");
+        let container = &gateway["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(
+            env_of(container, "TENANTSCALE_REDIS")["valueFrom"],
+            json!({"secretKeyRef": {"name": "redis-conn", "key": "url"}})
+        );
+    }
+
+    #[test]
+    fn one_pod_without_a_store_keeps_sqlite_and_is_warned_about() {
+        let r = rendered(
+            &CATALOG
+                .replace("maxReplicas: 6", "maxReplicas: 1")
+                .replace("minReplicas: 2", "minReplicas: 1")
+                .replace("  store: {secret: pg, key: url}\n", ""),
+        );
+        assert!(
+            r.warnings
+                .iter()
+                .any(|w| w.starts_with("no kubernetes.store")),
+            "{:?}",
+            r.warnings
+        );
+        let pods = resource(&r, "rag/deployment-tenantscale-pod.yaml");
+        let container = &pods["spec"]["template"]["spec"]["containers"][0];
+        assert!(env_of(container, "TENANTSCALE_STORE").is_null());
+        assert_eq!(container["workingDir"], DATA_DIR);
+    }
+
+    #[test]
+    fn pods_roll_on_a_restart_only_change_and_not_on_a_reloaded_one() {
+        let annotation = |r: &Rendered, path: &str| {
+            resource(r, path)["spec"]["template"]["metadata"]["annotations"]
+                [RESTART_ONLY_ANNOTATION]
+                .clone()
+        };
+        let templates = [
+            "rag/deployment-tenantscale-pod.yaml",
+            "rag/deployment-tenantscale-gateway.yaml",
+            "rag/deployment-tenantscale-autoscaler.yaml",
+            "tenant-media-2/deployment-tenantscale-media-2-pod.yaml",
+        ];
+        let base = rendered(CATALOG);
+        let slots =
+            rendered(&CATALOG.replace("maxReplicas: 6}", "maxReplicas: 6, slotsPerPod: 4}"));
+        let tenant = rendered(&CATALOG.replace(
+            "  - {id: media-1, tier: gold}\n",
+            "  - {id: media-1, tier: gold}\n  - {id: media-3, tier: gold, apiKeySha256: \"2222222222222222222222222222222222222222222222222222222222222222\"}\n",
+        ));
+        for path in templates {
+            let before = annotation(&base, path);
+            assert!(
+                before.as_str().is_some_and(|s| s.len() == 64),
+                "{path}: {before}"
+            );
+            assert_ne!(annotation(&slots, path), before, "{path}");
+            // A tenant is reloaded live: the Deployment is byte for byte the same, only the
+            // catalog Secret changes.
+            assert_eq!(tenant.files[path], base.files[path], "{path}");
+        }
+        assert_ne!(
+            tenant.files["rag/secret-tenantscale-catalog.yaml"],
+            base.files["rag/secret-tenantscale-catalog.yaml"]
+        );
+    }
+
+    #[test]
+    fn the_autoscaler_creates_nothing_and_names_what_it_touches() {
+        let r = rendered(CATALOG);
+        let role = resource(&r, "rag/role-tenantscale-autoscaler.yaml");
+        let lease = crate::autoscaler_lease_name(POOL_DEPLOYMENT);
+        let state = crate::autoscaler_state_name(POOL_DEPLOYMENT);
+        for rule in role["rules"].as_array().unwrap() {
+            let verbs = rule["verbs"].as_array().unwrap();
+            assert!(!verbs.contains(&json!("create")), "{rule}");
+            let names = rule.get("resourceNames");
+            match rule["resources"][0].as_str().unwrap() {
+                "deployments" | "deployments/scale" => {
+                    assert_eq!(names, Some(&json!([POOL_DEPLOYMENT])), "{rule}")
+                }
+                "leases" => assert_eq!(names, Some(&json!([lease])), "{rule}"),
+                "configmaps" => assert_eq!(names, Some(&json!([state])), "{rule}"),
+                // Its pods' names come and go: listed by label, patched by name.
+                "pods" => assert_eq!(verbs, &[json!("list"), json!("patch")]),
+                other => panic!("unexpected rule for {other}"),
+            }
+        }
+        // What it would have created is rendered, empty (a re-apply keeps its holder and state).
+        let lease = resource(&r, &format!("rag/lease-{lease}.yaml"));
+        assert!(lease.get("spec").is_none());
+        let state = resource(&r, &format!("rag/configmap-{state}.yaml"));
+        assert!(state.get("data").is_none());
+        let autoscaler = resource(&r, "rag/deployment-tenantscale-autoscaler.yaml");
+        assert!(
+            autoscaler["spec"]["template"]["spec"]["containers"][0]["args"]
+                .to_string()
+                .contains(&format!("\"rag/{POOL_DEPLOYMENT}\""))
+        );
+    }
 
     #[test]
     fn versions_parse_within_the_supported_range_only() {

@@ -190,6 +190,72 @@ async fn the_engine_state_survives_in_a_config_map() {
     );
 }
 
+/// What `render` writes for the autoscaler (a Lease with no spec, a ConfigMap with no data),
+/// as `kubectl apply` leaves them: the actuator takes and fills them with get and update
+/// only, the verbs its rendered Role allows (no create).
+#[tokio::test]
+async fn the_rendered_lease_and_state_are_used_without_create() {
+    use tenantscale_k8s::render::{Autoscaler, OLDEST, Options, render};
+    let text = "cluster: {cores: 8, memory: 16Gi}
+tiers: {gold: {share: 0.5}}
+tenants: [{id: media-1, tier: gold}]
+pool: {minReplicas: 2, maxReplicas: 4}
+kubernetes: {store: {secret: pg, key: url}, redis: deploy}
+";
+    let catalog = tenantscale_core::catalog::Catalog::parse(text)
+        .unwrap()
+        .catalog;
+    let rendered = render(
+        &catalog,
+        &Options {
+            version: OLDEST,
+            autoscaler: Autoscaler::Tenantscale,
+            prometheus_operator: false,
+            secret: None,
+            catalog_text: text.into(),
+        },
+    )
+    .unwrap();
+    let lease_name = tenantscale_k8s::autoscaler_lease_name(DEPLOYMENT);
+    let state_name = tenantscale_k8s::autoscaler_state_name(DEPLOYMENT);
+    let object = |kind: &str, name: &str| {
+        let mut v: Value =
+            serde_saphyr::from_str(&rendered.files[&format!("{NS}/{kind}-{name}.yaml")]).unwrap();
+        v["metadata"]["resourceVersion"] = "1".into();
+        v
+    };
+    let api = FakeApiServer::start(3, vec![]).await;
+    {
+        let mut w = api.world();
+        w.leases
+            .insert(lease_name.clone(), object("lease", &lease_name));
+        w.maps
+            .insert(state_name.clone(), object("configmap", &state_name));
+    }
+    let lease = LeaderLease::new(api.client(), NS, &lease_name, "autoscaler-a", 15);
+    assert!(lease.try_lead(1_795_000_000_000).await.unwrap());
+    let state = ConfigMapState::new(api.client(), NS, &state_name);
+    assert_eq!(state.load().await.unwrap(), None, "nothing saved yet");
+    state.save(r#"{"engine":{"step":1}}"#).await.unwrap();
+    assert_eq!(
+        state.load().await.unwrap().as_deref(),
+        Some(r#"{"engine":{"step":1}}"#)
+    );
+    let w = api.world();
+    assert!(!w.log.iter().any(|l| l.starts_with("POST")), "{:?}", w.log);
+    assert!(w.log.contains(&"PUT leases".to_string()), "{:?}", w.log);
+    assert!(w.log.contains(&"PUT configmaps".to_string()), "{:?}", w.log);
+    assert_eq!(
+        w.leases[&lease_name]["spec"]["holderIdentity"],
+        "autoscaler-a"
+    );
+    assert_eq!(
+        w.maps[&state_name]["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+        "tenantscale-render",
+        "the rendered object, updated in place"
+    );
+}
+
 #[tokio::test]
 async fn the_gateway_sees_ready_pods_as_members_and_terminating_ones_as_draining() {
     let mut pods = four_pods();

@@ -433,3 +433,61 @@ fn only_the_tenant_api_is_published_the_admin_port_is_scraped_and_the_autoscaler
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn render_and_check_refuse_replicas_that_would_not_share_their_store_or_redis() {
+    let text = std::fs::read_to_string(example()).unwrap();
+    let unwired = text
+        .replacen("  store: {secret: tenantscale-store, key: url}\n", "", 1)
+        .replacen("  redis: deploy\n", "", 1);
+    assert_ne!(unwired, text);
+    let catalog = temp_file("unwired.yaml", &unwired);
+    let out = std::env::temp_dir().join(format!("tenantscale-unwired-{}", std::process::id()));
+    for args in [
+        vec![
+            "render",
+            "-c",
+            catalog.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ],
+        vec!["check", "-c", catalog.to_str().unwrap()],
+    ] {
+        let o = tenantscale(&args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        let e = stderr(&o);
+        assert!(
+            e.contains("kubernetes.store (line ")
+                && e.contains("required when pool.maxReplicas > 1 (it is 20)"),
+            "{args:?}: {e}"
+        );
+        assert!(
+            e.contains("kubernetes.redis (line ")
+                && e.contains("required when kubernetes.gatewayReplicas > 1 (it is 2)"),
+            "{args:?}: {e}"
+        );
+    }
+    assert!(!out.exists(), "nothing rendered");
+    // Without a kubernetes section the catalog still serves locally (check passes), but
+    // render, deploying the defaults, asks the same.
+    let local = temp_file("local.yaml", unwired.split("kubernetes:").next().unwrap());
+    assert!(
+        tenantscale(&["check", "-c", local.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let o = tenantscale(&[
+        "render",
+        "-c",
+        local.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("kubernetes.store: required"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!out.exists(), "nothing rendered");
+}

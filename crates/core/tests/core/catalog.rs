@@ -302,6 +302,120 @@ fn the_kubernetes_section_defaults_and_names_bad_fields() {
 }
 
 #[test]
+fn a_kubernetes_section_must_share_the_store_and_redis_among_replicas() {
+    use tenantscale_core::catalog::{Redis, SecretKey};
+    // BASE: maxReplicas 20, and the default 2 gateways.
+    let errors = errors_of(&format!("{BASE}kubernetes:\n  namespace: rag\n"));
+    assert_eq!(errors.len(), 2, "{errors:#?}");
+    assert!(
+        errors[0].starts_with(
+            "kubernetes.store (line 11): required when pool.maxReplicas > 1 (it is 20)"
+        ),
+        "{errors:#?}"
+    );
+    assert!(
+        errors[1].starts_with(
+            "kubernetes.redis (line 11): required when kubernetes.gatewayReplicas > 1 (it is 2)"
+        ),
+        "{errors:#?}"
+    );
+    // One pod and one gateway share nothing: neither is needed.
+    let single = BASE.replace(
+        "minReplicas: 3, maxReplicas: 20",
+        "minReplicas: 1, maxReplicas: 1",
+    );
+    let k = Catalog::parse(&format!("{single}kubernetes: {{gatewayReplicas: 1}}\n"))
+        .unwrap()
+        .catalog;
+    assert!(k.unshared().is_empty());
+    assert_eq!((k.kubernetes.store, k.kubernetes.redis), (None, None));
+
+    let wired = Catalog::parse(&format!(
+        "{BASE}kubernetes:\n  store: {{secret: pg, key: url}}\n  redis: {{secret: redis.example, key: redis-url}}\n"
+    ))
+    .unwrap()
+    .catalog
+    .kubernetes;
+    let key = |secret: &str, key: &str| SecretKey {
+        secret: secret.into(),
+        key: key.into(),
+    };
+    assert_eq!(wired.store, Some(key("pg", "url")));
+    assert_eq!(
+        wired.redis,
+        Some(Redis::Secret(key("redis.example", "redis-url")))
+    );
+    let deploy = Catalog::parse(&format!(
+        "{BASE}kubernetes: {{store: {{secret: pg, key: url}}, redis: deploy}}\n"
+    ))
+    .unwrap()
+    .catalog;
+    assert_eq!(deploy.kubernetes.redis, Some(Redis::Deploy));
+
+    // Without the section the catalog serves locally as before; `render` asks the same.
+    let local = Catalog::parse(BASE).unwrap().catalog;
+    let paths: Vec<String> = local.unshared().iter().map(|p| p.path.clone()).collect();
+    assert_eq!(paths, ["kubernetes.store", "kubernetes.redis"]);
+
+    for (section, expected) in [
+        (
+            "kubernetes:\n  store: {secret: Bad_Name, key: \"a/b\"}\n  redis: deploy\n",
+            vec![
+                "kubernetes.store.secret (line 12): \"Bad_Name\" is not a Secret name",
+                "kubernetes.store.key (line 12): \"a/b\" is not a Secret key",
+            ],
+        ),
+        (
+            "kubernetes:\n  store: {secret: pg, key: url}\n  redis: {secret: r, key: \"..x\"}\n",
+            vec!["kubernetes.redis.key (line 13): \"..x\" is not a Secret key"],
+        ),
+        (
+            "kubernetes:\n  store: {secret: pg, key: url}\n  redis: deploy-it\n",
+            vec![
+                "kubernetes.redis (line 13): invalid value: string \"deploy-it\", expected deploy, or {secret, key}",
+            ],
+        ),
+        (
+            "kubernetes:\n  store: {secret: pg, key: url}\n  redis: {secret: r}\n",
+            vec!["kubernetes.redis"],
+        ),
+        (
+            "kubernetes:\n  store: {secret: pg, key: url, optional: true}\n",
+            vec!["kubernetes.store"],
+        ),
+    ] {
+        let errors = errors_of(&format!("{BASE}{section}"));
+        for e in &expected {
+            assert!(
+                errors.iter().any(|x| x.starts_with(e)),
+                "{e} in {errors:#?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_restart_only_checksum_follows_restart_only_fields_and_nothing_else() {
+    let sha = |text: &str| Catalog::parse(text).unwrap().catalog.restart_only_sha256();
+    let base = sha(BASE);
+    assert_eq!(base.len(), 64);
+    assert_eq!(base, sha(BASE), "deterministic");
+    let slots = BASE.replace("maxReplicas: 20}", "maxReplicas: 20, slotsPerPod: 4}");
+    assert_ne!(sha(&slots), base, "pool.slotsPerPod needs a restart");
+    let queue = BASE.replace("maxReplicas: 20}", "maxReplicas: 20, queuePerTenant: 50}");
+    assert_ne!(sha(&queue), base, "pool.queuePerTenant needs a restart");
+    // Reloaded live: tenants, keys, tiers.
+    let live = BASE
+        .replace(
+            "  - {id: retail-1, tier: silver}\n",
+            "  - {id: retail-1, tier: silver}\n  - {id: retail-2, tier: gold, apiKeySha256: \"1111111111111111111111111111111111111111111111111111111111111111\"}\n",
+        )
+        .replace("gold: {weight: 3, share: 0.3}", "gold: {weight: 5, share: 0.25, rateLimit: {rps: 10, burst: 20}}");
+    assert_ne!(live, BASE);
+    assert_eq!(sha(&live), base);
+}
+
+#[test]
 fn storage_quotas_default_per_tier_and_are_overridden_per_tenant() {
     use tenantscale_core::catalog::{DEFAULT_STORAGE_QUOTA, StorageQuota};
     let text = BASE
